@@ -1,0 +1,59 @@
+# The two commands: `make demo` and `make test`. Everything else is a helper they call.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+APT_PACKAGES := prometheus chromium
+
+.PHONY: demo test lint fmt typecheck pytest bench soak proto dashboards sysdeps clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# System packages the tests drive for real (Prometheus, headless Chromium). Installed with
+# apt-get when missing and we are root; otherwise the tests that need them say what is missing.
+sysdeps:
+	@missing=""; for p in prometheus promtool chromium; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  else echo "missing:$$missing (run as root or: sudo apt-get install $(APT_PACKAGES))"; fi; fi
+
+demo: $(STAMP)
+	$(BIN)/meshlens demo $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: $(STAMP) sysdeps lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+soak: $(STAMP)
+	MESHLENS_SOAK=1 $(BIN)/pytest -m slow tests/soak $(PYTEST_ARGS)
+
+proto: $(STAMP)
+	$(BIN)/python -m collector.proto.generate
+
+dashboards: $(STAMP)
+	$(BIN)/meshlens grafana build
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

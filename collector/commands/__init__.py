@@ -1,0 +1,1 @@
+"""`meshlens` subcommands owned by the collector package (serve, import)."""

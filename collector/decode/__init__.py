@@ -1,0 +1,1 @@
+"""Pure decoders: WAL records (raw protobuf / text) -> Arrow tables of the public schema."""

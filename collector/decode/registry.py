@@ -1,0 +1,52 @@
+"""Which decoder turns which kind of WAL record into rows.
+
+A decoder is a pure function `Record -> dict[table name, pa.Table]` (tables conform to
+`collector.store.schema`). It raises `collector.errors.DecodeError` for bad input. Decoders are
+named here as strings and imported on first use, so a worker process loads only what it needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from typing import Final
+
+import pyarrow as pa
+
+from collector.store.records import Record, RecordKind
+from collector.store.writer import conform
+
+Decoder = Callable[[Record], dict[str, pa.Table]]
+
+DECODERS: Final[dict[RecordKind, str]] = {
+    RecordKind.OTLP_TRACES: "collector.decode.otlp_traces:decode_traces_record",
+    RecordKind.OTLP_METRICS: "collector.decode.otlp_metrics:decode_metrics_record",
+    RecordKind.OTLP_LOGS: "collector.decode.otlp_logs:decode_logs_record",
+    RecordKind.ENVOY_ALS: "collector.decode.envoy_als:decode_als_record",
+    RecordKind.ACCESS_LOG_LINES: "collector.decode.access_log_text:decode_lines_record",
+}
+
+_loaded: dict[RecordKind, Decoder] = {}
+
+
+def decoder_for(kind: RecordKind) -> Decoder:
+    fn = _loaded.get(kind)
+    if fn is None:
+        module, _, name = DECODERS[kind].partition(":")
+        fn = getattr(importlib.import_module(module), name)
+        _loaded[kind] = fn
+    return fn
+
+
+def decode_record(record: Record) -> dict[str, pa.Table]:
+    return decoder_for(record.kind)(record)
+
+
+def decode_records(records: Iterable[Record]) -> dict[str, pa.Table]:
+    """Decode many records and concatenate per table (schemas conformed)."""
+    parts: dict[str, list[pa.Table]] = {}
+    for record in records:
+        for table, data in decode_record(record).items():
+            if data.num_rows:
+                parts.setdefault(table, []).append(conform(table, data))
+    return {t: pa.concat_tables(ts) for t, ts in parts.items()}

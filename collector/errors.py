@@ -1,0 +1,69 @@
+"""Exceptions of the collector package, in one tree.
+
+    CollectorError
+      ConfigError(setting, value)        a setting or flag has a bad value
+      DecodeError(kind, detail)          a payload could not be decoded (-> INVALID_ARGUMENT / 400)
+      PayloadTooLarge(size, limit)       a request over the size limit (-> RESOURCE_EXHAUSTED / 413)
+      Overloaded(resource, retry_after)  a memory or queue budget is full (-> RESOURCE_EXHAUSTED / 429)
+      StoreUnavailable(path, reason)     the WAL cannot take writes, e.g. disk full (-> UNAVAILABLE / 503)
+      WalCorruption(path, offset)        a WAL segment has a bad record (recovery truncates there)
+      AuthError(reason)                  missing or wrong credentials (-> UNAUTHENTICATED / 401)
+"""
+
+from __future__ import annotations
+
+
+class CollectorError(Exception):
+    """Base of every collector error."""
+
+
+class ConfigError(CollectorError):
+    def __init__(self, setting: str, value: object, reason: str) -> None:
+        super().__init__(f"invalid {setting} {value!r}: {reason}")
+        self.setting = setting
+        self.value = value
+        self.reason = reason
+
+
+class DecodeError(CollectorError):
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"cannot decode {kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+class PayloadTooLarge(CollectorError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"request of {size} bytes exceeds the limit of {limit} bytes (--max-message-size)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class Overloaded(CollectorError):
+    def __init__(self, resource: str, retry_after_s: float) -> None:
+        super().__init__(f"{resource} is full; retry after {retry_after_s:g}s")
+        self.resource = resource
+        self.retry_after_s = retry_after_s
+
+
+class StoreUnavailable(CollectorError):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"store cannot accept writes at {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class WalCorruption(CollectorError):
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        super().__init__(f"corrupt WAL record in {path} at byte {offset}: {reason}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+class AuthError(CollectorError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

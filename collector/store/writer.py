@@ -1,0 +1,92 @@
+"""Write Arrow tables into the store's Parquet layout, atomically and deterministically.
+
+`write_table` splits rows by the table's time column into dt/hr partitions and writes one file
+per partition named from (node, lo, hi): writing the same rows under the same name again (WAL
+replay) produces the same file, so nothing is counted twice. Each file is written to a hidden
+temporary name, fsynced, renamed into place, and its directory fsynced.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from collector.store.layout import partition_dir, segment_file_name
+from collector.store.schema import TABLES, TIME_COLUMN
+
+COMPRESSION = "zstd"
+
+
+def conform(table: str, data: pa.Table) -> pa.Table:
+    """Cast/reorder `data` to the table's schema; columns it lacks are filled with nulls."""
+    schema = TABLES[table]
+    cols = []
+    for field in schema:
+        if field.name in data.column_names:
+            cols.append(data.column(field.name).cast(field.type))
+        else:
+            cols.append(pa.nulls(data.num_rows, field.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_parquet_atomic(data: pa.Table, path: Path, *, fsync: bool = True) -> None:
+    """tmp file in the same directory -> fsync -> rename -> fsync(dir)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(data, tmp, compression=COMPRESSION, row_group_size=256 * 1024)
+    if fsync:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(tmp, path)
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def write_table(
+    data_dir: Path,
+    table: str,
+    data: pa.Table,
+    node: str,
+    lo: int,
+    hi: int | None = None,
+    *,
+    fsync: bool = True,
+) -> list[Path]:
+    """Write `data` (rows of `table`) as `<node>_<lo>_<hi>.parquet` in each dt/hr partition it
+    spans. Returns the files written. Rows are sorted by time within each file."""
+    if data.num_rows == 0:
+        return []
+    data = conform(table, data)
+    time_col = TIME_COLUMN[table]
+    ts = data.column(time_col)
+    if ts.null_count:
+        raise ValueError(f"{table}.{time_col} has {ts.null_count} null values; every row needs a time")
+    data = data.sort_by(time_col)
+    # Whole hours since the epoch (timestamps are UTC microseconds).
+    hours = pc.divide(data.column(time_col).cast(pa.int64()), pa.scalar(3_600_000_000, pa.int64()))
+    name = segment_file_name(node, lo, hi)
+    written: list[Path] = []
+    unique = pc.unique(hours).to_pylist()
+    for hour in sorted(unique):
+        part = data if len(unique) == 1 else data.filter(pc.equal(hours, hour))
+        when = datetime.fromtimestamp(hour * 3600, tz=UTC)
+        path = partition_dir(data_dir, table, when) / name
+        write_parquet_atomic(part, path, fsync=fsync)
+        written.append(path)
+    return written

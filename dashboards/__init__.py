@@ -1,0 +1,1 @@
+"""meshlens dashboards: the Streamlit app and the generated Grafana dashboards."""
