@@ -1,0 +1,199 @@
+"""The SQL catalog: an in-memory DuckDB connection with one view per store table.
+
+Every process (and every query session) opens its own connection; there is no DuckDB file, so
+any number of readers can run beside the collector. The base views read the Parquet files that
+`collector.store.layout.visible_files` lists (compaction-aware), pruned to the window's dt/hr
+partitions and then filtered on the time column. `union_by_name` plus a typed empty branch keep
+every column of the public schema present even when old files predate it (schema evolution),
+and a table with no files yet is an empty view with the right types.
+
+Derived views (documented in the README):
+  traffic  requests with the two reporters de-duplicated like Kiali (one row per request)
+  edges    one row per (source workload, destination workload/service, protocol) over the window
+  signals  one row per destination service/version per minute: golden signals
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import duckdb
+import pyarrow as pa
+
+from analytics.window import TimeWindow
+from collector.store.layout import visible_files
+from collector.store.schema import TABLES, TIME_COLUMN
+
+BASE_VIEWS: Final = tuple(TABLES)
+DERIVED_VIEWS: Final = ("traffic", "edges", "signals")
+
+# Envoy response flags that mean the request never reached an upstream proxy: such a source
+# report has no destination twin even when the request id cannot be matched.
+NEVER_REACHED_FLAGS: Final = ("UH", "NR", "UF", "UO", "NC", "DF", "URX", "LH", "UAEX")
+
+# Row-level de-duplication (Kiali: destination reports inbound traffic; source reports traffic
+# that never reached a destination proxy). A source row is kept when no destination row carries
+# its request id; without a request id (TCP, stripped headers) when the destination is unknown
+# or a flag says the request never got there.
+_NEVER_REACHED_RE: Final = "(^|,)(" + "|".join(NEVER_REACHED_FLAGS) + ")(,|$)"
+TRAFFIC_SQL: Final = f"""
+WITH dest_ids AS (
+    SELECT DISTINCT request_id FROM requests
+    WHERE reporter = 'destination' AND request_id IS NOT NULL AND request_id <> ''
+)
+SELECT r.* FROM requests r
+WHERE r.reporter <> 'source'
+UNION ALL
+SELECT r.* FROM requests r ANTI JOIN dest_ids d ON r.request_id = d.request_id
+WHERE r.reporter = 'source' AND r.request_id IS NOT NULL AND r.request_id <> ''
+UNION ALL
+SELECT r.* FROM requests r
+WHERE r.reporter = 'source' AND coalesce(r.request_id, '') = ''
+  AND (r.destination_workload = 'unknown'
+       OR regexp_matches(coalesce(r.response_flags, '-'), '{_NEVER_REACHED_RE}'))
+"""
+
+# Error classes shared by the derived views, the graph and signals.
+IS_5XX: Final = "(protocol <> 'tcp' AND response_code >= 500)"
+IS_4XX: Final = "(protocol <> 'tcp' AND response_code >= 400 AND response_code < 500)"
+IS_NO_RESPONSE: Final = "(protocol <> 'tcp' AND coalesce(response_code, 0) = 0)"
+IS_GRPC_ERROR: Final = (
+    "(protocol = 'grpc' AND coalesce(grpc_status, '') NOT IN ('', '0') "
+    "AND response_code < 400 AND response_code > 0)"
+)
+# An error for error_rate: 5xx, no response, or a gRPC status other than OK.
+IS_ERROR: Final = f"({IS_5XX} OR {IS_NO_RESPONSE} OR {IS_GRPC_ERROR})"
+
+EDGES_SQL: Final = f"""
+SELECT
+    source_namespace, source_workload, source_canonical_service, source_version,
+    destination_namespace, destination_workload, destination_canonical_service,
+    destination_version, destination_service, protocol,
+    count(*) AS requests,
+    count(*) FILTER (WHERE {IS_ERROR}) AS errors,
+    count(*) FILTER (WHERE {IS_5XX}) AS errors_5xx,
+    count(*) FILTER (WHERE {IS_4XX}) AS errors_4xx,
+    count(*) FILTER (WHERE {IS_GRPC_ERROR}) AS errors_grpc,
+    count(*) FILTER (WHERE {IS_NO_RESPONSE}) AS no_response,
+    count(*) FILTER (WHERE {IS_ERROR}) / count(*) AS error_rate,
+    quantile_cont(duration_ms, 0.5) AS p50_ms,
+    quantile_cont(duration_ms, 0.95) AS p95_ms,
+    quantile_cont(duration_ms, 0.99) AS p99_ms,
+    sum(request_bytes) AS request_bytes,
+    sum(response_bytes) AS response_bytes,
+    avg(CASE WHEN mtls THEN 1.0 ELSE 0.0 END) AS mtls_ratio,
+    min(ts) AS first_ts,
+    max(ts) AS last_ts
+FROM traffic
+GROUP BY ALL
+"""
+
+SIGNALS_SQL: Final = f"""
+SELECT
+    time_bucket(INTERVAL 1 MINUTE, ts) AS bucket,
+    destination_namespace, destination_service_name, destination_canonical_service,
+    destination_version,
+    count(*) AS requests,
+    count(*) / 60.0 AS rps,
+    count(*) FILTER (WHERE {IS_ERROR}) AS errors,
+    count(*) FILTER (WHERE {IS_ERROR}) / count(*) AS error_ratio,
+    quantile_cont(duration_ms, 0.5) AS p50_ms,
+    quantile_cont(duration_ms, 0.9) AS p90_ms,
+    quantile_cont(duration_ms, 0.95) AS p95_ms,
+    quantile_cont(duration_ms, 0.99) AS p99_ms
+FROM traffic
+WHERE protocol <> 'tcp'
+GROUP BY ALL
+"""
+
+_DUCK_TYPES: Final = {
+    pa.float64(): "DOUBLE",
+    pa.string(): "VARCHAR",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.bool_(): "BOOLEAN",
+    pa.list_(pa.float64()): "DOUBLE[]",
+    pa.list_(pa.int64()): "BIGINT[]",
+}
+
+
+def duck_type(t: pa.DataType) -> str:
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    try:
+        return _DUCK_TYPES[t]
+    except KeyError:
+        raise TypeError(f"no DuckDB type for Arrow type {t}") from None
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ts_literal(when: datetime) -> str:
+    return f"TIMESTAMPTZ '{when.astimezone(UTC).isoformat()}'"
+
+
+def empty_select(table: str) -> str:
+    """A SELECT with the table's columns and types and no rows."""
+    cols = ", ".join(f"NULL::{duck_type(f.type)} AS {f.name}" for f in TABLES[table])
+    return f"SELECT {cols} WHERE false"
+
+
+def base_view_sql(data_dir: Path, table: str, window: TimeWindow | None) -> str:
+    start, end = (window.start, window.end) if window else (None, None)
+    files = visible_files(data_dir, table, start, end)
+    empty = empty_select(table)
+    if not files:
+        return empty
+    listing = ", ".join(_quote(str(p)) for p in files)
+    scan = f"SELECT * FROM read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
+    if window is not None:
+        col = TIME_COLUMN[table]
+        scan += f" WHERE {col} >= {_ts_literal(window.start)} AND {col} < {_ts_literal(window.end)}"
+    # The typed empty branch adds columns that no file has yet (schema evolution) and fixes types.
+    return f"{empty} UNION ALL BY NAME {scan}"
+
+
+def apply_sandbox(
+    conn: duckdb.DuckDBPyConnection, data_dir: Path, *, memory_limit: str = "2GB"
+) -> None:
+    """DuckDB's own guards (its "Securing DuckDB" page): only the store directory is readable,
+    no extensions are installed or loaded, and the configuration is locked so a query cannot
+    undo any of this."""
+    root = str(data_dir.resolve())
+    for stmt in (
+        f"SET memory_limit = {_quote(memory_limit)}",
+        "SET autoinstall_known_extensions = false",
+        "SET autoload_known_extensions = false",
+        f"SET allowed_directories = [{_quote(root + '/')}]",
+        "SET enable_external_access = false",
+        "SET lock_configuration = true",
+    ):
+        conn.execute(stmt)
+
+
+def connect(
+    data_dir: Path,
+    window: TimeWindow | None = None,
+    *,
+    sandbox: bool = False,
+    memory_limit: str = "2GB",
+    threads: int | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory connection with the views of the public schema over `data_dir`."""
+    data_dir = Path(data_dir)
+    conn = duckdb.connect(":memory:")
+    conn.execute("SET TimeZone = 'UTC'")
+    if threads is not None:
+        conn.execute(f"SET threads = {int(threads)}")
+    for table in BASE_VIEWS:
+        conn.execute(f"CREATE VIEW {table} AS {base_view_sql(data_dir, table, window)}")
+    conn.execute(f"CREATE VIEW traffic AS {TRAFFIC_SQL}")
+    conn.execute(f"CREATE VIEW edges AS {EDGES_SQL}")
+    conn.execute(f"CREATE VIEW signals AS {SIGNALS_SQL}")
+    if sandbox:
+        apply_sandbox(conn, data_dir, memory_limit=memory_limit)
+    return conn

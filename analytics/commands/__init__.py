@@ -1,0 +1,1 @@
+"""`meshlens` subcommands of the analytics package (each: configure(parser), run(args) -> int)."""

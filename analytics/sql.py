@@ -1,0 +1,186 @@
+"""The SQL sandbox behind `meshlens sql` and `POST /api/v1/sql`.
+
+Guards, outermost first:
+  1. exactly one statement, and it must be a SELECT (DuckDB's own parser decides, no regex);
+  2. DuckDB's configuration (catalog.apply_sandbox): file access limited to the data directory,
+     no extension install/load, memory limit, configuration locked;
+  3. a timer that interrupts the running statement after `timeout_s`;
+  4. at most `max_rows` rows come back, with `truncated` set when there were more.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import pyarrow as pa
+
+from analytics.catalog import connect
+from analytics.errors import QueryError, QueryRejected, QueryTimeout
+from analytics.window import TimeWindow
+
+DEFAULT_MAX_ROWS: Final = 10_000
+DEFAULT_TIMEOUT_S: Final = 30.0
+DEFAULT_MEMORY_LIMIT: Final = "2GB"
+
+_WHY_NOT: Final[Mapping[str, str]] = {
+    "COPY": "COPY reads or writes files; the SQL surface is read-only",
+    "EXPORT": "EXPORT DATABASE writes files; the SQL surface is read-only",
+    "ATTACH": "ATTACH opens other databases; only the store's views are available",
+    "DETACH": "DETACH changes the catalog; the SQL surface is read-only",
+    "LOAD": "extensions cannot be installed or loaded",
+    "SET": "settings cannot be changed (the configuration is locked)",
+    "VARIABLE_SET": "settings cannot be changed (the configuration is locked)",
+    "PRAGMA": "PRAGMA changes or inspects settings; use SELECT * FROM duckdb_settings()",
+    "CREATE": "the SQL surface is read-only (CREATE)",
+    "CREATE_FUNC": "the SQL surface is read-only (CREATE FUNCTION)",
+    "INSERT": "the SQL surface is read-only (INSERT)",
+    "UPDATE": "the SQL surface is read-only (UPDATE)",
+    "DELETE": "the SQL surface is read-only (DELETE)",
+    "DROP": "the SQL surface is read-only (DROP)",
+    "ALTER": "the SQL surface is read-only (ALTER)",
+    "TRANSACTION": "transactions are not needed for read-only queries",
+    "CALL": "CALL runs table functions and checkpoints; use SELECT * FROM fn()",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+    truncated: bool
+    elapsed_s: float
+    types: tuple[str, ...] = ()
+    arrow: pa.Table | None = field(default=None, compare=False, repr=False)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Rows as JSON-ready objects (times as ISO 8601, decimals as floats)."""
+        return [
+            {c: json_value(v) for c, v in zip(self.columns, row, strict=True)} for row in self.rows
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "columns": list(self.columns),
+            "types": list(self.types),
+            "rows": self.records(),
+            "row_count": len(self.rows),
+            "truncated": self.truncated,
+            "elapsed_s": round(self.elapsed_s, 6),
+        }
+
+
+def json_value(v: Any) -> Any:
+    if isinstance(v, dt.datetime | dt.date | dt.time):
+        return v.isoformat()
+    if isinstance(v, dt.timedelta):
+        return v.total_seconds()
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    if isinstance(v, bytes):
+        return base64.b64encode(v).decode()
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, list | tuple):
+        return [json_value(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): json_value(x) for k, x in v.items()}
+    if isinstance(v, float) and v != v:  # NaN is not JSON
+        return None
+    return v
+
+
+def check_statement(sql: str) -> str:
+    """The single SELECT statement in `sql`, or QueryRejected / QueryError saying why not."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(sql, str(exc).strip()) from None
+    if not statements:
+        raise QueryRejected(sql, "empty query: give one SELECT statement")
+    if len(statements) > 1:
+        raise QueryRejected(sql, f"{len(statements)} statements given; run exactly one SELECT")
+    stmt = statements[0]
+    kind = stmt.type.name
+    if kind != "SELECT":
+        why = _WHY_NOT.get(kind, "only SELECT statements are allowed")
+        raise QueryRejected(sql, f"{kind} statement not allowed: {why}")
+    return stmt.query
+
+
+def _rejection(sql: str, exc: duckdb.Error) -> QueryError:
+    msg = str(exc).strip()
+    if isinstance(exc, duckdb.PermissionException):
+        if "xtension" in msg:
+            return QueryRejected(sql, f"extensions cannot be installed or loaded ({msg})")
+        return QueryRejected(sql, f"file access outside the data directory is not allowed ({msg})")
+    if "configuration has been locked" in msg:
+        return QueryRejected(sql, f"settings cannot be changed ({msg})")
+    return QueryError(sql, msg)
+
+
+def run_query(
+    data_dir: Path,
+    sql: str,
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    window: TimeWindow | None = None,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+) -> QueryResult:
+    """Run one read-only SELECT over the store's views with the sandbox guards."""
+    if max_rows < 0:
+        raise QueryRejected(sql, f"max_rows must be >= 0, got {max_rows}")
+    query = check_statement(sql)
+    started = time.perf_counter()
+    conn = connect(Path(data_dir), window, sandbox=True, memory_limit=memory_limit)
+    timed_out = threading.Event()
+
+    def _interrupt() -> None:
+        timed_out.set()
+        conn.interrupt()
+
+    timer = threading.Timer(timeout_s, _interrupt) if timeout_s > 0 else None
+    try:
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            # A streaming Arrow reader: stop pulling once the row cap is passed.
+            reader = conn.sql(query).to_arrow_reader(min(max(max_rows + 1, 1), 65_536))
+            batches: list[pa.RecordBatch] = []
+            have = 0
+            for batch in reader:
+                batches.append(batch)
+                have += batch.num_rows
+                if have > max_rows:
+                    break
+            schema = reader.schema
+        except duckdb.InterruptException:
+            raise QueryTimeout(sql, timeout_s) from None
+        except duckdb.Error as exc:
+            if timed_out.is_set():
+                raise QueryTimeout(sql, timeout_s) from None
+            raise _rejection(sql, exc) from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+        conn.close()
+    table = pa.Table.from_batches(batches, schema=schema)
+    truncated = table.num_rows > max_rows
+    table = table.slice(0, max_rows)
+    # Column-wise, so duplicate column names (SELECT 1, 1) survive.
+    rows = tuple(zip(*(c.to_pylist() for c in table.columns), strict=True))
+    types = tuple(str(f.type) for f in table.schema)
+    return QueryResult(
+        tuple(table.column_names), rows, truncated, time.perf_counter() - started, types, table
+    )
