@@ -149,7 +149,9 @@ def base_view_sql(data_dir: Path, table: str, window: TimeWindow | None) -> str:
     if not files:
         return empty
     listing = ", ".join(_quote(str(p)) for p in files)
-    scan = f"SELECT * FROM read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
+    scan = (
+        f"SELECT * FROM read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
+    )
     if window is not None:
         col = TIME_COLUMN[table]
         scan += f" WHERE {col} >= {_ts_literal(window.start)} AND {col} < {_ts_literal(window.end)}"

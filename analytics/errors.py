@@ -1,15 +1,15 @@
 """Exceptions of the analytics package, in one tree (other analytics modules append theirs).
 
-    AnalyticsError
-      WindowError(reason)                 a bad --since/--from/--to combination
-      QueryError(sql, reason)             DuckDB failed to run a query (syntax, binder, runtime)
-        QueryTimeout(sql, timeout_s)      the statement was interrupted after timeout_s
-        QueryRejected(sql, reason)        the sandbox refused the statement (not a single SELECT,
-                                          file access, configuration change, extension, ...)
-      GraphError(reason)                  bad graph options (level, source)
-      HealthConfigError(path, reason)     a health tolerance file is invalid
-      PrometheusError(url, reason)        the Prometheus source failed (unreachable, bad answer)
-      GateError                           the rollout gate (see the gate section at the end)
+AnalyticsError
+  WindowError(reason)                 a bad --since/--from/--to combination
+  QueryError(sql, reason)             DuckDB failed to run a query (syntax, binder, runtime)
+    QueryTimeout(sql, timeout_s)      the statement was interrupted after timeout_s
+    QueryRejected(sql, reason)        the sandbox refused the statement (not a single SELECT,
+                                      file access, configuration change, extension, ...)
+  GraphError(reason)                  bad graph options (level, source)
+  HealthConfigError(path, reason)     a health tolerance file is invalid
+  PrometheusError(url, reason)        the Prometheus source failed (unreachable, bad answer)
+  GateError                           the rollout gate (see the gate section at the end)
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class QueryError(AnalyticsError):
 class QueryTimeout(QueryError):
     def __init__(self, sql: str, timeout_s: float) -> None:
         AnalyticsError.__init__(
-            self, f"query interrupted after the {timeout_s:g}s time limit (--timeout): {_short(sql)}"
+            self,
+            f"query interrupted after the {timeout_s:g}s time limit (--timeout): {_short(sql)}",
         )
         self.sql = sql
         self.reason = "timeout"
@@ -122,4 +123,55 @@ class ActuatorError(GateError):
         super().__init__(f"{actuator} actuator could not set weights on {target}: {reason}")
         self.actuator = actuator
         self.target = target
+        self.reason = reason
+
+
+# --- canary judge: analytics/judge/ ---------------------------------------------------------
+#   JudgeError
+#     CanaryConfigError(path, field, reason)  a canary config (YAML / Kayenta JSON) is invalid
+#     JudgeInputError(reason)                 bad analysis inputs (selector, sides, payload)
+
+
+class JudgeError(AnalyticsError):
+    """Base of the canary judge's errors."""
+
+
+class CanaryConfigError(JudgeError):
+    def __init__(self, path: str, field: str, reason: str) -> None:
+        where = f"{path}: {field}" if field else path
+        super().__init__(f"invalid canary config {where}: {reason}")
+        self.path = path
+        self.field = field
+        self.reason = reason
+
+
+class JudgeInputError(JudgeError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- Istio config checks: analytics/istio/ --------------------------------------------------
+#   IstioConfigError(path, document, field, reason)  an invalid or unsupported Istio resource
+#   ClusterAccessError(url, reason)                  reading resources from the Kubernetes API failed
+
+
+class IstioConfigError(AnalyticsError):
+    def __init__(self, path: str, document: int | None, field: str, reason: str) -> None:
+        where = path
+        if document is not None:
+            where += f" (document {document})"
+        if field:
+            where += f" at {field}"
+        super().__init__(f"{where}: {reason}")
+        self.path = path
+        self.document = document
+        self.field = field
+        self.reason = reason
+
+
+class ClusterAccessError(AnalyticsError):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"Kubernetes API {url}: {reason}")
+        self.url = url
         self.reason = reason

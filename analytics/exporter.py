@@ -13,10 +13,11 @@ Exported families (all computed from the store, never from live traffic):
       as the spanmetrics connector names them with its default namespace `traces.span.metrics`
       (what Jaeger's Monitor tab queries). Values: span_kind="SPAN_KIND_SERVER", status_code=
       "STATUS_CODE_ERROR" ...
+  meshlens_gate_verdicts_total{rollout,service,verdict}   counter, from the `verdicts` table
   meshlens_gate_canary_weight{rollout,service}, meshlens_gate_score{rollout,service},
-  meshlens_gate_phase{rollout,service,phase} (1 for the current phase),
-  meshlens_gate_verdicts_total{rollout,service,verdict}
-      the rollout gate, from the `verdicts` table (unless analytics.gate.metrics provides them).
+  meshlens_gate_phase{rollout,service,phase} (1 for the current phase), ...
+      the rollout gate's own collectors (analytics.gate.metrics, live state files); when that
+      module is absent, the same three from each rollout's newest `verdicts` row.
 
 Counters are cumulative like the connectors' (temporality cumulative): each refresh (at most every
 `min_interval_s`) reads only rows with time in [watermark, now - lag_s) and adds them, so a scrape
@@ -57,20 +58,43 @@ log = logging.getLogger(__name__)
 
 # The service-graph and spanmetrics connectors' default explicit bounds, in seconds.
 LATENCY_BOUNDS_S: Final = (
-    0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0,
+    0.002,
+    0.004,
+    0.006,
+    0.008,
+    0.01,
+    0.05,
+    0.1,
+    0.2,
+    0.4,
+    0.8,
+    1.0,
+    1.4,
+    2.0,
+    5.0,
+    10.0,
+    15.0,
 )
 OVERFLOW: Final = "__overflow__"
 _SG_LABELS: Final = ("client", "server", "connection_type", "failed")
-_SM_LABELS: Final = ("service_name", "span_name", "span_kind", "status_code",
-                     "otel_metric_overflow")
+_SM_LABELS: Final = (
+    "service_name",
+    "span_name",
+    "span_kind",
+    "status_code",
+    "otel_metric_overflow",
+)
 _KINDS: Final = {
-    "server": "SPAN_KIND_SERVER", "client": "SPAN_KIND_CLIENT", "internal": "SPAN_KIND_INTERNAL",
-    "producer": "SPAN_KIND_PRODUCER", "consumer": "SPAN_KIND_CONSUMER",
+    "server": "SPAN_KIND_SERVER",
+    "client": "SPAN_KIND_CLIENT",
+    "internal": "SPAN_KIND_INTERNAL",
+    "producer": "SPAN_KIND_PRODUCER",
+    "consumer": "SPAN_KIND_CONSUMER",
 }
 _STATUS: Final = {"ok": "STATUS_CODE_OK", "error": "STATUS_CODE_ERROR"}
 _BOUNDS_SQL: Final = "[" + ", ".join(f"{b * 1000:g}" for b in LATENCY_BOUNDS_S) + "]"
 # Bucket index = number of bounds strictly below the value (value <= bound[i] -> bucket i).
-_BIDX_SQL: Final = "len(list_filter({bounds}::DOUBLE[], b -> b < {col}))"
+_BIDX_SQL: Final = "len(list_filter({bounds}::DOUBLE[], lambda b: b < {col}))"
 
 
 @dataclass(slots=True)
@@ -289,8 +313,11 @@ class DerivedMetricsCollector:
                 st.span_keys.add(pair)
             if pair in st.span_keys:
                 key = (
-                    pair[0], pair[1], _KINDS.get(str(kind), "SPAN_KIND_UNSPECIFIED"),
-                    _STATUS.get(str(status), "STATUS_CODE_UNSET"), "",
+                    pair[0],
+                    pair[1],
+                    _KINDS.get(str(kind), "SPAN_KIND_UNSPECIFIED"),
+                    _STATUS.get(str(status), "STATUS_CODE_UNSET"),
+                    "",
                 )
             else:
                 key = ("", "", "", "", "true")
@@ -312,13 +339,15 @@ class DerivedMetricsCollector:
     def _families(self) -> Iterator[Metric]:
         st = self._state
         total = CounterMetricFamily(
-            "traces_service_graph_request", "Requests between two nodes (meshlens, from the store)",
+            "traces_service_graph_request",
+            "Requests between two nodes (meshlens, from the store)",
             labels=_SG_LABELS,
         )
         for key, n in sorted(st.requests.items()):
             total.add_metric(key, n)
         failed = CounterMetricFamily(
-            "traces_service_graph_request_failed", "Failed requests between two nodes",
+            "traces_service_graph_request_failed",
+            "Failed requests between two nodes",
             labels=_SG_LABELS[:3],
         )
         for fkey, n in sorted(st.failed.items()):
@@ -336,7 +365,8 @@ class DerivedMetricsCollector:
                 fam.add_metric(key, h.cumulative(), h.total_s)
             yield fam
         calls = CounterMetricFamily(
-            "traces_span_metrics_calls", "Spans per service, name, kind and status",
+            "traces_span_metrics_calls",
+            "Spans per service, name, kind and status",
             labels=_SM_LABELS,
         )
         for skey, n in sorted(st.calls.items()):
@@ -351,13 +381,21 @@ class DerivedMetricsCollector:
 
 
 class GateMetricsCollector:
-    """meshlens_gate_* from the `verdicts` table: the latest row per rollout and verdict counts.
+    """meshlens_gate_verdicts_total from the `verdicts` table and, when `latest` (the gate's own
+    collectors from its state files are absent), weight/score/phase of each rollout's newest row.
 
     Cached for `min_interval_s`; the verdicts table is small (one row per judgement)."""
 
-    def __init__(self, data_dir: Path, *, min_interval_s: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        latest: bool = True,
+        min_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.data_dir = Path(data_dir)
+        self.latest = latest
         self.min_interval_s = min_interval_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -380,14 +418,20 @@ class GateMetricsCollector:
 
     def _build(self) -> list[Metric]:
         labels = ["rollout", "service"]
-        weight = GaugeMetricFamily("meshlens_gate_canary_weight",
-                                   "Traffic weight (%) the gate last gave the canary", labels=labels)
-        score = GaugeMetricFamily("meshlens_gate_score", "Score (0-100) of the last canary verdict",
-                                  labels=labels)
-        phase = GaugeMetricFamily("meshlens_gate_phase", "1 for the rollout's current phase",
-                                  labels=[*labels, "phase"])
-        verdicts = CounterMetricFamily("meshlens_gate_verdicts",
-                                       "Canary verdicts by outcome", labels=[*labels, "verdict"])
+        weight = GaugeMetricFamily(
+            "meshlens_gate_canary_weight",
+            "Traffic weight (%) the gate last gave the canary",
+            labels=labels,
+        )
+        score = GaugeMetricFamily(
+            "meshlens_gate_score", "Score (0-100) of the last canary verdict", labels=labels
+        )
+        phase = GaugeMetricFamily(
+            "meshlens_gate_phase", "1 for the rollout's current phase", labels=[*labels, "phase"]
+        )
+        verdicts = CounterMetricFamily(
+            "meshlens_gate_verdicts", "Canary verdicts by outcome", labels=[*labels, "verdict"]
+        )
         end = datetime.fromtimestamp(self._clock() + 60, tz=UTC)
         conn = _connect(self.data_dir, datetime(2000, 1, 1, tzinfo=UTC), end)
         try:
@@ -407,19 +451,20 @@ class GateMetricsCollector:
             phase.add_metric([*key, str(ph)], 1.0)
         for rollout, service, verdict, n in counts:
             verdicts.add_metric([str(rollout), str(service), str(verdict)], int(n))
-        return [weight, score, phase, verdicts]
+        return [weight, score, phase, verdicts] if self.latest else [verdicts]
 
 
 def _gate_collectors(data_dir: Path) -> list[Any]:
-    """The gate's own collectors when analytics.gate.metrics exists, else ours from verdicts."""
+    """The gate's own collectors (live state files) when analytics.gate.metrics exists, plus the
+    verdict counter; without it, everything from the verdicts table."""
     try:
         mod = importlib.import_module("analytics.gate.metrics")
     except ImportError:
         return [GateMetricsCollector(data_dir)]
-    factory = getattr(mod, "metric_collectors", None) or getattr(mod, "gate_collectors", None)
+    factory = getattr(mod, "metric_collectors", None)
     if factory is None:
         return [GateMetricsCollector(data_dir)]
-    return list(factory(data_dir))
+    return [*factory(data_dir), GateMetricsCollector(data_dir, latest=False)]
 
 
 def metric_collectors(data_dir: Path) -> list[Any]:
@@ -429,11 +474,15 @@ def metric_collectors(data_dir: Path) -> list[Any]:
 
 def describe_labels() -> dict[str, Any]:
     """The exported families and their labels (documentation and tests)."""
-    return json.loads(json.dumps({
-        "traces_service_graph_request_total": list(_SG_LABELS),
-        "traces_service_graph_request_failed_total": list(_SG_LABELS[:3]),
-        "traces_service_graph_request_server_seconds": list(_SG_LABELS),
-        "traces_service_graph_request_client_seconds": list(_SG_LABELS),
-        "traces_span_metrics_calls_total": list(_SM_LABELS),
-        "traces_span_metrics_duration_seconds": list(_SM_LABELS),
-    }))
+    return json.loads(
+        json.dumps(
+            {
+                "traces_service_graph_request_total": list(_SG_LABELS),
+                "traces_service_graph_request_failed_total": list(_SG_LABELS[:3]),
+                "traces_service_graph_request_server_seconds": list(_SG_LABELS),
+                "traces_service_graph_request_client_seconds": list(_SG_LABELS),
+                "traces_span_metrics_calls_total": list(_SM_LABELS),
+                "traces_span_metrics_duration_seconds": list(_SM_LABELS),
+            }
+        )
+    )

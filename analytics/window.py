@@ -28,7 +28,9 @@ class TimeWindow:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise WindowError("start and end must be timezone-aware")
         if self.end <= self.start:
-            raise WindowError(f"end {self.end.isoformat()} is not after start {self.start.isoformat()}")
+            raise WindowError(
+                f"end {self.end.isoformat()} is not after start {self.start.isoformat()}"
+            )
 
     @property
     def seconds(self) -> float:
@@ -98,8 +100,12 @@ def parse_window(
 
 def add_window_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("time window (default: the last 15m)")
-    g.add_argument("--since", default=None, help="window length ending at --to or now, e.g. 15m, 2h")
-    g.add_argument("--from", dest="from_", default=None, help="window start (ISO 8601, UTC default)")
+    g.add_argument(
+        "--since", default=None, help="window length ending at --to or now, e.g. 15m, 2h"
+    )
+    g.add_argument(
+        "--from", dest="from_", default=None, help="window start (ISO 8601, UTC default)"
+    )
     g.add_argument("--to", default=None, help="window end (ISO 8601); default now")
 
 

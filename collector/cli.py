@@ -19,7 +19,10 @@ from collector.config import COMMON, add_settings
 from collector.errors import CollectorError
 
 COMMANDS: Final[dict[str, tuple[str, str]]] = {
-    "serve": ("collector.commands.serve", "run the collector: OTLP + Envoy ALS receivers, store, API"),
+    "serve": (
+        "collector.commands.serve",
+        "run the collector: OTLP + Envoy ALS receivers, store, API",
+    ),
     "import": ("collector.commands.importer", "import Istio/Envoy access-log files into requests"),
     "sql": ("analytics.commands.sql", "run a read-only SQL query over the store"),
     "graph": ("analytics.commands.graph", "service graph (Kiali semantics) for a time window"),
@@ -64,8 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args_in[0]
     if command not in COMMANDS:
         _top_parser().print_usage(sys.stderr)
-        print(f"meshlens: unknown command {command!r}; choose from {', '.join(COMMANDS)}",
-              file=sys.stderr)
+        print(
+            f"meshlens: unknown command {command!r}; choose from {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
         return 2
     try:
         parser, module = build_parser(command)

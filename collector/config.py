@@ -17,7 +17,14 @@ from typing import Any, Final
 from collector.errors import ConfigError
 
 _DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_UNITS: Final = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 604800.0,
+}
 _SIZE_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 
 
@@ -94,31 +101,51 @@ SERVE: Final = (
     Setting("http_port", 4318, "OTLP/HTTP port (0 = ephemeral, -1 = off)", int),
     Setting("api_port", 8080, "HTTP API, /metrics, /healthz, /readyz port (0 = ephemeral)", int),
     Setting("host", "127.0.0.1", "address every port binds to (0.0.0.0 in containers)", str),
-    Setting("durability", "fsync", "fsync: ack after fsync; none: ack after write()", str,
-            ("fsync", "none")),
-    Setting("flush_interval", 1.0, "how often the WAL segment rolls over to Parquet (s)",
-            parse_duration),
+    Setting(
+        "durability",
+        "fsync",
+        "fsync: ack after fsync; none: ack after write()",
+        str,
+        ("fsync", "none"),
+    ),
+    Setting(
+        "flush_interval", 1.0, "how often the WAL segment rolls over to Parquet (s)", parse_duration
+    ),
     Setting("max_message_size", 16 * 1024 * 1024, "largest accepted request body", parse_size),
-    Setting("memory_budget", 512 * 1024 * 1024, "bytes of requests in flight before backpressure",
-            parse_size),
-    Setting("disk_budget", 0, "WAL bytes not yet converted before backpressure (0 = no limit)",
-            parse_size),
-    Setting("retention", 7 * 86400.0, "delete data older than this (0 = keep forever)",
-            parse_duration),
-    Setting("compact_after", 120.0, "compact a partition's small files once this old",
-            parse_duration),
+    Setting(
+        "memory_budget",
+        512 * 1024 * 1024,
+        "bytes of requests in flight before backpressure",
+        parse_size,
+    ),
+    Setting(
+        "disk_budget",
+        0,
+        "WAL bytes not yet converted before backpressure (0 = no limit)",
+        parse_size,
+    ),
+    Setting(
+        "retention", 7 * 86400.0, "delete data older than this (0 = keep forever)", parse_duration
+    ),
+    Setting(
+        "compact_after", 120.0, "compact a partition's small files once this old", parse_duration
+    ),
     Setting("decode_workers", 1, "decoder worker processes (0 = decode in a thread)", int),
     Setting("node", "local", "this collector's name in segment file names ([a-z0-9-])", str),
     Setting("auth_token", "", "bearer token required on every receiver and the API", str),
     Setting("tls_cert", "", "PEM certificate for gRPC and HTTP receivers", str),
     Setting("tls_key", "", "PEM private key for --tls-cert", str),
-    Setting("tls_client_ca", "", "PEM CA bundle; when set, clients must present a certificate",
-            str),
+    Setting(
+        "tls_client_ca", "", "PEM CA bundle; when set, clients must present a certificate", str
+    ),
 )
 
 
-def add_settings(parser: argparse.ArgumentParser, settings: Iterable[Setting],
-                 environ: Mapping[str, str] | None = None) -> None:
+def add_settings(
+    parser: argparse.ArgumentParser,
+    settings: Iterable[Setting],
+    environ: Mapping[str, str] | None = None,
+) -> None:
     """Add a flag per setting; the flag's default comes from the environment or the default."""
     env = os.environ if environ is None else environ
     for s in settings:
@@ -127,7 +154,7 @@ def add_settings(parser: argparse.ArgumentParser, settings: Iterable[Setting],
             s.flag,
             dest=s.name,
             default=default,
-            type=lambda raw, s=s: s.convert(raw),
+            type=s.convert,
             help=f"{s.help} (env {s.env}; default {default!s})",
         )
 

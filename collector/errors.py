@@ -1,13 +1,13 @@
 """Exceptions of the collector package, in one tree.
 
-    CollectorError
-      ConfigError(setting, value)        a setting or flag has a bad value
-      DecodeError(kind, detail)          a payload could not be decoded (-> INVALID_ARGUMENT / 400)
-      PayloadTooLarge(size, limit)       a request over the size limit (-> RESOURCE_EXHAUSTED / 413)
-      Overloaded(resource, retry_after)  a memory or queue budget is full (-> RESOURCE_EXHAUSTED / 429)
-      StoreUnavailable(path, reason)     the WAL cannot take writes, e.g. disk full (-> UNAVAILABLE / 503)
-      WalCorruption(path, offset)        a WAL segment has a bad record (recovery truncates there)
-      AuthError(reason)                  missing or wrong credentials (-> UNAUTHENTICATED / 401)
+CollectorError
+  ConfigError(setting, value)        a setting or flag has a bad value
+  DecodeError(kind, detail)          a payload could not be decoded (-> INVALID_ARGUMENT / 400)
+  PayloadTooLarge(size, limit)       a request over the size limit (-> RESOURCE_EXHAUSTED / 413)
+  Overloaded(resource, retry_after)  a memory or queue budget is full (-> RESOURCE_EXHAUSTED/429)
+  StoreUnavailable(path, reason)     WAL cannot take writes, e.g. disk full (-> UNAVAILABLE / 503)
+  WalCorruption(path, offset)        a WAL segment has a bad record (recovery truncates there)
+  AuthError(reason)                  missing or wrong credentials (-> UNAUTHENTICATED / 401)
 """
 
 from __future__ import annotations

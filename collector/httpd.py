@@ -149,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.server.options.name, *args)
+        log.debug("%s %s", self.server.options.name, format % args)
 
     def _handle(self) -> None:
         opts = self.server.options
@@ -163,8 +163,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if length > opts.max_body:
             self.close_connection = True
-            self._send(Response.json({"error": f"body of {length} bytes exceeds the limit of "
-                                      f"{opts.max_body} bytes", "status": 413}, 413))
+            self._send(
+                Response.json(
+                    {
+                        "error": f"body of {length} bytes exceeds the limit of "
+                        f"{opts.max_body} bytes",
+                        "status": 413,
+                    },
+                    413,
+                )
+            )
             return
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}

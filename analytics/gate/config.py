@@ -31,6 +31,7 @@ actuator: {type: none}               # kubernetes | file | envoy | none (options
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,15 +86,16 @@ class RolloutConfig:
         return self.steps[-1]
 
 
-def step_weights(step_weight: int | None, max_weight: int | None,
-                 explicit: list[int] | None, path: str = "") -> tuple[int, ...]:
+def step_weights(
+    step_weight: int | None, max_weight: int | None, explicit: list[int] | None, path: str = ""
+) -> tuple[int, ...]:
     """The canary weights to walk through before promotion. stepWeight/maxWeight stops AT
     maxWeight (Flagger overshoots: 20, 40, 60 for max 50; we cap the last step at 50)."""
     if explicit:
         steps = tuple(int(w) for w in explicit)
         if any(not 0 < w <= 100 for w in steps):
             raise RolloutConfigError(path, "analysis.stepWeights", "each weight must be in 1..100")
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(steps)):
             raise RolloutConfigError(path, "analysis.stepWeights", "weights must increase")
         return steps
     step = int(step_weight if step_weight is not None else 10)
@@ -160,20 +162,33 @@ def parse_rollout_config(data: Mapping[str, Any], path: str = "<config>") -> Rol
     apply = _get(data, "apply", default={}) or {}
     notify = _get(data, "notify", default={}) or {}
     act = _get(data, "actuator", default={}) or {}
-    for key, value in (("analysis", analysis), ("judge", judge), ("apply", apply),
-                       ("notify", notify), ("actuator", act)):
-        if not isinstance(value, Mapping):
+    section: Any
+    for key, section in (
+        ("analysis", analysis),
+        ("judge", judge),
+        ("apply", apply),
+        ("notify", notify),
+        ("actuator", act),
+    ):
+        if not isinstance(section, Mapping):
             raise RolloutConfigError(path, key, "must be a mapping")
 
     explicit = _get(analysis, "stepWeights", "step_weights")
     if explicit is not None and not isinstance(explicit, list):
         raise RolloutConfigError(path, "analysis.stepWeights", "must be a list of integers")
-    steps = step_weights(_get(analysis, "stepWeight", "step_weight"),
-                         _get(analysis, "maxWeight", "max_weight"), explicit, path)
+    steps = step_weights(
+        _get(analysis, "stepWeight", "step_weight"),
+        _get(analysis, "maxWeight", "max_weight"),
+        explicit,
+        path,
+    )
 
     window_raw = str(_get(analysis, "window", default="rollout"))
-    window, window_s = (window_raw, 0.0) if window_raw in ("rollout", "step") else (
-        "lookback", _duration(window_raw, path, "analysis.window"))
+    window, window_s = (
+        (window_raw, 0.0)
+        if window_raw in ("rollout", "step")
+        else ("lookback", _duration(window_raw, path, "analysis.window"))
+    )
     if window == "lookback" and window_s <= 0:
         raise RolloutConfigError(path, "analysis.window", "a lookback must be positive")
 
@@ -199,23 +214,45 @@ def parse_rollout_config(data: Mapping[str, Any], path: str = "<config>") -> Rol
         interval_s=interval,
         window=window,
         window_s=window_s,
-        successes_per_step=_int(_get(analysis, "successesPerStep", "successes_per_step",
-                                     default=1), path, "analysis.successesPerStep", 1),
-        failure_limit=_int(_get(analysis, "failureLimit", "failure_limit", "threshold",
-                                default=2), path, "analysis.failureLimit", 1),
+        successes_per_step=_int(
+            _get(analysis, "successesPerStep", "successes_per_step", default=1),
+            path,
+            "analysis.successesPerStep",
+            1,
+        ),
+        failure_limit=_int(
+            _get(analysis, "failureLimit", "failure_limit", "threshold", default=2),
+            path,
+            "analysis.failureLimit",
+            1,
+        ),
         consecutive_failure_limit=_int(
             _get(analysis, "consecutiveFailureLimit", "consecutive_failure_limit", default=0),
-            path, "analysis.consecutiveFailureLimit"),
-        inconclusive=_choice(_get(analysis, "inconclusive", default="hold"),
-                             INCONCLUSIVE_POLICIES, path, "analysis.inconclusive"),
-        inconclusive_limit=_int(_get(analysis, "inconclusiveLimit", "inconclusive_limit",
-                                     default=0), path, "analysis.inconclusiveLimit"),
+            path,
+            "analysis.consecutiveFailureLimit",
+        ),
+        inconclusive=_choice(
+            _get(analysis, "inconclusive", default="hold"),
+            INCONCLUSIVE_POLICIES,
+            path,
+            "analysis.inconclusive",
+        ),
+        inconclusive_limit=_int(
+            _get(analysis, "inconclusiveLimit", "inconclusive_limit", default=0),
+            path,
+            "analysis.inconclusiveLimit",
+        ),
         progress_deadline_s=_duration(
-            _get(analysis, "progressDeadline", "progress_deadline", default=0), path,
-            "analysis.progressDeadline"),
-        deadline_action=_choice(_get(analysis, "deadlineAction", "deadline_action",
-                                     default="rollback"), DEADLINE_ACTIONS, path,
-                                "analysis.deadlineAction"),
+            _get(analysis, "progressDeadline", "progress_deadline", default=0),
+            path,
+            "analysis.progressDeadline",
+        ),
+        deadline_action=_choice(
+            _get(analysis, "deadlineAction", "deadline_action", default="rollback"),
+            DEADLINE_ACTIONS,
+            path,
+            "analysis.deadlineAction",
+        ),
         dry_run=bool(_get(data, "dryRun", "dry_run", default=False)),
         apply_retries=_int(apply.get("retries", 3), path, "apply.retries"),
         apply_backoff_s=_duration(apply.get("backoff", "1s"), path, "apply.backoff"),

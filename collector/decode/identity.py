@@ -28,8 +28,11 @@ from collector.store.schema import UNKNOWN
 DEFAULT_TRUST_DOMAIN: Final = "cluster.local"
 PASSTHROUGH: Final = "PassthroughCluster"
 BLACKHOLE: Final = "BlackHoleCluster"
-INBOUND_PASSTHROUGH: Final = ("InboundPassthroughCluster", "InboundPassthroughClusterIpv4",
-                              "InboundPassthroughClusterIpv6")
+INBOUND_PASSTHROUGH: Final = (
+    "InboundPassthroughCluster",
+    "InboundPassthroughClusterIpv4",
+    "InboundPassthroughClusterIpv6",
+)
 
 # Istio label keys (node metadata LABELS and peer metadata labels).
 CANONICAL_NAME_LABEL: Final = "service.istio.io/canonical-name"
@@ -126,7 +129,8 @@ def parse_istio_sni(sni: str | None) -> ClusterName | None:
     if len(parts) != 4:
         return None
     port = int(parts[1]) if parts[1].isdigit() else None
-    return ClusterName(sni, "outbound", port, parts[2], parts[3])
+    subset = "" if parts[2] == "_" else parts[2]  # istio writes '_' for "no subset"
+    return ClusterName(sni, "outbound", port, subset, parts[3])
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,8 +308,13 @@ def peer_from_mapping(fields: Mapping[str, Any]) -> Workload | None:
     labels = labels if isinstance(labels, Mapping) else {}
     identity = get("identity")
     w = Workload(
-        workload=get("workload", "k8s.deployment.name", "k8s.workload.name", "k8s.job.name",
-                     "k8s.cronjob.name"),
+        workload=get(
+            "workload",
+            "k8s.deployment.name",
+            "k8s.workload.name",
+            "k8s.job.name",
+            "k8s.cronjob.name",
+        ),
         namespace=get("namespace", "k8s.namespace.name"),
         canonical_service=get("service", "service.name"),
         version=get("version", "app.version", "revision", "service.version"),
@@ -363,8 +372,11 @@ def peer_from_filter_state(type_url: str, value: bytes) -> Workload | None:
             return None
         return peer_from_mapping(struct_to_dict(s))
     if type_url.endswith(("google.protobuf.StringValue", "google.protobuf.BytesValue")):
-        wrapper = (wrappers_pb2.StringValue() if type_url.endswith("StringValue")
-                   else wrappers_pb2.BytesValue())
+        wrapper = (
+            wrappers_pb2.StringValue()
+            if type_url.endswith("StringValue")
+            else wrappers_pb2.BytesValue()
+        )
         try:
             wrapper.ParseFromString(value)
         except ProtoDecodeError:
@@ -402,12 +414,17 @@ class Observation:
     authority: str = ""
     local_principal: str = UNKNOWN  # URI SAN of the local certificate (downstream connection)
     peer_principal: str = UNKNOWN  # URI SAN of the peer certificate (downstream connection)
-    tls_local_cert: bool = False
-    tls_peer_cert: bool = False
+    # None when the source of the entry cannot see certificates (text access logs).
+    tls_local_cert: bool | None = None
+    tls_peer_cert: bool | None = None
     sni: str = ""
     upstream_peer: Workload | None = None
     downstream_peer: Workload | None = None
     upstream_host: str = ""
+    # The sidecar-to-sidecar connection of a client-side report, when the log has it (Envoy's
+    # %UPSTREAM_PEER_URI_SAN% / %UPSTREAM_LOCAL_URI_SAN% in formatter-based logs; ALS lacks it).
+    upstream_peer_principal: str = UNKNOWN
+    upstream_tls: bool | None = None
 
 
 def resolve(obs: Observation) -> dict[str, Any]:
@@ -426,11 +443,17 @@ def resolve(obs: Observation) -> dict[str, Any]:
         sni_cluster = parse_istio_sni(obs.sni)
         if sni_cluster is not None:
             svc = service_from_host(sni_cluster.host, dest.namespace)
+            if sni_cluster.subset and dest.version == UNKNOWN:
+                dest = replace(dest, version=sni_cluster.subset)
         else:
             svc = service_from_host(obs.authority, dest.namespace)
-        # Istio's source reporter sets mTLS from the upstream connection; the inbound side sees
-        # both certificates on the connection it logs.
-        out["mtls"] = obs.tls_local_cert and obs.tls_peer_cert
+        # The inbound side logs the sidecar-to-sidecar connection itself. Without certificate
+        # data (text logs), Istio's mTLS SNI is the evidence: istiod sets it only for
+        # ISTIO_MUTUAL.
+        if obs.tls_local_cert is not None:
+            out["mtls"] = bool(obs.tls_local_cert and obs.tls_peer_cert)
+        else:
+            out["mtls"] = True if sni_cluster is not None else None
     else:
         src = obs.local
         dest = obs.upstream_peer or UNKNOWN_WORKLOAD
@@ -444,7 +467,9 @@ def resolve(obs: Observation) -> dict[str, Any]:
             svc = service_from_host(obs.authority or obs.upstream_host)
         else:
             svc = service_from_host(obs.authority, src.namespace)
-        out["mtls"] = None
+        if obs.upstream_peer_principal != UNKNOWN:
+            dest = dest.merged(workload_from_principal(obs.upstream_peer_principal))
+        out["mtls"] = obs.upstream_tls
     out.update(
         source_workload=src.workload,
         source_namespace=src.namespace,

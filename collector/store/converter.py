@@ -94,7 +94,9 @@ def convert_segment(
     for table in sorted(tables):
         data = tables[table]
         rows[table] = data.num_rows
-        files.extend(str(p) for p in write_table(Path(data_dir), table, data, node, seq, fsync=fsync))
+        files.extend(
+            str(p) for p in write_table(Path(data_dir), table, data, node, seq, fsync=fsync)
+        )
     return ConvertResult(
         seq=seq,
         records=len(records),

@@ -27,7 +27,9 @@ from typing import Final
 SEQ_WIDTH: Final = 16
 WAL_DIR: Final = "wal"
 _NODE_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_FILE_RE: Final = re.compile(r"^(?P<node>[a-z0-9][a-z0-9-]*)_(?P<lo>\d{16})_(?P<hi>\d{16})\.parquet$")
+_FILE_RE: Final = re.compile(
+    r"^(?P<node>[a-z0-9][a-z0-9-]*)_(?P<lo>\d{16})_(?P<hi>\d{16})\.parquet$"
+)
 _PART_RE: Final = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 _HOUR_RE: Final = re.compile(r"^hr=(\d{2})$")
 
@@ -99,7 +101,13 @@ def parse_segment_file(path: Path, table: str) -> SegmentFile | None:
     if not (m and dm and hm):
         return None
     return SegmentFile(
-        path, table, dm.group(1), hm.group(1), m.group("node"), int(m.group("lo")), int(m.group("hi"))
+        path,
+        table,
+        dm.group(1),
+        hm.group(1),
+        m.group("node"),
+        int(m.group("lo")),
+        int(m.group("hi")),
     )
 
 

@@ -34,7 +34,11 @@ class Record:
     context: bytes = b""
 
     def encode(self) -> bytes:
-        return _HEADER.pack(self.kind, self.received_ns, len(self.context)) + self.context + self.payload
+        return (
+            _HEADER.pack(self.kind, self.received_ns, len(self.context))
+            + self.context
+            + self.payload
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Record:

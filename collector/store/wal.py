@@ -135,7 +135,9 @@ def repair(path: Path) -> Scan:
             _save_aside(path, 0, data)
         log.warning(
             "WAL segment %s: %s; dropping the whole segment (%d bytes, never acknowledged)",
-            path, result.problem, result.file_bytes,
+            path,
+            result.problem,
+            result.file_bytes,
         )
         path.unlink()
         return result
@@ -149,7 +151,11 @@ def repair(path: Path) -> Scan:
     log.warning(
         "WAL segment %s: %s at byte %d; truncated %d tail bytes (never acknowledged), kept %d "
         "records",
-        path, result.problem, result.good_bytes, result.tail_bytes, result.frames,
+        path,
+        result.problem,
+        result.good_bytes,
+        result.tail_bytes,
+        result.frames,
     )
     return result
 

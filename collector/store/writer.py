@@ -76,7 +76,9 @@ def write_table(
     time_col = TIME_COLUMN[table]
     ts = data.column(time_col)
     if ts.null_count:
-        raise ValueError(f"{table}.{time_col} has {ts.null_count} null values; every row needs a time")
+        raise ValueError(
+            f"{table}.{time_col} has {ts.null_count} null values; every row needs a time"
+        )
     data = data.sort_by(time_col)
     # Whole hours since the epoch (timestamps are UTC microseconds).
     hours = pc.divide(data.column(time_col).cast(pa.int64()), pa.scalar(3_600_000_000, pa.int64()))

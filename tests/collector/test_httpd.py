@@ -42,7 +42,9 @@ ROUTES = [
 ]
 
 
-def _req(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Request:
+def _req(
+    method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> Request:
     return Request(method, path, {}, headers or {}, body)
 
 

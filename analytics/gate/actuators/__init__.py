@@ -1,0 +1,1 @@
+"""Actuators: the routing controllers the gate drives (kubernetes, file, envoy, none)."""

@@ -1,0 +1,93 @@
+"""The judge as the gate sees it: a window in, a Judgement out.
+
+`Judge` is a Protocol so the state machine and the runner can be driven by anything that
+answers; `StoreJudge` is the real one: it opens the catalog over the store for the window and
+calls analytics.judge.analyze. A judge that raises is an inconclusive analysis, never a pass or
+a fail: the gate must not move traffic on an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+from analytics.gate.model import Judgement
+from analytics.window import TimeWindow
+
+log = logging.getLogger(__name__)
+
+
+class Judge(Protocol):
+    def __call__(self, window: TimeWindow) -> Judgement: ...
+
+
+def load_canary_config(path: str = "") -> Any:
+    """The judge's CanaryConfig: from `path`, else the judge's defaults."""
+    from analytics.judge import model
+
+    if path:
+        return model.load_config(path)
+    judge_config: Any = None
+    with contextlib.suppress(ImportError):
+        judge_config = importlib.import_module("analytics.judge.config")
+    for name in ("default_config", "default_canary_config", "DEFAULT_CONFIG"):
+        factory = getattr(judge_config, name, None)
+        if factory is not None:
+            return factory() if callable(factory) else factory
+    return model.CanaryConfig(
+        metrics=(
+            model.MetricSpec("error-rate", "error_rate", critical=True),
+            model.MetricSpec("latency", "latency", direction="increase"),
+        )
+    )
+
+
+class StoreJudge:
+    """analytics.judge.analyze over the store's Parquet files, one connection per analysis."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        service: str,
+        baseline: str,
+        canary: str,
+        selector: str = "version",
+        config: Any = None,
+        config_path: str = "",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.service, self.baseline, self.canary = service, baseline, canary
+        self.selector = selector
+        self.config = config if config is not None else load_canary_config(config_path)
+
+    def __call__(self, window: TimeWindow) -> Judgement:
+        from analytics.catalog import connect
+        from analytics.judge.analyze import analyze
+
+        try:
+            conn = connect(self.data_dir, window)
+            try:
+                verdict = analyze(
+                    conn,
+                    service=self.service,
+                    baseline=self.baseline,
+                    canary=self.canary,
+                    window=window,
+                    config=self.config,
+                    selector=self.selector,
+                )
+            finally:
+                conn.close()
+        except Exception as exc:
+            log.exception("judge failed for %s", self.service)
+            return Judgement(
+                "inconclusive",
+                None,
+                f"judge failed: {type(exc).__name__}: {exc}",
+                {"error": str(exc)},
+            )
+        return Judgement.from_verdict_json(verdict.to_json())

@@ -1,0 +1,1 @@
+"""Istio config against observed traffic: routing split, AuthorizationPolicy what-if, mTLS."""

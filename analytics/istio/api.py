@@ -1,0 +1,41 @@
+"""`POST /api/v1/check/{routing,authz,mtls}`: the checks over HTTP.
+
+Body: {"config": "<YAML text of Istio resources>", "since": "1h"} (or "from"/"to"). The answer is
+the same JSON as `meshlens check --format json`; an invalid resource is a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from analytics.errors import AnalyticsError
+from analytics.istio.checks import CHECKS, run_check
+from analytics.istio.resources import parse_documents
+from analytics.window import parse_window
+from collector.httpd import HttpError, Request, Response, Route
+
+
+def _handler(check: str, data_dir: Path) -> Callable[[Request], Response]:
+    def handle(req: Request) -> Response:
+        body = req.json()
+        if not isinstance(body, dict) or not isinstance(body.get("config"), str):
+            raise HttpError(400, "body must be JSON with 'config': YAML text of Istio resources")
+        try:
+            config = parse_documents(body["config"], "request.config")
+            window = parse_window(
+                body.get("since"), body.get("from"), body.get("to"), now=datetime.now(UTC)
+            )
+            report = run_check(check, data_dir, window, config)
+        except AnalyticsError as exc:
+            raise HttpError(400, str(exc)) from None
+        return Response.json(report.to_json())
+
+    return handle
+
+
+def istio_routes(settings: Mapping[str, Any]) -> list[Route]:
+    data_dir = Path(settings["data_dir"])
+    return [Route("POST", f"/api/v1/check/{c}", _handler(c, data_dir)) for c in CHECKS]

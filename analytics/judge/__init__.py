@@ -1,0 +1,1 @@
+"""The canary judge: baseline-vs-canary verdicts (sequential, Kayenta- and Flagger-compatible)."""

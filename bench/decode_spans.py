@@ -1,0 +1,199 @@
+"""Span decoding throughput: OTLP ExportTraceServiceRequest bytes -> `spans` Arrow table.
+
+    .venv/bin/python bench/decode_spans.py [--requests 40] [--spans 1000] [--procs 1 2]
+
+Pre-serialized 1000-span requests (as the WAL holds them), every span with fresh ids and one
+high-cardinality attribute, decoded by `collector.decode.otlp_traces.decode_traces` in 1..N
+worker processes. Prints one row per (scenario, processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
+from opentelemetry.proto.trace.v1.trace_pb2 import Span  # noqa: E402
+
+from collector.decode.otlp_traces import decode_traces  # noqa: E402
+
+T0 = 1_764_000_000_000_000_000
+
+
+def _kv(key: str, value: object) -> KeyValue:
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
+
+
+def _resource(rs: object, service: str) -> None:
+    rs.resource.attributes.extend(  # type: ignore[attr-defined]
+        [
+            _kv("service.name", service),
+            _kv("service.namespace", "shop"),
+            _kv("service.version", "v1"),
+            _kv("telemetry.sdk.language", "python"),
+            _kv("telemetry.sdk.name", "opentelemetry"),
+            _kv("telemetry.sdk.version", "1.45.2"),
+            _kv("host.name", "node-1"),
+        ]
+    )
+
+
+def sdk_request(seed: int, n: int) -> bytes:
+    """SDK-style server/client spans, new semantic conventions (~600 B per span)."""
+    rnd = random.Random(seed)
+    req = ExportTraceServiceRequest()
+    for s in range(5):
+        rs = req.resource_spans.add()
+        _resource(rs, f"svc-{s}")
+        ss = rs.scope_spans.add()
+        ss.scope.name = "opentelemetry.instrumentation.flask"
+        for i in range(n // 5):
+            sp = ss.spans.add()
+            sp.trace_id, sp.span_id = rnd.randbytes(16), rnd.randbytes(8)
+            sp.parent_span_id = rnd.randbytes(8)
+            server = i % 2 == 0
+            sp.kind = Span.SPAN_KIND_SERVER if server else Span.SPAN_KIND_CLIENT
+            sp.name = "GET /api/v1/products/{id}"
+            sp.start_time_unix_nano = T0 + seed * 10**9 + i * 10**6
+            sp.end_time_unix_nano = sp.start_time_unix_nano + rnd.randint(10**5, 5 * 10**7)
+            sp.attributes.extend(
+                [
+                    _kv("http.request.method", "GET"),
+                    _kv("http.route", "/api/v1/products/{id}"),
+                    _kv("http.response.status_code", rnd.choice((200, 200, 200, 404, 503))),
+                    _kv("url.path", f"/api/v1/products/{rnd.randint(1, 10**9)}"),
+                    _kv("url.scheme", "http"),
+                    _kv("server.address", f"products-{s}.shop.svc.cluster.local"),
+                    _kv("server.port", 8080),
+                    _kv("network.protocol.version", "1.1"),
+                    _kv("network.peer.address", f"10.0.{s}.{i % 50}"),
+                    _kv("user_agent.original", "python-requests/2.32.3"),
+                    _kv("client.address", f"10.1.{s}.{i % 50}"),
+                    _kv("http.request.body.size", rnd.randint(0, 4096)),
+                ]
+            )
+    return req.SerializeToString()
+
+
+def envoy_request(seed: int, n: int) -> bytes:
+    """Envoy OpenTelemetry tracer spans: string tags, a unique x-request-id per span."""
+    rnd = random.Random(seed)
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.append(_kv("service.name", "productpage.default"))
+    ss = rs.scope_spans.add()
+    for i in range(n):
+        sp = ss.spans.add()
+        sp.trace_id, sp.span_id = rnd.randbytes(16), rnd.randbytes(8)
+        sp.parent_span_id = rnd.randbytes(8)
+        sp.kind = Span.SPAN_KIND_CLIENT if i % 2 else Span.SPAN_KIND_SERVER
+        sp.name = "reviews.default.svc.cluster.local:9080/*"
+        sp.start_time_unix_nano = T0 + seed * 10**9 + i * 10**6
+        sp.end_time_unix_nano = sp.start_time_unix_nano + rnd.randint(10**5, 5 * 10**7)
+        sp.attributes.extend(
+            [
+                _kv("component", "proxy"),
+                _kv("node_id", "sidecar~10.0.0.5~productpage-v1-abc12-xyz34.default~default.svc.cluster.local"),
+                _kv("zone", ""),
+                _kv("guid:x-request-id", f"{rnd.getrandbits(128):032x}"),
+                _kv("http.url", "http://reviews:9080/reviews/0"),
+                _kv("http.method", "GET"),
+                _kv("downstream_cluster", "-"),
+                _kv("user_agent", "curl/8.5.0"),
+                _kv("http.protocol", "HTTP/1.1"),
+                _kv("peer.address", "10.0.0.5"),
+                _kv("request_size", "0"),
+                _kv("response_size", "295"),
+                _kv("upstream_cluster", "outbound|9080|v1|reviews.default.svc.cluster.local"),
+                _kv("upstream_cluster.name", "outbound|9080|v1|reviews.default.svc.cluster.local"),
+                _kv("http.status_code", rnd.choice(("200", "200", "503"))),
+                _kv("response_flags", "-"),
+            ]
+        )
+    return req.SerializeToString()
+
+
+def unique_request(seed: int, n: int) -> bytes:
+    """Worst case for the attribute cache: every attribute value differs."""
+    rnd = random.Random(seed)
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    _resource(rs, "unique")
+    ss = rs.scope_spans.add()
+    for i in range(n):
+        sp = ss.spans.add()
+        sp.trace_id, sp.span_id = rnd.randbytes(16), rnd.randbytes(8)
+        sp.name = "op"
+        sp.start_time_unix_nano = T0 + i
+        sp.end_time_unix_nano = T0 + i + 1000
+        sp.attributes.extend([_kv(f"attr.{k}", f"v{rnd.getrandbits(40)}") for k in range(10)])
+    return req.SerializeToString()
+
+
+SCENARIOS: dict[str, Callable[[int, int], bytes]] = {
+    "sdk (new semconv)": sdk_request,
+    "envoy tracer tags": envoy_request,
+    "all values unique": unique_request,
+}
+
+
+def _decode_all(payloads: list[bytes]) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    rows = sum(decode_traces(p).num_rows for p in payloads)
+    return rows, time.perf_counter() - t0
+
+
+def _worker(args: tuple[list[bytes], object]) -> tuple[int, float]:
+    payloads, barrier = args
+    decode_traces(payloads[0])  # warm-up (imports, caches)
+    barrier.wait()  # type: ignore[attr-defined]
+    return _decode_all(payloads[1:])
+
+
+def run(scenario: str, payloads: list[bytes], procs: int) -> tuple[int, float]:
+    if procs == 1:
+        decode_traces(payloads[0])
+        return _decode_all(payloads[1:])
+    ctx = mp.get_context("fork")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(procs)
+        with ctx.Pool(procs) as pool:
+            t0 = time.perf_counter()
+            results = pool.map(_worker, [(payloads, barrier)] * procs)
+            wall = time.perf_counter() - t0
+    return sum(r[0] for r in results), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--spans", type=int, default=1000)
+    parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    print(f"{'scenario':<20} {'B/span':>7} {'procs':>5} {'spans':>8} {'seconds':>8} {'spans/s':>10} {'us/span/proc':>13}")
+    for name, make in SCENARIOS.items():
+        payloads = [make(seed, args.spans) for seed in range(args.requests + 1)]
+        size = sum(len(p) for p in payloads) / (len(payloads) * args.spans)
+        for procs in args.procs:
+            rows, seconds = run(name, payloads, procs)
+            rate = rows / seconds
+            print(
+                f"{name:<20} {size:>7.0f} {procs:>5} {rows:>8} {seconds:>8.2f} {rate:>10,.0f} "
+                f"{1e6 * procs / rate:>13.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""OTLP attribute values -> JSON-safe Python values and canonical JSON text.
+
+Every decoder stores attributes as a JSON object with sorted keys (compact, UTF-8), so equal
+attribute sets give equal text whatever order the sender used. Values follow the OTLP/JSON
+mapping where JSON has no native form: bytes -> base64 text, non-finite doubles -> "NaN",
+"Infinity", "-Infinity"; arrays and key-value lists nest.
+
+The hot path (spans and logs) does not build KeyValue objects at all: `otlp_wire` hands us each
+attribute as its raw encoded bytes, and `KeyValueCache` maps those bytes to (key, value, JSON
+fragment). In real traffic most attributes repeat exactly (method, route, host, status code), so
+a span's attributes cost a few dictionary lookups instead of a protobuf object walk.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Final
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from collector.store.schema import UNKNOWN
+
+# protobuf already refuses messages nested deeper than 100; this keeps Python recursion smaller.
+MAX_DEPTH: Final = 32
+
+_encode_json = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+).encode
+_first_key = itemgetter(0)
+
+Entry = tuple[str, object, str]  # (key, JSON-safe value, '"key":value' JSON fragment)
+
+
+def _float(x: float) -> float | str:
+    if math.isfinite(x):
+        return x
+    if math.isnan(x):
+        return "NaN"
+    return "Infinity" if x > 0 else "-Infinity"
+
+
+def any_value_to_python(value: AnyValue, depth: int = 0) -> object:
+    """An OTLP AnyValue as a JSON-safe Python value (None when no value is set)."""
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return value.string_value
+    if which == "int_value":
+        return value.int_value
+    if which == "bool_value":
+        return value.bool_value
+    if which == "double_value":
+        return _float(value.double_value)
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    if depth >= MAX_DEPTH:
+        return "..."
+    if which == "array_value":
+        return [any_value_to_python(v, depth + 1) for v in value.array_value.values]
+    if which == "kvlist_value":
+        return {
+            kv.key: any_value_to_python(kv.value, depth + 1) for kv in value.kvlist_value.values
+        }
+    return None
+
+
+def attributes_to_dict(attributes: Iterable[KeyValue]) -> dict[str, object]:
+    """KeyValues as a dict (a repeated key keeps its last value, like the SDKs do)."""
+    return {kv.key: any_value_to_python(kv.value) for kv in attributes}
+
+
+def to_json(value: object) -> str:
+    """Canonical compact JSON (sorted keys, UTF-8) of a JSON-safe value."""
+    return _encode_json(value)
+
+
+def any_value_to_text(value: AnyValue) -> str:
+    """A log body as text: strings as they are, anything else as JSON ('' when unset)."""
+    if value.WhichOneof("value") == "string_value":
+        return value.string_value
+    py = any_value_to_python(value)
+    return "" if py is None else to_json(py)
+
+
+class KeyValueCache:
+    """Raw encoded KeyValue bytes -> (key, value, JSON fragment), bounded.
+
+    One cache per process (decoders run in worker processes); cleared wholesale when full, which
+    keeps memory bounded when a high-cardinality attribute (a URL with ids) floods it.
+    """
+
+    __slots__ = ("_entries", "max_entries")
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._entries: dict[bytes, Entry] = {}
+        self.max_entries = max_entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entries(self, raws: Iterable[bytes]) -> list[Entry]:
+        """Entries for a list of raw KeyValues (raises protobuf's DecodeError on bad bytes)."""
+        get = self._entries.get
+        return [get(raw) or self._miss(raw) for raw in raws]
+
+    def _miss(self, raw: bytes) -> Entry:
+        kv = KeyValue.FromString(raw)
+        key = kv.key
+        value = any_value_to_python(kv.value)
+        entry = (key, value, _encode_json(key) + ":" + _encode_json(value))
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[raw] = entry
+        return entry
+
+
+def entries_json(entries: list[Entry]) -> tuple[dict[str, object], str]:
+    """(dict, canonical JSON object) of a span's or log record's attribute entries."""
+    if not entries:
+        return {}, "{}"
+    d = {e[0]: e[1] for e in entries}
+    if len(d) != len(entries):  # a repeated key: last one wins, as in attributes_to_dict
+        return d, _encode_json(d)
+    if len(entries) > 1:
+        entries = sorted(entries, key=_first_key)
+    return d, "{" + ",".join([e[2] for e in entries]) + "}"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    """What rows take from their resource: service identity and all attributes."""
+
+    service_name: str
+    service_namespace: str
+    service_version: str
+    attributes: dict[str, object]
+    attributes_json: str
+
+
+def _text(value: object) -> str:
+    if value is None or value == "":
+        return UNKNOWN
+    return value if isinstance(value, str) else to_json(value)
+
+
+def resource_info_from_dict(attributes: dict[str, object]) -> ResourceInfo:
+    return ResourceInfo(
+        service_name=_text(attributes.get("service.name")),
+        service_namespace=_text(attributes.get("service.namespace")),
+        service_version=_text(attributes.get("service.version")),
+        attributes=attributes,
+        attributes_json=to_json(attributes),
+    )
+
+
+def resource_info(resource: Resource) -> ResourceInfo:
+    return resource_info_from_dict(attributes_to_dict(resource.attributes))
+
+
+def resource_info_from_bytes(raw: bytes) -> ResourceInfo:
+    """ResourceInfo of an encoded Resource (raises protobuf's DecodeError on bad bytes)."""
+    return resource_info(Resource.FromString(raw))

@@ -1,0 +1,197 @@
+"""The collector process, composed: store + gRPC port + OTLP/HTTP port + API port.
+
+    API  :8080  /healthz (alive), /readyz (200 only while accepting), /metrics, analytics routes
+    gRPC :4317  OTLP traces/metrics/logs, Envoy ALS, grpc.health.v1
+    HTTP :4318  OTLP/HTTP
+
+Start order: the API port first (so /healthz answers and /readyz says "not yet" during WAL
+recovery), then the store (recovery), then the receivers; ready last. Stop order is the reverse
+of accepting: not ready, receivers stop accepting and drain, in-flight appends finish, the store
+flushes and converts everything, the API port closes last.
+
+This is the composition root of the collector and the one place it reaches into `analytics`
+(imported lazily, only if present): `analytics.api:api_routes(settings)` for the API port and
+`analytics.exporter:metric_collectors(data_dir)` for /metrics.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from collector.httpd import (
+    HttpOptions,
+    Request,
+    Response,
+    Route,
+    RunningHttpServer,
+    start_http_server,
+)
+from collector.receivers.grpc_server import GrpcOptions, GrpcReceiver
+from collector.receivers.ingest import Ingest
+from collector.receivers.otlp_http import otlp_http_routes
+from collector.selfmetrics import CONTENT_TYPE, SelfMetrics, StoreStatsCollector
+from collector.store.store import Store, StoreOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundPorts:
+    grpc: int
+    http: int  # -1 when the OTLP/HTTP port is off
+    api: int
+
+
+def optional_module(name: str) -> ModuleType | None:
+    """Import `name` if it exists. Only a missing `name` (or a missing parent package) means
+    "absent"; an ImportError from inside the module is a bug and propagates."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            return None
+        raise
+
+
+class Collector:
+    """`settings`: the parsed SERVE settings (argparse namespace or any object with them)."""
+
+    def __init__(self, settings: Any, *, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir)
+        self.metrics = SelfMetrics(registry)
+        self._ready = threading.Event()
+        self._stopping = False
+        self._api: RunningHttpServer | None = None
+        self._http: RunningHttpServer | None = None
+        self._grpc: GrpcReceiver | None = None
+        self._ingest: Ingest | None = None
+        self.store: Store | None = None
+        self.ports: BoundPorts | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    # ---- API port ----------------------------------------------------------------------------
+
+    def _healthz(self, req: Request) -> Response:
+        return Response.json({"status": "ok"})
+
+    def _readyz(self, req: Request) -> Response:
+        if self.ready:
+            return Response.json({"status": "ready"})
+        state = "stopping" if self._stopping else "starting"
+        return Response.json({"status": state}, 503)
+
+    def _metrics(self, req: Request) -> Response:
+        return Response(200, self.metrics.render(), CONTENT_TYPE)
+
+    def api_routes(self) -> list[Route]:
+        routes = [
+            Route("GET", "/healthz", self._healthz),
+            Route("GET", "/readyz", self._readyz),
+            Route("GET", "/metrics", self._metrics),
+        ]
+        api = optional_module("analytics.api")
+        if api is not None:
+            routes.extend(api.api_routes(self.settings))
+        return routes
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> BoundPorts:
+        s = self.settings
+        try:
+            return self._start(s)
+        except BaseException:
+            self.stop(grace_s=0)
+            raise
+
+    def _start(self, s: Any) -> BoundPorts:
+        t0 = time.monotonic()
+        self._api = start_http_server(
+            s.host,
+            s.api_port,
+            self.api_routes(),
+            HttpOptions(auth_token=s.auth_token, name="api"),
+        )
+        self.store = Store(self.data_dir, StoreOptions.from_settings(s))
+        self.store.start()
+        self.metrics.register(StoreStatsCollector(self.store.stats))
+        exporter = optional_module("analytics.exporter")
+        if exporter is not None:
+            for c in exporter.metric_collectors(self.data_dir):
+                self.metrics.register(c)
+        self._ingest = Ingest(self.store, self.metrics)
+        self._grpc = GrpcReceiver(
+            self._ingest,
+            GrpcOptions(
+                host=s.host,
+                port=s.grpc_port,
+                max_message_size=s.max_message_size,
+                auth_token=s.auth_token,
+                tls_cert=s.tls_cert,
+                tls_key=s.tls_key,
+                tls_client_ca=s.tls_client_ca,
+            ),
+        )
+        grpc_port = self._grpc.start()
+        http_port = -1
+        if s.http_port >= 0:
+            self._http = start_http_server(
+                s.host,
+                s.http_port,
+                otlp_http_routes(self._ingest),
+                HttpOptions(
+                    auth_token=s.auth_token,
+                    max_body=s.max_message_size,
+                    tls_cert=s.tls_cert,
+                    tls_key=s.tls_key,
+                    tls_client_ca=s.tls_client_ca,
+                    name="otlp-http",
+                    open_paths=frozenset(),
+                ),
+            )
+            http_port = self._http.port
+        self.ports = BoundPorts(grpc_port, http_port, self._api.port)
+        self._ready.set()
+        log.info(
+            "collector ready in %.2fs: grpc=%d http=%d api=%d data=%s",
+            time.monotonic() - t0,
+            grpc_port,
+            http_port,
+            self._api.port,
+            self.data_dir,
+        )
+        return self.ports
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to `grace_s`), flush the store."""
+        self._ready.clear()
+        self._stopping = True
+        t0 = time.monotonic()
+        if self._grpc is not None:
+            self._grpc.stop(grace_s)
+            self._grpc = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+        if self._ingest is not None and not self._ingest.close(grace_s):
+            log.warning("some appends were still running after %.1fs", grace_s)
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        if self._api is not None:
+            self._api.stop()
+            self._api = None
+        log.info("collector stopped in %.2fs", time.monotonic() - t0)

@@ -1,0 +1,1 @@
+"""`meshlens` subcommands of the dashboards package (ui, grafana, demo)."""

@@ -1,0 +1,298 @@
+from __future__ import annotations
+
+import errno
+import logging
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from collector.errors import Overloaded, StoreUnavailable
+from collector.store import wal
+from collector.store.layout import list_table_files, wal_dir, wal_segment_path
+from collector.store.records import Record
+from collector.store.store import Store, StoreOptions
+from tests.collector.store.fake_decoder import DECODERS, KIND
+from tests.collector.store.rows import bodies, read_table
+
+
+def _opts(**kw: object) -> StoreOptions:
+    base: dict[str, object] = {"decode_workers": 0, "decoders": DECODERS,
+                               "maintenance_interval": 3600.0}
+    base.update(kw)
+    return StoreOptions(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path, _opts())
+    s.start()
+    yield s
+    s.close()
+
+
+def _wait(pred: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        time.sleep(0.01)
+
+
+def _wal_files(data_dir: Path) -> list[Path]:
+    return sorted(wal_dir(data_dir).glob("*.wal"))
+
+
+def test_append_is_converted_to_parquet_exactly_once(tmp_path: Path, store: Store) -> None:
+    for i in range(50):
+        store.append(KIND, f"id{i}".encode(), items=1)
+    assert store.wait_converted(30)
+    assert sorted(bodies(tmp_path)) == sorted(f"id{i}" for i in range(50))
+    st = store.stats()
+    assert (st.records_appended, st.records_converted, st.rows_written) == (50, 50, 50)
+    assert st.wal_bytes_pending == 0 and st.wal_lag_seconds == 0.0
+    assert _wal_files(tmp_path) == []
+
+
+def test_worker_processes_convert_too(tmp_path: Path) -> None:
+    with Store(tmp_path, _opts(decode_workers=2, flush_interval=0.05)) as s:
+        for i in range(30):
+            s.append(KIND, f"w{i}".encode())
+            if i % 10 == 9:
+                s.wait_converted(60)
+        assert s.wait_converted(60)
+        assert s.stats().segments_converted >= 3
+    assert sorted(bodies(tmp_path)) == sorted(f"w{i}" for i in range(30))
+
+
+def test_group_commit_many_threads(tmp_path: Path) -> None:
+    n_threads, per_thread = 32, 40
+    with Store(tmp_path, _opts()) as s:
+        barrier = threading.Barrier(n_threads)
+
+        def run(t: int) -> None:
+            barrier.wait()
+            for i in range(per_thread):
+                s.append(KIND, f"t{t}-{i}".encode())
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        st = s.stats()
+        assert st.records_appended == n_threads * per_thread
+        # Group commit: far fewer write+fsync rounds than appends.
+        assert st.batches_written < st.records_appended
+        assert s.wait_converted(30)
+    got = Counter(bodies(tmp_path))
+    assert len(got) == n_threads * per_thread and set(got.values()) == {1}
+
+
+def test_acknowledged_data_is_queryable_within_5s_by_default(tmp_path: Path) -> None:
+    opts = StoreOptions(decode_workers=0, decoders=DECODERS)
+    with Store(tmp_path, opts) as s:
+        t0 = time.monotonic()
+        s.append(KIND, b"fresh")
+        _wait(lambda: bodies(tmp_path) == ["fresh"], timeout=5.0)
+        assert time.monotonic() - t0 < 5.0
+
+
+def test_a_record_that_fails_to_decode_is_skipped_not_the_segment(
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="collector.store.store"):
+        store.append(KIND, b"a")
+        store.append(KIND, b"bad one")
+        store.append(KIND, b"b")
+        assert store.wait_converted(30)
+    assert sorted(bodies(tmp_path)) == ["a", "b"]
+    assert store.stats().decode_errors == 1
+    assert "1 of 3 records could not be decoded" in caplog.text
+    assert "DecodeError" in caplog.text
+
+
+def test_write_failure_is_unavailable_and_the_store_recovers(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.append(KIND, b"before")
+    real = wal.SegmentFile._write
+
+    def enospc(self: wal.SegmentFile, data: memoryview) -> int:
+        real(self, data[:7])  # part of the batch reaches the file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(wal.SegmentFile, "_write", enospc)
+    for i in range(3):
+        with pytest.raises(StoreUnavailable, match="No space left on device"):
+            store.append(KIND, f"lost{i}".encode())
+    monkeypatch.undo()
+    store.append(KIND, b"after")
+    assert store.wait_converted(30)
+    assert sorted(bodies(tmp_path)) == ["after", "before"]
+    st = store.stats()
+    assert st.append_failures == 3 and st.records_appended == 2
+
+
+def test_fsync_failure_is_unavailable_never_an_ack(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.append(KIND, b"ok1")
+
+    def eio(self: wal.SegmentFile) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(wal.SegmentFile, "sync", eio)
+    with pytest.raises(StoreUnavailable, match="Input/output error"):
+        store.append(KIND, b"not-acked")
+    monkeypatch.undo()
+    store.append(KIND, b"ok2")
+    assert store.wait_converted(30)
+    assert sorted(bodies(tmp_path)) == ["ok1", "ok2"]
+
+
+def test_segment_creation_failure_then_recovery(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def enospc(self: wal.SegmentFile, path: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(wal.SegmentFile, "__init__", enospc)
+    with pytest.raises(StoreUnavailable, match="No space"):
+        store.append(KIND, b"x")
+    monkeypatch.undo()
+    store.append(KIND, b"y")
+    assert store.wait_converted(30)
+    assert bodies(tmp_path) == ["y"]
+
+
+def test_memory_budget_overload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    real = wal.SegmentFile._write
+
+    def slow(self: wal.SegmentFile, data: memoryview) -> int:
+        release.wait(10)
+        return real(self, data)
+
+    monkeypatch.setattr(wal.SegmentFile, "_write", slow)
+    with Store(tmp_path, _opts(memory_budget=1000)) as s:
+        first = threading.Thread(target=s.append, args=(KIND, b"1" * 600))
+        first.start()
+        _wait(lambda: s.stats().bytes_in_flight > 0)
+        with pytest.raises(Overloaded, match="memory budget") as exc:
+            s.append(KIND, b"2" * 600)
+        assert exc.value.retry_after_s > 0
+        release.set()
+        first.join()
+        s.append(KIND, b"3" * 600)
+        assert s.stats().overloaded_rejections == 1
+
+
+def test_disk_budget_overload(tmp_path: Path) -> None:
+    with Store(tmp_path, _opts(disk_budget=100, flush_interval=3600)) as s:
+        s.append(KIND, b"a" * 200)
+        with pytest.raises(Overloaded, match="disk budget"):
+            s.append(KIND, b"b")
+        assert s.wait_converted(30)
+        s.append(KIND, b"c")
+
+
+def test_closed_store_refuses_and_close_converts_everything(tmp_path: Path) -> None:
+    s = Store(tmp_path, _opts(flush_interval=3600))
+    s.start()
+    s.append(KIND, b"pending")
+    s.close()
+    assert bodies(tmp_path) == ["pending"]
+    assert _wal_files(tmp_path) == []
+    with pytest.raises(StoreUnavailable, match="store is closed"):
+        s.append(KIND, b"late")
+
+
+def test_one_writer_per_node(tmp_path: Path, store: Store) -> None:
+    with pytest.raises(StoreUnavailable, match="another process writes as node 'local'"):
+        Store(tmp_path, _opts()).start()
+    other = Store(tmp_path, _opts(node="other"))
+    other.start()
+    other.close()
+
+
+def test_recovery_truncates_torn_tail_and_converts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = wal_segment_path(tmp_path, "local", 42)
+    path.parent.mkdir(parents=True)
+    frames = [wal.frame_record(Record(KIND, time.time_ns(), f"r{i}".encode())) for i in range(3)]
+    good = wal.MAGIC + b"".join(frames)
+    path.write_bytes(good + frames[0][:5])
+    with caplog.at_level(logging.WARNING), Store(tmp_path, _opts()) as s:
+        assert s.wait_converted(30)
+        assert s.stats().wal_bytes_truncated == 5
+        s.append(KIND, b"new")
+        assert s.wait_converted(30)
+    assert sorted(bodies(tmp_path)) == ["new", "r0", "r1", "r2"]
+    assert f"at byte {len(good)}; truncated 5 tail bytes" in caplog.text
+    assert [f.lo for f in list_table_files(tmp_path, "logs")][0] == 42
+
+
+def test_replay_after_crash_before_wal_delete_is_idempotent(tmp_path: Path) -> None:
+    """Crash after the Parquet files were written but before the WAL segment was deleted:
+    the restart converts the segment again into the same file, same rows."""
+    saved = tmp_path / "saved"
+    data = tmp_path / "data"
+    with Store(data, _opts(flush_interval=3600)) as s:
+        for i in range(20):
+            s.append(KIND, f"x{i}".encode())
+        (segment,) = _wal_files(data)
+        saved.mkdir()
+        shutil.copy(segment, saved / segment.name)
+        assert s.wait_converted(30)
+    files = list_table_files(data, "logs")
+    before = {f.path.name: f.path.read_bytes() for f in files}
+    assert len(read_table(data)) == 20
+    shutil.copy(saved / segment.name, segment)  # the state a crash would leave
+    with Store(data, _opts()) as s:
+        assert s.wait_converted(30)
+    after = {f.path.name: f.path.read_bytes() for f in list_table_files(data, "logs")}
+    assert after == before
+    assert Counter(bodies(data)) == Counter(f"x{i}" for i in range(20))
+    assert _wal_files(data) == []
+
+
+def test_sequence_numbers_grow_across_restarts(tmp_path: Path) -> None:
+    for round_ in range(3):
+        with Store(tmp_path, _opts()) as s:
+            s.append(KIND, f"r{round_}".encode())
+    los = [f.lo for f in list_table_files(tmp_path, "logs")]
+    assert len(set(los)) == 3
+    assert sorted(bodies(tmp_path)) == ["r0", "r1", "r2"]
+
+
+def test_stats_report_pending_wal_and_lag(tmp_path: Path) -> None:
+    with Store(tmp_path, _opts(flush_interval=3600)) as s:
+        s.append(KIND, b"abc", items=7)
+        _wait(lambda: s.stats().wal_lag_seconds > 0.01)
+        st = s.stats()
+        assert st.items_appended == 7 and st.wal_bytes_pending > 0
+        assert st.wal_segments_pending == 1 and st.last_fsync_seconds > 0
+        assert s.wait_converted(30)
+        st = s.stats()
+        assert st.wal_bytes_pending == 0 and st.segments_converted == 1
+        assert st.last_flush_seconds > 0
+
+
+def test_durability_none_acks_after_write(tmp_path: Path) -> None:
+    with Store(tmp_path, _opts(durability="none")) as s:
+        s.append(KIND, b"fast")
+        assert s.wait_converted(30)
+    assert bodies(tmp_path) == ["fast"]
+
+
+def test_invalid_options() -> None:
+    with pytest.raises(ValueError, match="invalid store node name"):
+        Store(Path("x"), StoreOptions(node="Bad_Name"))
+    with pytest.raises(ValueError, match="durability"):
+        Store(Path("x"), StoreOptions(durability="sometimes"))
