@@ -145,7 +145,9 @@ class CanaryConfigError(JudgeError):
         self.reason = reason
 
 
-class JudgeInputError(JudgeError):
+class JudgeInputError(JudgeError, ValueError):
+    """Also a ValueError, so HTTP adapters that map ValueError to 400 treat it as bad input."""
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason

@@ -105,7 +105,10 @@ def envoy_request(seed: int, n: int) -> bytes:
         sp.attributes.extend(
             [
                 _kv("component", "proxy"),
-                _kv("node_id", "sidecar~10.0.0.5~productpage-v1-abc12-xyz34.default~default.svc.cluster.local"),
+                _kv(
+                    "node_id",
+                    "sidecar~10.0.0.5~productpage-v1-abc12-xyz34.default~default.svc.cluster.local",
+                ),
                 _kv("zone", ""),
                 _kv("guid:x-request-id", f"{rnd.getrandbits(128):032x}"),
                 _kv("http.url", "http://reviews:9080/reviews/0"),
@@ -182,7 +185,9 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=1000)
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    print(f"{'scenario':<20} {'B/span':>7} {'procs':>5} {'spans':>8} {'seconds':>8} {'spans/s':>10} {'us/span/proc':>13}")
+    print(
+        f"{'scenario':<20} {'B/span':>7} {'procs':>5} {'spans':>8} {'seconds':>8} {'spans/s':>10} {'us/span/proc':>13}"
+    )
     for name, make in SCENARIOS.items():
         payloads = [make(seed, args.spans) for seed in range(args.requests + 1)]
         size = sum(len(p) for p in payloads) / (len(payloads) * args.spans)

@@ -33,7 +33,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "check": ("analytics.commands.check", "Istio config against observed traffic"),
     "ui": ("dashboards.commands.ui", "the Streamlit app"),
     "grafana": ("dashboards.commands.grafana", "build or check the generated Grafana dashboards"),
-    "demo": ("dashboards.commands.demo", "a real local mesh with live dashboards"),
+    "demo": ("collector.demo.command", "a real local mesh with live dashboards"),
 }
 
 

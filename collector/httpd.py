@@ -237,6 +237,9 @@ def start_http_server(
     if opts.tls_cert:
         ctx = tls_context(opts.tls_cert, opts.tls_key, opts.tls_client_ca)
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, name=f"{opts.name}-http", daemon=True)
+    # A short poll interval: shutdown() waits for the loop to notice (0.5 s by default).
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name=f"{opts.name}-http", daemon=True
+    )
     thread.start()
     return RunningHttpServer(server, thread, server.server_address[1])

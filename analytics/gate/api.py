@@ -18,7 +18,8 @@
                                 "metrics", ...}; use successCondition result.verdict == "pass"
                                 and failureCondition result.verdict == "fail".
     POST /judge                 Kayenta RemoteJudge: {canaryConfig, metricSetPairList,
-                                scoreThresholds} -> CanaryJudgeResult.
+                                scoreThresholds} -> CanaryJudgeResult (the judge's
+                                analytics.judge.kayenta: NetflixACAJudge port).
     GET /gate/rollouts[/<name>] the persisted gate states.
 
 What is judged: metadata / query / body keys `service` (FQDN), `baseline`, `canary`, `selector`
@@ -292,7 +293,7 @@ class GateApi:
     # --- Kayenta ---------------------------------------------------------------------------
 
     def kayenta(self, req: Request) -> Response:
-        from analytics.gate.kayenta_remote import remote_judge
+        from analytics.judge.kayenta import remote_judge
 
         body = req.json()
         if not isinstance(body, Mapping):

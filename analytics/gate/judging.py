@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class Judge(Protocol):
-    def __call__(self, window: TimeWindow) -> Judgement: ...
+    def __call__(self, window: TimeWindow, canary_weight: int | None = None) -> Judgement: ...
 
 
 def load_canary_config(path: str = "") -> Any:
@@ -64,7 +64,7 @@ class StoreJudge:
         self.selector = selector
         self.config = config if config is not None else load_canary_config(config_path)
 
-    def __call__(self, window: TimeWindow) -> Judgement:
+    def __call__(self, window: TimeWindow, canary_weight: int | None = None) -> Judgement:
         from analytics.catalog import connect
         from analytics.judge.analyze import analyze
 
@@ -79,6 +79,9 @@ class StoreJudge:
                     window=window,
                     config=self.config,
                     selector=self.selector,
+                    data_dir=self.data_dir,
+                    # request_share metrics check the canary gets the weight the gate set
+                    expected_share=None if canary_weight is None else canary_weight / 100.0,
                 )
             finally:
                 conn.close()

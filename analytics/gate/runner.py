@@ -167,7 +167,7 @@ class Gate:
             window = TimeWindow(
                 datetime.fromtimestamp(start, tz=UTC), datetime.fromtimestamp(end, tz=UTC)
             )
-            judgement = self.judge(window)
+            judgement = self.judge(window, self.state.canary_weight)
             self._execute(machine.on_verdict(self.state, self.cfg, now, judgement))
         return self.state
 

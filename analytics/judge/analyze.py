@@ -1,11 +1,183 @@
-"""analyze(): read both sides from the store, judge every metric, roll up the verdict."""
+"""analyze(): read both sides, judge every metric in the configured mode, roll up the verdict.
+
+The only I/O is reading (DuckDB views, Prometheus, custom SQL); the statistics are in
+sequential.py / netflix.py / evaluate.py / scoring.py and take numpy arrays.
+"""
 
 from __future__ import annotations
 
-import duckdb
+from dataclasses import replace
+from pathlib import Path
 
-from analytics.judge.model import CanaryConfig, Verdict
+import duckdb
+import numpy as np
+
+from analytics.errors import JudgeInputError
+from analytics.judge import data as jdata
+from analytics.judge import evaluate as ev
+from analytics.judge.model import CanaryConfig, MetricResult, MetricSpec, Verdict
+from analytics.judge.scoring import roll_up
 from analytics.window import TimeWindow
+
+
+class _Inputs:
+    """Lazy, cached loading of each side's data for one analysis."""
+
+    def __init__(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        service: str,
+        baseline: str,
+        canary: str,
+        window: TimeWindow,
+        selector: str,
+        config: CanaryConfig,
+        data_dir: Path | None,
+    ) -> None:
+        self.conn, self.service, self.window, self.selector = conn, service, window, selector
+        self.sides = {"baseline": baseline, "canary": canary}
+        self.config = config
+        self.data_dir = data_dir
+        self._requests: dict[tuple[str, str], jdata.RequestData] = {}
+        self._prom: object | None = None
+
+    def requests(self, source: str, side: str) -> jdata.RequestData:
+        key = (source, side)
+        if key not in self._requests:
+            if source == "spans":
+                self._requests[key] = jdata.load_spans(
+                    self.conn, service=self.service, side=self.sides[side], window=self.window
+                )
+            else:
+                self._requests[key] = jdata.load_requests(
+                    self.conn,
+                    service=self.service,
+                    side=self.sides[side],
+                    window=self.window,
+                    selector=self.selector,
+                )
+        return self._requests[key]
+
+    def series(self, spec: MetricSpec) -> tuple[jdata.Series, jdata.Series]:
+        if spec.source == "sql" or spec.kind == "sql":
+            return jdata.load_sql_series(
+                self.conn,
+                query=spec.query,
+                service=self.service,
+                baseline=self.sides["baseline"],
+                canary=self.sides["canary"],
+                window=self.window,
+                data_dir=self.data_dir,
+            )
+        if spec.source == "prometheus" or spec.kind == "promql":
+            from analytics.judge import prometheus
+
+            if not self.config.prometheus_url:
+                raise JudgeInputError(f"metric {spec.name} needs prometheus_url in the config")
+            if self._prom is None:
+                self._prom = prometheus.PrometheusSource(self.config.prometheus_url)
+            src = self._prom
+            assert isinstance(src, prometheus.PrometheusSource)
+            step = self.config.block_s if self.config.mode != "kayenta" else self.config.step_s
+            out = [
+                prometheus.side_series(
+                    src,
+                    spec,
+                    service=self.service,
+                    version=v,
+                    start=self.window.start,
+                    end=self.window.end,
+                    step_s=step,
+                )
+                for v in self.sides.values()
+            ]
+            return out[0], out[1]
+        return tuple(  # type: ignore[return-value]
+            jdata.load_metric_series(
+                self.conn,
+                service=self.service,
+                side=v,
+                window=self.window,
+                metric_name=spec.metric_name,
+            )
+            for v in self.sides.values()
+        )
+
+
+def _is_series(spec: MetricSpec) -> bool:
+    return spec.kind in ("metric", "sql", "promql") or spec.source in (
+        "metrics",
+        "sql",
+        "prometheus",
+    )
+
+
+def _judge_metric(
+    spec: MetricSpec, inputs: _Inputs, fr: ev.Frame, config: CanaryConfig, seed: int
+) -> MetricResult:
+    mode = config.mode
+    if _is_series(spec):
+        sb, sc = inputs.series(spec)
+        if mode == "kayenta":
+            return ev.kayenta_metric(
+                spec,
+                ev.series_steps(sc, fr),
+                ev.series_steps(sb, fr),
+                fr,
+                n_baseline=sb.n,
+                n_canary=sc.n,
+                seed=seed,
+            )
+        if mode == "flagger":
+            return ev.flagger_series(spec, sc, sb.n)
+        return ev.seq_series(spec, sb, sc, fr)
+    source = spec.source if spec.source in ("requests", "spans") else "requests"
+    b = inputs.requests(source, "baseline")
+    c = inputs.requests(source, "canary")
+    if mode == "flagger":
+        return ev.flagger_requests(spec, b, c, fr)
+    if mode == "kayenta":
+        guard = ev._min_guard(spec, b.n, c.n, fr)
+        if spec.kind == "request_share":
+            if spec.expected_share is None:
+                return ev.kayenta_metric(
+                    spec,
+                    np.zeros(0),
+                    np.zeros(0),
+                    fr,
+                    n_baseline=b.n,
+                    n_canary=c.n,
+                    guard="no expected_share configured",
+                )
+            e = ev.step_series(spec, c, fr) / spec.expected_share
+            k = ev.step_series(spec, b, fr) / (1 - spec.expected_share)
+        else:
+            e, k = ev.step_series(spec, c, fr), ev.step_series(spec, b, fr)
+        return ev.kayenta_metric(
+            spec, e, k, fr, n_baseline=b.n, n_canary=c.n, guard=guard, seed=seed
+        )
+    if spec.kind == "error_rate":
+        return ev.seq_error_rate(spec, b, c, fr)
+    if spec.kind == "latency":
+        return ev.seq_latency(spec, b, c, fr)
+    if spec.kind == "request_share":
+        return ev.seq_request_share(spec, b, c, fr)
+    raise JudgeInputError(f"metric {spec.name}: kind {spec.kind} needs a series source")
+
+
+def frame_for(config: CanaryConfig, window: TimeWindow) -> ev.Frame:
+    judged = [m for m in config.metrics if not m.muted] or list(config.metrics)
+    return ev.Frame(
+        start=window.start.timestamp(),
+        end=window.end.timestamp(),
+        block_s=config.block_s,
+        step_s=config.step_s,
+        alpha=config.alpha / max(1, len(judged)),
+        min_requests=config.min_requests,
+        horizon_s=config.horizon_s,
+        kayenta_tolerance=config.kayenta_tolerance,
+        kayenta_conf_level=config.kayenta_conf_level,
+    )
 
 
 def analyze(
@@ -17,6 +189,55 @@ def analyze(
     window: TimeWindow,
     config: CanaryConfig,
     selector: str = "version",
+    data_dir: Path | None = None,
+    expected_share: float | None = None,
 ) -> Verdict:
-    """Judge `canary` against `baseline` for `service` over `window`."""
-    raise NotImplementedError("judge under construction")
+    """Judge `canary` against `baseline` for `service` over `window`.
+
+    `expected_share` (e.g. the gate's current canary weight / 100) fills request_share metrics
+    that have none. `data_dir` lets custom SQL metrics run in the analytics.sql sandbox.
+    Raises JudgeInputError on bad inputs; metrics without data are 'nodata', never errors."""
+    if not service.strip():
+        raise JudgeInputError("a service is required")
+    if not baseline.strip() or not canary.strip():
+        raise JudgeInputError("both --baseline and --canary are required")
+    if baseline == canary:
+        raise JudgeInputError(f"baseline and canary are the same ({baseline!r})")
+    jdata._check_selector(selector)
+    if expected_share is not None:
+        config = replace(
+            config,
+            metrics=tuple(
+                replace(m, expected_share=expected_share)
+                if m.kind == "request_share" and m.expected_share is None
+                else m
+                for m in config.metrics
+            ),
+        )
+    fr = frame_for(config, window)
+    inputs = _Inputs(conn, service, baseline, canary, window, selector, config, data_dir)
+    results = tuple(
+        _judge_metric(spec, inputs, fr, config, seed=i) for i, spec in enumerate(config.metrics)
+    )
+    r = roll_up(results, config)
+    warnings: list[str] = []
+    if config.mode == "kayenta":
+        short = [m.name for m in results if 0 < m.n_baseline and fr.n_steps < 50]
+        if short:
+            warnings.append(
+                f"fewer than 50 data points ({fr.n_steps} steps of "
+                f"{fr.step_s:g}s), which can reduce confidence"
+            )
+    return Verdict(
+        verdict=r.verdict,
+        score=r.score,
+        reason=r.reason,
+        metrics=results,
+        mode=config.mode,
+        service=service,
+        baseline=baseline,
+        canary=canary,
+        window=window.to_json(),
+        group_scores=r.group_scores,
+        warnings=tuple(warnings),
+    )

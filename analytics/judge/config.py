@@ -60,33 +60,73 @@ from analytics.judge.model import (
 from collector.config import parse_duration
 
 _TOP_KEYS: Final = {
-    "mode", "alpha", "min_requests", "block", "step", "horizon", "source", "prometheus_url",
-    "thresholds", "group_weights", "metrics", "name", "kayenta_tolerance", "kayenta_conf_level",
+    "mode",
+    "alpha",
+    "min_requests",
+    "block",
+    "step",
+    "horizon",
+    "source",
+    "prometheus_url",
+    "thresholds",
+    "group_weights",
+    "metrics",
+    "name",
+    "kayenta_tolerance",
+    "kayenta_conf_level",
 }
 _METRIC_KEYS: Final = {
-    "name", "kind", "direction", "critical", "weight", "groups", "muted", "source", "quantile",
-    "error_codes", "grpc_codes", "tolerance", "query", "metric_name", "expected_share",
-    "min_samples", "threshold_min", "threshold_max", "kayenta",
+    "name",
+    "kind",
+    "direction",
+    "critical",
+    "weight",
+    "groups",
+    "muted",
+    "source",
+    "quantile",
+    "error_codes",
+    "grpc_codes",
+    "tolerance",
+    "query",
+    "metric_name",
+    "expected_share",
+    "min_samples",
+    "threshold_min",
+    "threshold_max",
+    "kayenta",
 }
 _KAYENTA_KEYS: Final = {f.name for f in fields(KayentaOptions)}
 
 # Default direction per kind: errors and latency hurt when they rise, traffic share when it
 # falls; a generic metric is judged both ways unless told.
-_DEFAULT_DIRECTION: Final = {"error_rate": "increase", "latency": "increase",
-                             "request_share": "decrease", "metric": "increase",
-                             "sql": "increase", "promql": "increase"}
+_DEFAULT_DIRECTION: Final = {
+    "error_rate": "increase",
+    "latency": "increase",
+    "request_share": "decrease",
+    "metric": "increase",
+    "sql": "increase",
+    "promql": "increase",
+}
 
 
 def default_config() -> CanaryConfig:
     """The judge's defaults: 5xx error rate and p99 latency (both critical), the latency
     distribution and p50 (not critical)."""
-    return CanaryConfig(metrics=(
-        MetricSpec("error-rate", "error_rate", critical=True,
-                   error_codes=("5xx", "no_response", "grpc"), groups=("errors",)),
-        MetricSpec("latency-p99", "latency", quantile=0.99, critical=True, groups=("latency",)),
-        MetricSpec("latency-p50", "latency", quantile=0.5, groups=("latency",)),
-        MetricSpec("latency-distribution", "latency", groups=("latency",)),
-    ))
+    return CanaryConfig(
+        metrics=(
+            MetricSpec(
+                "error-rate",
+                "error_rate",
+                critical=True,
+                error_codes=("5xx", "no_response", "grpc"),
+                groups=("errors",),
+            ),
+            MetricSpec("latency-p99", "latency", quantile=0.99, critical=True, groups=("latency",)),
+            MetricSpec("latency-p50", "latency", quantile=0.5, groups=("latency",)),
+            MetricSpec("latency-distribution", "latency", groups=("latency",)),
+        )
+    )
 
 
 class _Ctx:
@@ -96,8 +136,15 @@ class _Ctx:
     def fail(self, field: str, reason: str) -> CanaryConfigError:
         return CanaryConfigError(self.path, field, reason)
 
-    def number(self, raw: Any, field: str, *, lo: float | None = None, hi: float | None = None,
-               lo_open: bool = False) -> float:
+    def number(
+        self,
+        raw: Any,
+        field: str,
+        *,
+        lo: float | None = None,
+        hi: float | None = None,
+        lo_open: bool = False,
+    ) -> float:
         if isinstance(raw, bool) or not isinstance(raw, int | float | str):
             raise self.fail(field, f"expected a number, got {raw!r}")
         try:
@@ -181,8 +228,11 @@ def _metric(ctx: _Ctx, raw: Any, i: int, default_source: str) -> MetricSpec:
     if "kind" not in data:
         raise ctx.fail(f"{field}.kind", f"missing; choose one of {', '.join(METRIC_KINDS)}")
     kind = ctx.choice(data["kind"], f"{field}.kind", METRIC_KINDS)
-    kw: dict[str, Any] = {"name": str(data["name"]), "kind": kind,
-                          "direction": _DEFAULT_DIRECTION[kind]}
+    kw: dict[str, Any] = {
+        "name": str(data["name"]),
+        "kind": kind,
+        "direction": _DEFAULT_DIRECTION[kind],
+    }
     for key, value in data.items():
         f = f"{field}.{key}"
         if key in ("name", "kind"):
@@ -220,12 +270,16 @@ def _metric(ctx: _Ctx, raw: Any, i: int, default_source: str) -> MetricSpec:
     for code in kw.get("error_codes", ()):
         c = code.lower()
         if c not in ("5xx", "4xx", "no_response", "grpc", "0") and not (
-            len(c) == 3 and (c.isdigit() or (c[0].isdigit() and c.endswith("xx")))):
-            raise ctx.fail(f"{field}.error_codes", f"{code!r} is not 5xx, 4xx, no_response, "
-                           "grpc, NXX or a 3-digit code")
+            len(c) == 3 and (c.isdigit() or (c[0].isdigit() and c.endswith("xx")))
+        ):
+            raise ctx.fail(
+                f"{field}.error_codes",
+                f"{code!r} is not 5xx, 4xx, no_response, grpc, NXX or a 3-digit code",
+            )
     if "source" not in kw:
         kw["source"] = {"metric": "metrics", "sql": "sql", "promql": "prometheus"}.get(
-            kind, default_source)
+            kind, default_source
+        )
     return MetricSpec(**kw)
 
 
@@ -258,8 +312,9 @@ def parse_config(data: Any, path: str = "<config>") -> CanaryConfig:
         if key in data:
             kw[key] = ctx.number(data[key], key, lo=0.0)
     if "kayenta_conf_level" in data:
-        kw["kayenta_conf_level"] = ctx.number(data["kayenta_conf_level"], "kayenta_conf_level",
-                                              lo=0.0, hi=1.0, lo_open=True)
+        kw["kayenta_conf_level"] = ctx.number(
+            data["kayenta_conf_level"], "kayenta_conf_level", lo=0.0, hi=1.0, lo_open=True
+        )
     if "thresholds" in data:
         th = ctx.mapping(data["thresholds"], "thresholds")
         ctx.unknown(th, {"pass", "marginal"}, "thresholds")
@@ -282,9 +337,11 @@ def parse_config(data: Any, path: str = "<config>") -> CanaryConfig:
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None:
         raise ctx.fail("metrics", f"metric name {dup!r} is used twice")
-    if (kw.get("mode") != "kayenta" and any(m.kind == "promql" for m in metrics)
-            and not kw.get("prometheus_url")) or (source == "prometheus"
-                                                  and not kw.get("prometheus_url")):
+    if (
+        kw.get("mode") != "kayenta"
+        and any(m.kind == "promql" for m in metrics)
+        and not kw.get("prometheus_url")
+    ) or (source == "prometheus" and not kw.get("prometheus_url")):
         raise ctx.fail("prometheus_url", "needed by promql metrics / source prometheus")
     return CanaryConfig(metrics=metrics, **kw)
 
@@ -307,7 +364,9 @@ def load_config(path: str | Path) -> CanaryConfig:
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, ValueError) as exc:
-        raise CanaryConfigError(str(p), "", f"not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from None
+        raise CanaryConfigError(
+            str(p), "", f"not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}"
+        ) from None
     return parse_config(data, str(p))
 
 
@@ -319,7 +378,8 @@ def is_kayenta_config(data: Mapping[str, Any]) -> bool:
         return True
     metrics = data.get("metrics")
     return isinstance(metrics, list) and any(
-        isinstance(m, Mapping) and "analysisConfigurations" in m for m in metrics)
+        isinstance(m, Mapping) and "analysisConfigurations" in m for m in metrics
+    )
 
 
 def _guess_kind(name: str, query: Mapping[str, Any]) -> dict[str, Any]:
@@ -340,8 +400,7 @@ def _guess_kind(name: str, query: Mapping[str, Any]) -> dict[str, Any]:
     if any(w in low for w in ("error", "5xx", "success", "fail")):
         return {"kind": "error_rate", "error_codes": ("5xx", "no_response", "grpc")}
     if any(w in low for w in ("latency", "duration", "response_time", "response time")):
-        for q, tag in ((0.999, "p999"), (0.99, "p99"), (0.95, "p95"), (0.9, "p90"),
-                       (0.5, "p50")):
+        for q, tag in ((0.999, "p999"), (0.99, "p99"), (0.95, "p95"), (0.9, "p90"), (0.5, "p50")):
             if tag in low.replace(".", ""):
                 return {"kind": "latency", "quantile": q}
         return {"kind": "latency", "quantile": None}
@@ -366,8 +425,10 @@ def from_kayenta(data: Mapping[str, Any], path: str = "<kayenta>") -> CanaryConf
         if not name:
             raise ctx.fail(f"{field}.name", "every metric needs a name")
         query = ctx.mapping(m.get("query") or {}, f"{field}.query")
-        canary = ctx.mapping((m.get("analysisConfigurations") or {}).get("canary") or {},
-                             f"{field}.analysisConfigurations.canary")
+        canary = ctx.mapping(
+            (m.get("analysisConfigurations") or {}).get("canary") or {},
+            f"{field}.analysisConfigurations.canary",
+        )
         af = f"{field}.analysisConfigurations.canary"
         direction = ctx.choice(canary.get("direction", "either"), f"{af}.direction", DIRECTIONS)
         nan = str(canary.get("nanStrategy", "remove"))
@@ -377,41 +438,61 @@ def from_kayenta(data: Mapping[str, Any], path: str = "<kayenta>") -> CanaryConf
         strategy = str(outliers.get("strategy", "keep"))
         strategy = "keep" if strategy in ("none", "") else strategy
         strategy = ctx.choice(strategy, f"{af}.outliers.strategy", ("keep", "remove"))
-        factor = ctx.number(outliers.get("outlierFactor", 3.0), f"{af}.outliers.outlierFactor",
-                            lo=0.0, lo_open=True)
+        factor = ctx.number(
+            outliers.get("outlierFactor", 3.0), f"{af}.outliers.outlierFactor", lo=0.0, lo_open=True
+        )
         eff = ctx.mapping(canary.get("effectSize") or {}, f"{af}.effectSize")
-        measure = ctx.choice(eff.get("measure", "meanRatio"), f"{af}.effectSize.measure",
-                             ("meanRatio", "cles"))
+        measure = ctx.choice(
+            eff.get("measure", "meanRatio"), f"{af}.effectSize.measure", ("meanRatio", "cles")
+        )
 
         def opt(key: str, eff: Mapping[str, Any] = eff, af: str = af) -> float | None:
             return None if eff.get(key) is None else ctx.number(eff[key], f"{af}.effectSize.{key}")
 
         options = KayentaOptions(
-            nan_strategy=nan, outlier_strategy=strategy, outlier_factor=factor,
-            effect_measure=measure, allowed_increase=opt("allowedIncrease"),
-            allowed_decrease=opt("allowedDecrease"), critical_increase=opt("criticalIncrease"),
+            nan_strategy=nan,
+            outlier_strategy=strategy,
+            outlier_factor=factor,
+            effect_measure=measure,
+            allowed_increase=opt("allowedIncrease"),
+            allowed_decrease=opt("allowedDecrease"),
+            critical_increase=opt("criticalIncrease"),
             critical_decrease=opt("criticalDecrease"),
-            must_have_data=bool(canary.get("mustHaveData", False)))
+            must_have_data=bool(canary.get("mustHaveData", False)),
+        )
         kind_kw = _guess_kind(name, query)
         if kind_kw["kind"] not in METRIC_KINDS:
-            raise ctx.fail(f"{field}.query.kind", f"{kind_kw['kind']!r} is not one of "
-                           f"{', '.join(METRIC_KINDS)}")
+            raise ctx.fail(
+                f"{field}.query.kind",
+                f"{kind_kw['kind']!r} is not one of {', '.join(METRIC_KINDS)}",
+            )
         groups = tuple(str(g) for g in (m.get("groups") or ()))
-        metrics.append(MetricSpec(
-            name=name, direction=direction, critical=bool(canary.get("critical", False)),
-            muted=bool(canary.get("muted", False)), groups=groups, kayenta=options,
-            source={"promql": "prometheus", "sql": "sql", "metric": "metrics"}.get(
-                kind_kw["kind"], "requests"),
-            **kind_kw))
+        metrics.append(
+            MetricSpec(
+                name=name,
+                direction=direction,
+                critical=bool(canary.get("critical", False)),
+                muted=bool(canary.get("muted", False)),
+                groups=groups,
+                kayenta=options,
+                source={"promql": "prometheus", "sql": "sql", "metric": "metrics"}.get(
+                    kind_kw["kind"], "requests"
+                ),
+                **kind_kw,
+            )
+        )
     kw: dict[str, Any] = {"mode": "kayenta", "name": str(data.get("name") or "kayenta")}
     if classifier.get("groupWeights"):
-        kw["group_weights"] = _group_weights(ctx, classifier["groupWeights"],
-                                             "classifier.groupWeights")
+        kw["group_weights"] = _group_weights(
+            ctx, classifier["groupWeights"], "classifier.groupWeights"
+        )
     th = classifier.get("scoreThresholds")
     if th:
         th = ctx.mapping(th, "classifier.scoreThresholds")
         kw["thresholds"] = Thresholds(
             ctx.number(th.get("pass", 95.0), "classifier.scoreThresholds.pass", lo=0, hi=100),
-            ctx.number(th.get("marginal", 75.0), "classifier.scoreThresholds.marginal", lo=0,
-                       hi=100))
+            ctx.number(
+                th.get("marginal", 75.0), "classifier.scoreThresholds.marginal", lo=0, hi=100
+            ),
+        )
     return CanaryConfig(metrics=tuple(metrics), **kw)

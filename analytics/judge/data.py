@@ -28,8 +28,10 @@ from analytics.errors import JudgeInputError
 from analytics.judge.model import SELECTORS
 from analytics.window import TimeWindow
 
-_SERVICE_SQL: Final = ("(destination_service_name = $service OR destination_canonical_service = "
-                       "$service OR destination_service = $service)")
+_SERVICE_SQL: Final = (
+    "(destination_service_name = $service OR destination_canonical_service = "
+    "$service OR destination_service = $service)"
+)
 _SIDE_SQL: Final = {
     "version": "destination_version = $side",
     "revision": "destination_version = $side",
@@ -57,24 +59,46 @@ class RequestData:
         return cls(z, z, z.astype(np.int64), z.astype(np.int64), np.zeros(0, dtype=object))
 
     @classmethod
-    def from_arrays(cls, ts: np.ndarray, duration_ms: np.ndarray,
-                    response_code: np.ndarray | None = None,
-                    grpc_status: np.ndarray | None = None,
-                    protocol: np.ndarray | None = None) -> RequestData:
+    def from_arrays(
+        cls,
+        ts: np.ndarray,
+        duration_ms: np.ndarray,
+        response_code: np.ndarray | None = None,
+        grpc_status: np.ndarray | None = None,
+        protocol: np.ndarray | None = None,
+    ) -> RequestData:
         n = len(ts)
         order = np.argsort(np.asarray(ts, float), kind="stable")
         rc = np.full(n, 200) if response_code is None else np.asarray(response_code)
         gs = np.full(n, -1) if grpc_status is None else np.asarray(grpc_status)
         pr = np.full(n, "http", dtype=object) if protocol is None else np.asarray(protocol, object)
-        return cls(np.asarray(ts, float)[order], np.asarray(duration_ms, float)[order],
-                   rc.astype(np.int64)[order], gs.astype(np.int64)[order], pr[order])
+        return cls(
+            np.asarray(ts, float)[order],
+            np.asarray(duration_ms, float)[order],
+            rc.astype(np.int64)[order],
+            gs.astype(np.int64)[order],
+            pr[order],
+        )
 
 
 _GRPC_NAMES: Final = {
-    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4,
-    "NOT_FOUND": 5, "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8,
-    "FAILED_PRECONDITION": 9, "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12,
-    "INTERNAL": 13, "UNAVAILABLE": 14, "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
 }
 
 
@@ -86,8 +110,9 @@ def grpc_code(text: str) -> int:
     return int(t)
 
 
-def error_mask(data: RequestData, codes: tuple[str, ...], grpc_codes: tuple[str, ...] = ()
-               ) -> np.ndarray:
+def error_mask(
+    data: RequestData, codes: tuple[str, ...], grpc_codes: tuple[str, ...] = ()
+) -> np.ndarray:
     """Which requests count as errors. Classes: "5xx", "4xx", "no_response" (code 0 on HTTP),
     "grpc" (any non-OK gRPC status), exact codes like "503"; `grpc_codes` add exact statuses.
     TCP connections are never errors (they have no response code)."""
@@ -103,7 +128,7 @@ def error_mask(data: RequestData, codes: tuple[str, ...], grpc_codes: tuple[str,
         elif c in ("no_response", "0"):
             m |= http & (rc == 0)
         elif c == "grpc":
-            m |= (gs > 0)
+            m |= gs > 0
         elif len(c) == 3 and c.endswith("xx") and c[0].isdigit():
             base = int(c[0]) * 100
             m |= http & (rc >= base) & (rc < base + 100)
@@ -116,7 +141,9 @@ def error_mask(data: RequestData, codes: tuple[str, ...], grpc_codes: tuple[str,
 
 def _check_selector(selector: str) -> None:
     if selector not in SELECTORS:
-        raise JudgeInputError(f"unknown selector {selector!r}: choose one of {', '.join(SELECTORS)}")
+        raise JudgeInputError(
+            f"unknown selector {selector!r}: choose one of {', '.join(SELECTORS)}"
+        )
 
 
 def _to_request_data(rows: duckdb.DuckDBPyRelation) -> RequestData:
@@ -137,41 +164,61 @@ def _to_request_data(rows: duckdb.DuckDBPyRelation) -> RequestData:
             gs[i] = 2
     rc = np.nan_to_num(np.asarray(cols["response_code"], float), nan=0.0).astype(np.int64)
     dur = np.asarray(cols["duration_ms"], float)
-    return RequestData.from_arrays(np.asarray(cols["t"], float), dur, rc, gs,
-                                   np.asarray(cols["protocol"], object))
+    return RequestData.from_arrays(
+        np.asarray(cols["t"], float), dur, rc, gs, np.asarray(cols["protocol"], object)
+    )
 
 
 def _window_sql(col: str) -> str:
     return f"{col} >= $start AND {col} < $end"
 
 
-def load_requests(conn: duckdb.DuckDBPyConnection, *, service: str, side: str,
-                  window: TimeWindow, selector: str = "version") -> RequestData:
+def load_requests(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    service: str,
+    side: str,
+    window: TimeWindow,
+    selector: str = "version",
+) -> RequestData:
     """One side's de-duplicated requests (HTTP and gRPC; TCP connections carry no latency or
     response code worth judging)."""
     _check_selector(selector)
-    params = {"service": service, "side": side, "start": window.start.astimezone(UTC),
-              "end": window.end.astimezone(UTC)}
-    cols = ("epoch_us(ts) / 1e6 AS t, duration_ms, response_code, grpc_status, protocol")
+    params = {
+        "service": service,
+        "side": side,
+        "start": window.start.astimezone(UTC),
+        "end": window.end.astimezone(UTC),
+    }
+    cols = "epoch_us(ts) / 1e6 AS t, duration_ms, response_code, grpc_status, protocol"
     if selector == "subset":
-        sql = (f"SELECT {cols} FROM requests WHERE reporter = 'source' AND protocol <> 'tcp' "
-               f"AND split_part(upstream_cluster, '|', 3) = $side AND {_SERVICE_SQL} "
-               f"AND {_window_sql('ts')}")
+        sql = (
+            f"SELECT {cols} FROM requests WHERE reporter = 'source' AND protocol <> 'tcp' "
+            f"AND split_part(upstream_cluster, '|', 3) = $side AND {_SERVICE_SQL} "
+            f"AND {_window_sql('ts')}"
+        )
         data = _to_request_data(conn.sql(sql, params=params))
         if data.n:
             return data
         selector = "version"
-    sql = (f"SELECT {cols} FROM traffic WHERE protocol <> 'tcp' AND {_SIDE_SQL[selector]} "
-           f"AND {_SERVICE_SQL} AND {_window_sql('ts')}")
+    sql = (
+        f"SELECT {cols} FROM traffic WHERE protocol <> 'tcp' AND {_SIDE_SQL[selector]} "
+        f"AND {_SERVICE_SQL} AND {_window_sql('ts')}"
+    )
     return _to_request_data(conn.sql(sql, params=params))
 
 
-def load_spans(conn: duckdb.DuckDBPyConnection, *, service: str, side: str,
-               window: TimeWindow) -> RequestData:
+def load_spans(
+    conn: duckdb.DuckDBPyConnection, *, service: str, side: str, window: TimeWindow
+) -> RequestData:
     """One side's server spans (service.name = service, service.version = side): latency from
     the span, HTTP status or 500 for an error status, gRPC status when present."""
-    params = {"service": service, "side": side, "start": window.start.astimezone(UTC),
-              "end": window.end.astimezone(UTC)}
+    params = {
+        "service": service,
+        "side": side,
+        "start": window.start.astimezone(UTC),
+        "end": window.end.astimezone(UTC),
+    }
     sql = (
         "SELECT epoch_us(start_ts) / 1e6 AS t, duration_ms, "
         "CASE WHEN coalesce(http_status_code, 0) > 0 THEN http_status_code "
@@ -196,12 +243,23 @@ class Series:
         return int(self.ts.size)
 
 
-def load_metric_series(conn: duckdb.DuckDBPyConnection, *, service: str, side: str,
-                       window: TimeWindow, metric_name: str) -> Series:
+def load_metric_series(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    service: str,
+    side: str,
+    window: TimeWindow,
+    metric_name: str,
+) -> Series:
     """An OTLP metric (gauge value, or sum/histogram mean) of one side from `metrics`: the side
     is the `service.version` resource attribute (or data-point attribute)."""
-    params = {"service": service, "side": side, "name": metric_name,
-              "start": window.start.astimezone(UTC), "end": window.end.astimezone(UTC)}
+    params = {
+        "service": service,
+        "side": side,
+        "name": metric_name,
+        "start": window.start.astimezone(UTC),
+        "end": window.end.astimezone(UTC),
+    }
     sql = (
         "SELECT epoch_us(ts) / 1e6 AS t, "
         "CASE WHEN kind IN ('histogram', 'exponential_histogram', 'summary') "
@@ -229,20 +287,32 @@ def substitute(query: str, values: dict[str, str]) -> str:
     return out
 
 
-def load_sql_series(conn: duckdb.DuckDBPyConnection, *, query: str, service: str,
-                    baseline: str, canary: str, window: TimeWindow,
-                    data_dir: Path | None = None) -> tuple[Series, Series]:
+def load_sql_series(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    query: str,
+    service: str,
+    baseline: str,
+    canary: str,
+    window: TimeWindow,
+    data_dir: Path | None = None,
+) -> tuple[Series, Series]:
     """A custom SQL metric: one SELECT returning (side, ts, value) rows, side being 'baseline'
     or 'canary'. Placeholders ${service}, ${baseline}, ${canary}, ${start}, ${end} become SQL
     literals. With `data_dir` it runs in analytics.sql's sandbox (read-only, time-limited);
     without, the statement is still checked to be a single SELECT."""
     from analytics.sql import check_statement, run_query
 
-    sql = substitute(query, {
-        "service": service, "baseline": baseline, "canary": canary,
-        "start": window.start.astimezone(UTC).isoformat(),
-        "end": window.end.astimezone(UTC).isoformat(),
-    })
+    sql = substitute(
+        query,
+        {
+            "service": service,
+            "baseline": baseline,
+            "canary": canary,
+            "start": window.start.astimezone(UTC).isoformat(),
+            "end": window.end.astimezone(UTC).isoformat(),
+        },
+    )
     if data_dir is not None:
         rows = list(run_query(data_dir, sql, max_rows=1_000_000, window=window).rows)
     else:

@@ -29,8 +29,15 @@ _EPS: Final = 2.220446049250313e-16
 NODATA_THRESHOLD: Final = 50.0  # percent of Nodata results that zero the score
 
 
-def zeroin(f: Callable[[float], float], ax: float, bx: float, fa: float, fb: float,
-           tol: float = ZEROIN_TOL, maxit: int = ZEROIN_MAXIT) -> float:
+def zeroin(
+    f: Callable[[float], float],
+    ax: float,
+    bx: float,
+    fa: float,
+    fb: float,
+    tol: float = ZEROIN_TOL,
+    maxit: int = ZEROIN_MAXIT,
+) -> float:
     """Brent's root finder as in R's `R_zeroin2` (bracket [ax, bx] with f(ax)=fa, f(bx)=fb)."""
     a, b = ax, bx
     c, fc = a, fa
@@ -97,8 +104,9 @@ class MannWhitneyCI:
     estimate: float  # Hodges-Lehmann estimate of the shift x - y
 
 
-def mann_whitney_ci(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
-                    conf_level: float) -> MannWhitneyCI:
+def mann_whitney_ci(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, conf_level: float
+) -> MannWhitneyCI:
     """Location-shift CI of x (experiment) minus y (control), Kayenta/R style."""
     xa = np.asarray(x, dtype=float)
     ya = np.asarray(y, dtype=float)
@@ -117,8 +125,13 @@ def mann_whitney_ci(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.nda
 
     zq = float(ndtri(alpha / 2))
     lo, hi = root(-zq), root(zq)
-    est = zeroin(lambda m: wilcoxon_diff(xa, ya, m, 0.0), mu_min, mu_max,
-                 wilcoxon_diff(xa, ya, mu_min, 0.0), wilcoxon_diff(xa, ya, mu_max, 0.0))
+    est = zeroin(
+        lambda m: wilcoxon_diff(xa, ya, m, 0.0),
+        mu_min,
+        mu_max,
+        wilcoxon_diff(xa, ya, mu_min, 0.0),
+        wilcoxon_diff(xa, ya, mu_max, 0.0),
+    )
     return MannWhitneyCI(lo, hi, est)
 
 
@@ -130,8 +143,9 @@ def percentile_r7(data: np.ndarray, p: float) -> float:
     return float(np.percentile(data, p, method="linear"))
 
 
-def iqr_outliers(data: Sequence[float] | np.ndarray, factor: float = 1.5,
-                 reduce_sensitivity: bool = False) -> np.ndarray:
+def iqr_outliers(
+    data: Sequence[float] | np.ndarray, factor: float = 1.5, reduce_sensitivity: bool = False
+) -> np.ndarray:
     """Mask of outliers outside [Q1 - f*IQR, Q3 + f*IQR]; with reduce_sensitivity the fences
     never cut more than the 1%/99% tails."""
     a = np.asarray(data, dtype=float)
@@ -261,9 +275,13 @@ def _jitter(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return a + rng.normal(0.0, 1.0, a.size) * (a * 1e-5)
 
 
-def classify_metric(experiment: Sequence[float] | np.ndarray,
-                    control: Sequence[float] | np.ndarray,
-                    params: KayentaParams, *, seed: int = 0) -> KayentaMetricResult:
+def classify_metric(
+    experiment: Sequence[float] | np.ndarray,
+    control: Sequence[float] | np.ndarray,
+    params: KayentaParams,
+    *,
+    seed: int = 0,
+) -> KayentaMetricResult:
     """NetflixACAJudge's per-metric classification (MannWhitneyClassifier)."""
     e = _prepare(experiment, params)
     c = _prepare(control, params)
@@ -274,44 +292,78 @@ def classify_metric(experiment: Sequence[float] | np.ndarray,
         side = "experiment" if e.size == 0 else "control"
         reason = f"Missing data: the {side} has no values"
         if p.must_have_data and not p.critical:
-            return KayentaMetricResult("NodataFailMetric", reason, math.nan, math.nan, False,
-                                       None, e, c)
+            return KayentaMetricResult(
+                "NodataFailMetric", reason, math.nan, math.nan, False, None, e, c
+            )
         return KayentaMetricResult("Nodata", reason, math.nan, math.nan, p.critical, None, e, c)
     if np.array_equal(np.sort(e), np.sort(c)):
-        return KayentaMetricResult("Pass", "The experiment and control data are identical",
-                                   mean_ratio(e, c), _effect(e, c, p.effect_measure), False,
-                                   None, e, c)
+        return KayentaMetricResult(
+            "Pass",
+            "The experiment and control data are identical",
+            mean_ratio(e, c),
+            _effect(e, c, p.effect_measure),
+            False,
+            None,
+            e,
+            c,
+        )
     if np.unique(np.concatenate([e, c])).size == 1:
-        return KayentaMetricResult("Pass", "All values are identical", mean_ratio(e, c),
-                                   _effect(e, c, p.effect_measure), False, None, e, c)
+        return KayentaMetricResult(
+            "Pass",
+            "All values are identical",
+            mean_ratio(e, c),
+            _effect(e, c, p.effect_measure),
+            False,
+            None,
+            e,
+            c,
+        )
     if np.unique(e).size == 1 and np.unique(c).size == 1:
         rng = np.random.default_rng(seed)
         e, c = _jitter(e, rng), _jitter(c, rng)
     try:
         ci = mann_whitney_ci(e, c, p.conf_level)
     except (ValueError, ArithmeticError) as exc:
-        return KayentaMetricResult("Error", f"Metric Classification Failed: {exc}", math.nan,
-                                   math.nan, p.critical, None, e, c)
+        return KayentaMetricResult(
+            "Error",
+            f"Metric Classification Failed: {exc}",
+            math.nan,
+            math.nan,
+            p.critical,
+            None,
+            e,
+            c,
+        )
     ratio = mean_ratio(e, c)
     effect = _effect(e, c, p.effect_measure)
     bound = p.tolerance * abs(ci.estimate)
     nan_effect = math.isnan(effect)
-    if (p.direction in ("increase", "either") and ci.ci_low > bound
-            and (nan_effect or effect >= p.bound(p.allowed_increase))):
+    if (
+        p.direction in ("increase", "either")
+        and ci.ci_low > bound
+        and (nan_effect or effect >= p.bound(p.allowed_increase))
+    ):
         critical = p.critical and (nan_effect or effect >= p.bound(p.critical_increase))
-        return KayentaMetricResult("High", "The metric was classified as High", ratio, effect,
-                                   critical, ci, e, c)
-    if (p.direction in ("decrease", "either") and ci.ci_high < -bound
-            and (nan_effect or effect <= p.bound(p.allowed_decrease))):
+        return KayentaMetricResult(
+            "High", "The metric was classified as High", ratio, effect, critical, ci, e, c
+        )
+    if (
+        p.direction in ("decrease", "either")
+        and ci.ci_high < -bound
+        and (nan_effect or effect <= p.bound(p.allowed_decrease))
+    ):
         critical = p.critical and (nan_effect or effect <= p.bound(p.critical_decrease))
-        return KayentaMetricResult("Low", "The metric was classified as Low", ratio, effect,
-                                   critical, ci, e, c)
+        return KayentaMetricResult(
+            "Low", "The metric was classified as Low", ratio, effect, critical, ci, e, c
+        )
     return KayentaMetricResult("Pass", "", ratio, effect, False, ci, e, c)
 
 
-def classify_mean_inequality(experiment: Sequence[float] | np.ndarray,
-                             control: Sequence[float] | np.ndarray,
-                             direction: str = "either") -> str:
+def classify_mean_inequality(
+    experiment: Sequence[float] | np.ndarray,
+    control: Sequence[float] | np.ndarray,
+    direction: str = "either",
+) -> str:
     """Kayenta's MeanInequalityClassifier (a benchmark classifier: no statistics)."""
     e, c = remove_nans(experiment), remove_nans(control)
     if e.size == 0 or c.size == 0:
@@ -343,8 +395,9 @@ class KayentaScore:
     reason: str
 
 
-def weighted_sum_score(results: Sequence[ScoredMetric],
-                       group_weights: dict[str, float]) -> KayentaScore:
+def weighted_sum_score(
+    results: Sequence[ScoredMetric], group_weights: dict[str, float]
+) -> KayentaScore:
     """Kayenta's WeightedSumScorer: group score = 100 * Pass / (Pass+High+Low+NodataFailMetric);
     empty groups count 100; groups without a weight share what is left of 100 equally;
     a critical non-Pass result or >= 50% Nodata zeroes the score."""

@@ -56,8 +56,14 @@ def _q(theta: np.ndarray | float, pi: np.ndarray) -> np.ndarray:
     return np.asarray(theta * pi / (theta * pi + 1.0 - pi))
 
 
-def rate_ratio_log_lr(e_b: np.ndarray, n_b: np.ndarray, e_c: np.ndarray, n_c: np.ndarray,
-                      theta0: float | np.ndarray, thetas: np.ndarray) -> np.ndarray:
+def rate_ratio_log_lr(
+    e_b: np.ndarray,
+    n_b: np.ndarray,
+    e_c: np.ndarray,
+    n_c: np.ndarray,
+    theta0: float | np.ndarray,
+    thetas: np.ndarray,
+) -> np.ndarray:
     """Per-block log likelihood ratios of theta (each of `thetas`) against theta0.
 
     Shapes: blocks (K,), thetas (J,) [theta0 scalar or (J,)] -> (K, J)."""
@@ -79,8 +85,15 @@ def _log_mix(log_lr_sum: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.asarray(np.squeeze(m, -1) + np.log(np.sum(weights * np.exp(log_lr_sum - m), -1)))
 
 
-def rate_ratio_eprocess(e_b: np.ndarray, n_b: np.ndarray, e_c: np.ndarray, n_c: np.ndarray,
-                        *, theta0: float = 1.0, direction: str = "increase") -> np.ndarray:
+def rate_ratio_eprocess(
+    e_b: np.ndarray,
+    n_b: np.ndarray,
+    e_c: np.ndarray,
+    n_c: np.ndarray,
+    *,
+    theta0: float = 1.0,
+    direction: str = "increase",
+) -> np.ndarray:
     """The e-process after each block (cumulative): E_k for k = 1..K (log scale)."""
     down0 = 1.0 / theta0 if direction == "either" else theta0
     up = rate_ratio_log_lr(e_b, n_b, e_c, n_c, theta0, theta0 * np.exp(_LOG_R))
@@ -107,9 +120,16 @@ class RateRatioResult:
     n_c: int
 
 
-def rate_ratio_test(e_b: np.ndarray, n_b: np.ndarray, e_c: np.ndarray, n_c: np.ndarray, *,
-                    alpha: float, tolerance: float = 0.0, direction: str = "increase"
-                    ) -> RateRatioResult:
+def rate_ratio_test(
+    e_b: np.ndarray,
+    n_b: np.ndarray,
+    e_c: np.ndarray,
+    n_c: np.ndarray,
+    *,
+    alpha: float,
+    tolerance: float = 0.0,
+    direction: str = "increase",
+) -> RateRatioResult:
     """Sequential test of canary vs baseline error rates on per-block counts (see module doc).
 
     direction "increase" tests H0: theta <= 1 + tolerance; "decrease" H0: theta >= 1/(1+tol);
@@ -131,12 +151,23 @@ def rate_ratio_test(e_b: np.ndarray, n_b: np.ndarray, e_c: np.ndarray, n_c: np.n
         ratio = rate_c / rate_b
     else:
         ratio = math.inf if rate_c > 0 else math.nan
-    return RateRatioResult(ratio, ci, e_value, log_e >= math.log(1.0 / alpha), rate_b, rate_c,
-                           int(sb), int(sc), int(tb), int(tc))
+    return RateRatioResult(
+        ratio,
+        ci,
+        e_value,
+        log_e >= math.log(1.0 / alpha),
+        rate_b,
+        rate_c,
+        int(sb),
+        int(sc),
+        int(tb),
+        int(tc),
+    )
 
 
-def rate_ratio_cs(e_b: np.ndarray, n_b: np.ndarray, e_c: np.ndarray, n_c: np.ndarray, *,
-                  alpha: float) -> tuple[float, float]:
+def rate_ratio_cs(
+    e_b: np.ndarray, n_b: np.ndarray, e_c: np.ndarray, n_c: np.ndarray, *, alpha: float
+) -> tuple[float, float]:
     """Anytime-valid confidence set for theta: the thetas not rejected by the two-sided mixture
     test at level alpha (on a grid; 0 / inf when the set reaches the grid's ends)."""
     eb, nb, ec, nc = (np.asarray(a, float) for a in (e_b, n_b, e_c, n_c))
@@ -208,8 +239,15 @@ class MeanTestResult:
     sigma: float
 
 
-def mean_test(d: np.ndarray, *, alpha: float, margin: float = 0.0, direction: str = "increase",
-              horizon_blocks: float = 40.0, lags: int = 2) -> MeanTestResult:
+def mean_test(
+    d: np.ndarray,
+    *,
+    alpha: float,
+    margin: float = 0.0,
+    direction: str = "increase",
+    horizon_blocks: float = 40.0,
+    lags: int = 2,
+) -> MeanTestResult:
     """Sequential test on the mean of per-block differences d (canary minus baseline).
 
     increase: H0 mean <= margin; decrease: H0 mean >= -margin; either: both, e-values averaged.
@@ -238,8 +276,9 @@ def mean_test(d: np.ndarray, *, alpha: float, margin: float = 0.0, direction: st
         log_e = min(log_e, 0.0)  # identical sides: no evidence either way
     radius = cs_radius(scale, t, rho2, alpha) if t > 1 else math.inf
     e_value = math.exp(min(log_e, 700.0))
-    return MeanTestResult(mean, (mean - radius, mean + radius), e_value,
-                          log_e >= math.log(1.0 / alpha), t, sigma)
+    return MeanTestResult(
+        mean, (mean - radius, mean + radius), e_value, log_e >= math.log(1.0 / alpha), t, sigma
+    )
 
 
 # --- block statistics (pure, used by analyze and the benchmark) ----------------------------
@@ -249,8 +288,9 @@ def block_index(ts: np.ndarray, start: float, block_s: float) -> np.ndarray:
     return np.floor((np.asarray(ts, float) - start) / block_s).astype(np.int64)
 
 
-def block_counts(ts: np.ndarray, flag: np.ndarray, start: float, block_s: float,
-                 n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+def block_counts(
+    ts: np.ndarray, flag: np.ndarray, start: float, block_s: float, n_blocks: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(requests, flagged) per block."""
     idx = block_index(ts, start, block_s)
     ok = (idx >= 0) & (idx < n_blocks)
@@ -259,8 +299,9 @@ def block_counts(ts: np.ndarray, flag: np.ndarray, start: float, block_s: float,
     return n.astype(float), e
 
 
-def exceedance_diffs(groups_b: list[np.ndarray], groups_c: list[np.ndarray], q: float,
-                     min_per_side: int = 5) -> np.ndarray:
+def exceedance_diffs(
+    groups_b: list[np.ndarray], groups_c: list[np.ndarray], q: float, min_per_side: int = 5
+) -> np.ndarray:
     """Per block: share of canary values above the block's pooled q-quantile minus the
     baseline's share. Under H0 (same distribution on both sides) its mean is 0, whatever the
     traffic split, drift or heavy tail. Blocks with too few values on a side are skipped."""
@@ -273,8 +314,9 @@ def exceedance_diffs(groups_b: list[np.ndarray], groups_c: list[np.ndarray], q: 
     return np.asarray(out, float)
 
 
-def cles_diffs(groups_b: list[np.ndarray], groups_c: list[np.ndarray],
-               min_per_side: int = 5) -> np.ndarray:
+def cles_diffs(
+    groups_b: list[np.ndarray], groups_c: list[np.ndarray], min_per_side: int = 5
+) -> np.ndarray:
     """Per block: P(canary value > baseline value) - 1/2 (ties count half): a whole-
     distribution shift statistic, mean 0 under H0."""
     from scipy.stats import rankdata
@@ -290,8 +332,9 @@ def cles_diffs(groups_b: list[np.ndarray], groups_c: list[np.ndarray],
     return np.asarray(out, float)
 
 
-def split_blocks(ts: np.ndarray, values: np.ndarray, start: float, block_s: float,
-                 n_blocks: int) -> list[np.ndarray]:
+def split_blocks(
+    ts: np.ndarray, values: np.ndarray, start: float, block_s: float, n_blocks: int
+) -> list[np.ndarray]:
     """Values grouped by time block (list of length n_blocks)."""
     idx = block_index(ts, start, block_s)
     ok = (idx >= 0) & (idx < n_blocks)
@@ -299,4 +342,4 @@ def split_blocks(ts: np.ndarray, values: np.ndarray, start: float, block_s: floa
     order = np.argsort(idx, kind="stable")
     idx, vals = idx[order], vals[order]
     cuts = np.searchsorted(idx, np.arange(n_blocks + 1))
-    return [vals[cuts[i]: cuts[i + 1]] for i in range(n_blocks)]
+    return [vals[cuts[i] : cuts[i + 1]] for i in range(n_blocks)]

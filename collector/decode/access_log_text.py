@@ -165,7 +165,8 @@ def fields_to_row(
     up_peer = _dash(f.get("upstream_peer_uri_san"))
     up_local = _dash(f.get("upstream_local_uri_san"))
     has_tls_fields = "downstream_peer_uri_san" in f or "downstream_local_uri_san" in f
-    has_up_fields = "upstream_peer_uri_san" in f
+    # A client-side request that never reached an upstream host has no connection to judge.
+    has_up_fields = "upstream_peer_uri_san" in f and bool(_dash(f.get("upstream_host")))
     obs = Observation(
         cluster=cluster,
         local=local,

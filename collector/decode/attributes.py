@@ -16,9 +16,8 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Final
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -32,7 +31,8 @@ MAX_DEPTH: Final = 32
 _encode_json = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
 ).encode
-_first_key = itemgetter(0)
+# C-accelerated JSON string literal (no escaping of non-ASCII, like ensure_ascii=False).
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 Entry = tuple[str, object, str]  # (key, JSON-safe value, '"key":value' JSON fragment)
 
@@ -104,31 +104,78 @@ class KeyValueCache:
         return len(self._entries)
 
     def entries(self, raws: Iterable[bytes]) -> list[Entry]:
-        """Entries for a list of raw KeyValues (raises protobuf's DecodeError on bad bytes)."""
+        """Entries of raw KeyValues; bad bytes raise protobuf's DecodeError or a ValueError."""
         get = self._entries.get
         return [get(raw) or self._miss(raw) for raw in raws]
 
     def _miss(self, raw: bytes) -> Entry:
-        kv = KeyValue.FromString(raw)
-        key = kv.key
-        value = any_value_to_python(kv.value)
-        entry = (key, value, _encode_json(key) + ":" + _encode_json(value))
+        parsed = _short_kv(raw)
+        if parsed is None:
+            kv = KeyValue.FromString(raw)
+            key, value = kv.key, any_value_to_python(kv.value)
+            fragment = _encode_string(key) + ":" + _encode_json(value)
+        else:
+            key, value = parsed
+            text = _encode_string(value) if type(value) is str else str(value)
+            fragment = _encode_string(key) + ":" + text
+        entry = (key, value, fragment)
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         self._entries[raw] = entry
         return entry
 
 
+def _short_kv(raw: bytes) -> tuple[str, str | int] | None:
+    """Parse the most common KeyValues by hand: a key with a string or integer value.
+
+    Wire form: 0a <klen> key 12 <vlen> (0a <slen> string | 18 <varint>), lengths as 1-byte
+    varints (< 128). Anything else (other value types, long strings, extra fields) returns None
+    and goes through protobuf. Raises UnicodeDecodeError (a ValueError) on invalid UTF-8, as
+    protobuf would.
+    """
+    n = len(raw)
+    if n < 5 or raw[0] != 0x0A:
+        return None
+    klen = raw[1]
+    v = 2 + klen
+    if klen >= 0x80 or v + 3 > n or raw[v] != 0x12:
+        return None
+    vlen = raw[v + 1]
+    if vlen >= 0x80 or v + 2 + vlen != n:
+        return None
+    tag = raw[v + 2]
+    if tag == 0x0A:  # string_value
+        if vlen < 2 or raw[v + 3] != vlen - 2:
+            return None
+        return raw[2:v].decode(), raw[v + 4 :].decode()
+    if tag == 0x18 and 2 <= vlen <= 11:  # int_value: a varint filling the rest exactly
+        value = shift = 0
+        for i in range(v + 3, n):
+            b = raw[i]
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if (b < 0x80) != (i == n - 1):
+                return None
+        if value >= 1 << 64:
+            return None
+        return raw[2:v].decode(), value - (1 << 64) if value >= 1 << 63 else value
+    return None
+
+
 def entries_json(entries: list[Entry]) -> tuple[dict[str, object], str]:
-    """(dict, canonical JSON object) of a span's or log record's attribute entries."""
+    """(dict, canonical JSON object) of a span's or log record's attribute entries.
+
+    Fragments are sorted as text, which orders them by key (exactly `sort_keys` order unless a
+    key holds a character below '#' or a backslash; still deterministic then).
+    """
     if not entries:
         return {}, "{}"
     d = {e[0]: e[1] for e in entries}
     if len(d) != len(entries):  # a repeated key: last one wins, as in attributes_to_dict
         return d, _encode_json(d)
-    if len(entries) > 1:
-        entries = sorted(entries, key=_first_key)
-    return d, "{" + ",".join([e[2] for e in entries]) + "}"
+    fragments = [e[2] for e in entries]
+    fragments.sort()
+    return d, "{" + ",".join(fragments) + "}"
 
 
 @dataclass(frozen=True, slots=True)

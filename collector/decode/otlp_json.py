@@ -40,7 +40,9 @@ def _kind(kind: str) -> str:
 
 def _hex_to_base64(value: object, kind: str, where: str) -> str:
     if not isinstance(value, str):
-        raise DecodeError(_kind(kind), f"{where}: expected a hex string, got {type(value).__name__}")
+        raise DecodeError(
+            _kind(kind), f"{where}: expected a hex string, got {type(value).__name__}"
+        )
     if len(value) % 2 or not _HEX.issuperset(value):
         shown = value if len(value) <= 64 else value[:64] + "..."
         raise DecodeError(_kind(kind), f"{where}: {shown!r} is not a hex-encoded id")

@@ -31,6 +31,21 @@ KIND: Final = "otlp traces"
 _KINDS: Final = ("internal", "internal", "server", "client", "producer", "consumer")
 _STATUS: Final = ("unset", "ok", "error")
 _INT32_MAX: Final = 2**31 - 1
+# Attributes of the less common span columns (rpc, peer, db, messaging).
+_RARE_KEYS: Final = frozenset(
+    {
+        "rpc.service",
+        "rpc.method",
+        "rpc.grpc.status_code",
+        "grpc.status_code",
+        "peer.service",
+        "db.system",
+        "db.system.name",
+        "db.name",
+        "db.namespace",
+        "messaging.system",
+    }
+)
 
 _cache = KeyValueCache()
 _resources: dict[bytes, ResourceInfo] = {}
@@ -152,6 +167,8 @@ def _decode_scope(c: _Columns, spans: Any, res: ResourceInfo, scope_name: str) -
     db_name = c["db_name"].append
     messaging = c["messaging_system"].append
     kinds = _KINDS
+    rare = (rpc_service, rpc_method, rpc_status, peer_service, db_system, db_name, messaging)
+    no_attributes = (http_method, http_status, http_route, server_address, *rare)
     statuses = _STATUS
     for sp in spans:
         trace_id(sp.trace_id.hex())
@@ -167,14 +184,13 @@ def _decode_scope(c: _Columns, spans: Any, res: ResourceInfo, scope_name: str) -
         code = st.code
         status = statuses[code] if 0 <= code < 3 else "unset"
         status_message(st.message)
-        links_col(_links(sp.links) if sp.links else "[]")
+        links = sp.links
+        links_col(_links(links) if links else "[]")
         raws = sp.attributes
         if not raws:
             attrs_col("{}")
             status_code(status)
-            for col in (http_method, http_status, http_route, rpc_service, rpc_method):
-                col(None)
-            for col in (rpc_status, peer_service, server_address, db_system, db_name, messaging):
+            for col in no_attributes:
                 col(None)
             continue
         d, js = entries_json(entries_of(raws))
@@ -187,13 +203,18 @@ def _decode_scope(c: _Columns, spans: Any, res: ResourceInfo, scope_name: str) -
         http_method(v if v is None or type(v) is str else text(v))
         v = get("http.response.status_code")
         http_status(int32(v if v is not None else get("http.status_code")))
-        http_route(text(get("http.route")))
+        v = get("http.route")
+        http_route(v if v is None or type(v) is str else text(v))
+        server_address(_server_address(d, kind))
+        if _RARE_KEYS.isdisjoint(d):  # most spans: skip ten lookups
+            for col in rare:
+                col(None)
+            continue
         rpc_service(text(get("rpc.service")))
         rpc_method(text(get("rpc.method")))
         v = get("rpc.grpc.status_code")
         rpc_status(int32(v if v is not None else get("grpc.status_code")))
         peer_service(text(get("peer.service")))
-        server_address(_server_address(d, kind))
         v = get("db.system")
         db_system(text(v if v is not None else get("db.system.name")))
         v = get("db.name")

@@ -56,8 +56,9 @@ class TinyApp:
         self.server = _AppServer(("127.0.0.1", port), _Handler)
         self.server.service_name = service_name
         self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                        name=f"tinyapp-{service_name}")
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, daemon=True, name=f"tinyapp-{service_name}"
+        )
 
     @property
     def requests(self) -> int:

@@ -149,7 +149,9 @@ class SidecarSpec:
 
     @property
     def node_id(self) -> str:
-        return f"sidecar~{self.ip}~{self.pod_name}.{self.namespace}~{self.namespace}.svc.cluster.local"
+        return (
+            f"sidecar~{self.ip}~{self.pod_name}.{self.namespace}~{self.namespace}.svc.cluster.local"
+        )
 
     @property
     def fqdn(self) -> str:
@@ -205,16 +207,17 @@ def _static_cluster(name: str, endpoints: list[tuple[str, int]], **extra: Any) -
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": lb}] if lb else []},
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": lb}] if lb else [],
+        },
         **extra,
     }
 
 
 def _tls_common(spec: SidecarSpec, peer_principal: str) -> dict[str, Any]:
     matcher = (
-        {"exact": peer_principal}
-        if peer_principal
-        else {"prefix": f"spiffe://{spec.mesh_id}/"}
+        {"exact": peer_principal} if peer_principal else {"prefix": f"spiffe://{spec.mesh_id}/"}
     )
     return {
         "tls_certificates": [
@@ -271,7 +274,9 @@ def access_loggers(spec: SidecarSpec, *, tcp: bool = False) -> list[dict[str, An
                     "HttpGrpcAccessLogConfig",
                     "common_config": common,
                     "additional_request_headers_to_log": [
-                        "content-type", "traceparent", "x-b3-traceid",
+                        "content-type",
+                        "traceparent",
+                        "x-b3-traceid",
                     ],
                     "additional_response_headers_to_log": ["grpc-status", "content-type"],
                     "additional_response_trailers_to_log": ["grpc-status"],
@@ -280,8 +285,12 @@ def access_loggers(spec: SidecarSpec, *, tcp: bool = False) -> list[dict[str, An
         )
     if c.otel_logs:
         attrs = {
-            k: v.format(pod=spec.pod_name, namespace=spec.namespace,
-                        cluster_id=spec.cluster_id, mesh_id=spec.mesh_id)
+            k: v.format(
+                pod=spec.pod_name,
+                namespace=spec.namespace,
+                cluster_id=spec.cluster_id,
+                mesh_id=spec.mesh_id,
+            )
             for k, v in OTEL_ATTRIBUTES.items()
         }
         out.append(
@@ -327,8 +336,9 @@ def _tracing(spec: SidecarSpec) -> dict[str, Any] | None:
     }
 
 
-def _hcm(spec: SidecarSpec, stat_prefix: str, route_config: dict[str, Any], *,
-         inbound: bool) -> dict[str, Any]:
+def _hcm(
+    spec: SidecarSpec, stat_prefix: str, route_config: dict[str, Any], *, inbound: bool
+) -> dict[str, Any]:
     hcm: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager."
         "v3.HttpConnectionManager",
@@ -392,8 +402,9 @@ def inbound_listener(spec: SidecarSpec) -> dict[str, Any]:
                 }
             ],
         }
-        net_filter = _hcm(spec, f"inbound_{spec.ip}_{spec.service_port}", route_config,
-                          inbound=True)
+        net_filter = _hcm(
+            spec, f"inbound_{spec.ip}_{spec.service_port}", route_config, inbound=True
+        )
     return {
         "name": "virtualInbound",
         "address": _addr(spec.ip, spec.inbound_port),
@@ -417,8 +428,7 @@ def _outbound_route_action(up: Upstream) -> dict[str, Any]:
     action: dict[str, Any] = {"timeout": f"{up.timeout_s}s"}
     if up.retries:
         action["retry_policy"] = {
-            "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes,"
-            "5xx",
+            "retry_on": "connect-failure,refused-stream,unavailable,cancelled,5xx",
             "num_retries": up.retries,
         }
     if len(up.subsets) == 1:
@@ -426,9 +436,7 @@ def _outbound_route_action(up: Upstream) -> dict[str, Any]:
     else:
         action["weighted_clusters"] = {
             "runtime_key_prefix": weights_runtime_prefix(up.host, up.port),
-            "clusters": [
-                {"name": up.cluster_name(s), "weight": s.weight} for s in up.subsets
-            ],
+            "clusters": [{"name": up.cluster_name(s), "weight": s.weight} for s in up.subsets],
         }
     return action
 
@@ -436,7 +444,9 @@ def _outbound_route_action(up: Upstream) -> dict[str, Any]:
 def outbound_listener(spec: SidecarSpec, up: Upstream) -> dict[str, Any]:
     name = f"{spec.ip}_{up.listen_port}"
     if spec.tcp:
-        net_filter = _tcp_proxy(spec, f"outbound_{up.host}_{up.port}", up.cluster_name(up.subsets[0]))
+        net_filter = _tcp_proxy(
+            spec, f"outbound_{up.host}_{up.port}", up.cluster_name(up.subsets[0])
+        )
     else:
         short = up.host.split(".")[0]
         route_config = {
@@ -450,8 +460,10 @@ def outbound_listener(spec: SidecarSpec, up: Upstream) -> dict[str, Any]:
                             "name": "default",
                             "match": {"prefix": "/"},
                             "route": _outbound_route_action(up),
-                            "decorator": {"operation": f"{short}.{up.host.split('.')[1]}"
-                                          f".svc.cluster.local:{up.port}/*"},
+                            "decorator": {
+                                "operation": f"{short}.{up.host.split('.')[1]}"
+                                f".svc.cluster.local:{up.port}/*"
+                            },
                         }
                     ],
                 }
@@ -475,8 +487,10 @@ def outbound_clusters(spec: SidecarSpec, up: Upstream) -> list[dict[str, Any]]:
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
                 "UpstreamTlsContext",
                 "sni": up.sni(s),
-                "common_tls_context": {**_tls_common(spec, s.principal),
-                                       "alpn_protocols": ["http/1.1"]},
+                "common_tls_context": {
+                    **_tls_common(spec, s.principal),
+                    "alpn_protocols": ["http/1.1"],
+                },
             },
         }
         endpoints = [(s.address, s.port)] if s.port is not None else []
@@ -485,9 +499,19 @@ def outbound_clusters(spec: SidecarSpec, up: Upstream) -> list[dict[str, Any]]:
                 up.cluster_name(s),
                 endpoints,
                 transport_socket=tls,
-                metadata={"filter_metadata": {"istio": {"services": [
-                    {"host": up.host, "name": up.host.split(".")[0],
-                     "namespace": up.host.split(".")[1] if "." in up.host else ""}]}}},
+                metadata={
+                    "filter_metadata": {
+                        "istio": {
+                            "services": [
+                                {
+                                    "host": up.host,
+                                    "name": up.host.split(".")[0],
+                                    "namespace": up.host.split(".")[1] if "." in up.host else "",
+                                }
+                            ]
+                        }
+                    }
+                },
             )
         )
     return out
@@ -516,7 +540,9 @@ def build_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
     ]
     # Export spans every flush interval (Envoy's default is 5 s).
     runtime: dict[str, int] = {
-        "tracing.opentelemetry.flush_interval_ms": max(1, int(spec.collector.flush_interval_s * 1000)),
+        "tracing.opentelemetry.flush_interval_ms": max(
+            1, int(spec.collector.flush_interval_s * 1000)
+        ),
         "tracing.opentelemetry.min_flush_spans": 5,
     }
     for up in spec.upstreams:

@@ -33,7 +33,9 @@ class EnvoyError(RuntimeError):
     """Envoy failed to start or an admin call failed; carries the log tail."""
 
     def __init__(self, name: str, message: str, log_tail: str = "") -> None:
-        super().__init__(f"envoy {name}: {message}" + (f"\n--- log tail ---\n{log_tail}" if log_tail else ""))
+        super().__init__(
+            f"envoy {name}: {message}" + (f"\n--- log tail ---\n{log_tail}" if log_tail else "")
+        )
         self.name = name
         self.log_tail = log_tail
 
@@ -90,16 +92,25 @@ class EnvoyProcess:
         admin_path.unlink(missing_ok=True)
         cmd = [
             str(self.binary),
-            "-c", str(config_path),
-            "--admin-address-path", str(admin_path),
+            "-c",
+            str(config_path),
+            "--admin-address-path",
+            str(admin_path),
             "--disable-hot-restart",
-            "--concurrency", str(self.concurrency),
-            "--log-level", self.log_level,
-            "--log-path", str(self.log_path),
+            "--concurrency",
+            str(self.concurrency),
+            "--log-level",
+            self.log_level,
+            "--log-path",
+            str(self.log_path),
         ]
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            cwd=self.workdir, env={**os.environ},
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env={**os.environ},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -122,8 +133,14 @@ class EnvoyProcess:
         except (urllib.error.URLError, OSError):
             return False
 
-    def admin(self, path: str, *, method: str = "GET", params: Mapping[str, Any] | None = None,
-              timeout: float = 5.0) -> str:
+    def admin(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        params: Mapping[str, Any] | None = None,
+        timeout: float = 5.0,
+    ) -> str:
         """Call the admin API; returns the body. Raises EnvoyError on a non-2xx status."""
         if not self.admin_url:
             raise EnvoyError(self.name, "not started")
@@ -176,8 +193,9 @@ class EnvoyProcess:
     def __enter__(self) -> EnvoyProcess:
         return self.start() if self.proc is None else self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 

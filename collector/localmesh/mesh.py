@@ -52,8 +52,14 @@ class MeshWorkload:
 class LocalMesh:
     """Workloads with sidecars; `start()` launches every sidecar in parallel."""
 
-    def __init__(self, workdir: Path, collector: Collector, *, trust_domain: str = "cluster.local",
-                 log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        collector: Collector,
+        *,
+        trust_domain: str = "cluster.local",
+        log_level: str = "warning",
+    ) -> None:
         self.workdir = Path(workdir)
         self.collector = collector
         self.ca = DemoCA(self.workdir / "certs", trust_domain)
@@ -62,13 +68,28 @@ class LocalMesh:
         self.sidecars: dict[str, EnvoySidecar] = {}
         self._certs: dict[tuple[str, str], CertFiles] = {}
 
-    def add_workload(self, app: str, version: str, *, app_port: int, namespace: str = "default",
-                     service_port: int = DEFAULT_PORT, inbound_port: int = 0) -> MeshWorkload:
+    def add_workload(
+        self,
+        app: str,
+        version: str,
+        *,
+        app_port: int,
+        namespace: str = "default",
+        service_port: int = DEFAULT_PORT,
+        inbound_port: int = 0,
+    ) -> MeshWorkload:
         key = (namespace, app)
         if key not in self._certs:
             self._certs[key] = self.ca.issue(namespace, app, f"{namespace}.{app}")
-        w = MeshWorkload(app, version, namespace, service_port, inbound_port or free_port(),
-                         app_port, self._certs[key])
+        w = MeshWorkload(
+            app,
+            version,
+            namespace,
+            service_port,
+            inbound_port or free_port(),
+            app_port,
+            self._certs[key],
+        )
         if w.key in self.workloads:
             raise ValueError(f"workload {w.key} already added")
         self.workloads[w.key] = w
@@ -77,9 +98,18 @@ class LocalMesh:
     def versions_of(self, app: str, namespace: str = "default") -> list[MeshWorkload]:
         return [w for w in self.workloads.values() if w.app == app and w.namespace == namespace]
 
-    def connect(self, client: MeshWorkload, app: str, *, namespace: str = "default",
-                weights: dict[str, int] | None = None, extra_subsets: tuple[str, ...] = (),
-                listen_port: int = 0, timeout_s: float = 5.0, retries: int = 0) -> Upstream:
+    def connect(
+        self,
+        client: MeshWorkload,
+        app: str,
+        *,
+        namespace: str = "default",
+        weights: dict[str, int] | None = None,
+        extra_subsets: tuple[str, ...] = (),
+        listen_port: int = 0,
+        timeout_s: float = 5.0,
+        retries: int = 0,
+    ) -> Upstream:
         """Let `client` call service `app` through an outbound listener. One subset per
         version of `app` (weights default: equal); `extra_subsets` are subsets without
         endpoints (requests routed there fail with UH)."""
@@ -93,16 +123,28 @@ class LocalMesh:
         ]
         subsets += [Subset(name, None, "", weights.get(name, 0)) for name in extra_subsets]
         port = targets[0].service_port if targets else DEFAULT_PORT
-        up = Upstream(f"{app}.{namespace}.svc.cluster.local", port, listen_port or free_port(),
-                      tuple(subsets), timeout_s=timeout_s, retries=retries)
+        up = Upstream(
+            f"{app}.{namespace}.svc.cluster.local",
+            port,
+            listen_port or free_port(),
+            tuple(subsets),
+            timeout_s=timeout_s,
+            retries=retries,
+        )
         client.upstreams.append(up)
         return up
 
     def spec(self, w: MeshWorkload) -> SidecarSpec:
         return SidecarSpec(
-            app=w.app, version=w.version, namespace=w.namespace, service_port=w.service_port,
-            inbound_port=w.inbound_port, app_port=w.app_port, certs=w.certs,
-            collector=self.collector, upstreams=tuple(w.upstreams),
+            app=w.app,
+            version=w.version,
+            namespace=w.namespace,
+            service_port=w.service_port,
+            inbound_port=w.inbound_port,
+            app_port=w.app_port,
+            certs=w.certs,
+            collector=self.collector,
+            upstreams=tuple(w.upstreams),
         )
 
     def sidecar(self, w: MeshWorkload | str) -> EnvoySidecar:
@@ -116,8 +158,10 @@ class LocalMesh:
         raise KeyError(f"{client.key} is not connected to {host}")
 
     def start(self, timeout: float = 30.0) -> LocalMesh:
-        sidecars = {k: EnvoySidecar(self.spec(w), self.workdir / "envoy", log_level=self.log_level)
-                    for k, w in self.workloads.items()}
+        sidecars = {
+            k: EnvoySidecar(self.spec(w), self.workdir / "envoy", log_level=self.log_level)
+            for k, w in self.workloads.items()
+        }
         self.sidecars = sidecars
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(sidecars))) as pool:
@@ -135,6 +179,7 @@ class LocalMesh:
     def __enter__(self) -> LocalMesh:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

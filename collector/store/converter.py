@@ -53,6 +53,18 @@ def load_decoder(kind: RecordKind, overrides: Mapping[int, str]) -> Decoder:
     return fn
 
 
+def warm_up(overrides: Mapping[int, str]) -> int:
+    """Import every decoder now (in a fresh worker) so the first segment does not pay for it."""
+    loaded = 0
+    for kind in RecordKind:
+        try:
+            load_decoder(kind, overrides)
+            loaded += 1
+        except Exception as exc:  # a missing decoder fails later, per record, with its reason
+            log.debug("decoder for %s not loaded: %s", kind.name, exc)
+    return loaded
+
+
 def decode_all(
     records: list[Record], overrides: Mapping[int, str]
 ) -> tuple[dict[str, pa.Table], int, list[str]]:

@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from collector.errors import Overloaded, StoreUnavailable
 from collector.store import compaction, retention, wal
-from collector.store.converter import ConvertResult, convert_segment
+from collector.store.converter import ConvertResult, convert_segment, warm_up
 from collector.store.layout import check_node, parse_wal_segment_name, wal_dir, wal_segment_path
 from collector.store.records import Record, RecordKind
 from collector.store.writer import fsync_dir
@@ -51,7 +51,7 @@ class StoreOptions:
     node: str = "local"
     durability: str = "fsync"  # "fsync": ack after fsync; "none": ack after write()
     flush_interval: float = 1.0  # seconds a non-empty segment stays open
-    segment_max_bytes: int = 64 * MiB
+    segment_max_bytes: int = 16 * MiB  # smaller segments convert in parallel, sooner
     memory_budget: int = 512 * MiB  # bytes of appends waiting for the disk
     disk_budget: int = 0  # unconverted WAL bytes before appends are refused (0 = no limit)
     decode_workers: int = 1  # worker processes; 0 = convert in the converter thread
@@ -422,10 +422,13 @@ class Store:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: forking a process with gRPC threads running is unsafe.
-        return ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=self.options.decode_workers,
             mp_context=multiprocessing.get_context("spawn"),
         )
+        for _ in range(self.options.decode_workers):  # start and import now, not at 1st segment
+            pool.submit(warm_up, dict(self.options.decoders))
+        return pool
 
     def _converter_loop(self) -> None:
         cap = max(1, self.options.decode_workers)
@@ -546,7 +549,9 @@ class Store:
             # compaction keeps clear of its number) and is converted at the next start.
             log.error(
                 "converting WAL segment %s failed at shutdown (%r); it stays in the WAL and is "
-                "converted at the next start", seg.path.name, exc,
+                "converted at the next start",
+                seg.path.name,
+                exc,
             )
             with self._lock:
                 self._c.add("conversion_failures")

@@ -21,17 +21,21 @@ from dashboards.grafana.builder import (
     ts_panel,
 )
 
-# Self-metrics the collector exports (collector/selfmetrics.py).
+# Self-metrics the collector exports (collector/selfmetrics.py: receivers + Store.stats()).
 SELF: Final = {
-    "received": "meshlens_received_items_total",  # {receiver, signal}
     "requests": "meshlens_receiver_requests_total",  # {receiver, signal, outcome}
-    "rejected": "meshlens_rejected_items_total",  # {receiver, reason}
-    "bytes": "meshlens_received_bytes_total",  # {receiver}
-    "wal_lag": "meshlens_wal_lag_seconds",
-    "wal_pending": "meshlens_wal_pending_bytes",
-    "rows": "meshlens_store_rows_written_total",  # {table}
-    "decode_errors": "meshlens_decode_errors_total",
-    "flush": "meshlens_store_flush_seconds",  # histogram
+    "received": "meshlens_receiver_received_items_total",  # {receiver, signal}
+    "accepted": "meshlens_receiver_accepted_items_total",  # {receiver, signal}
+    "rejected": "meshlens_receiver_rejected_items_total",  # {receiver, signal, reason}
+    "bytes": "meshlens_receiver_received_bytes_total",  # {receiver, signal}
+    "append": "meshlens_receiver_append_duration_seconds",  # histogram {receiver}
+    "als_streams": "meshlens_envoy_als_streams",
+    "wal_lag": "meshlens_store_wal_lag_seconds",
+    "wal_pending": "meshlens_store_wal_bytes_pending",
+    "rows": "meshlens_store_rows_written_total",
+    "decode_errors": "meshlens_store_decode_errors_total",
+    "overloaded": "meshlens_store_overloaded_rejections_total",
+    "flush": "meshlens_store_last_flush_seconds",
 }
 
 
@@ -152,34 +156,36 @@ def self_dashboard() -> db.Dashboard:
         ["self"],
     )
     d = _add_row(d, "Ingest", [
-        stat_panel("Items received /s", [Q(f"sum(rate({SELF['received']}[{RATE}]))")], "short"),
-        stat_panel("Rejected /s", [Q(f"sum(rate({SELF['rejected']}[{RATE}])) or vector(0)")],
-                   "short"),
+        stat_panel("Items accepted /s", [Q(f"sum(rate({SELF['accepted']}[{RATE}]))")], "short"),
+        stat_panel("Items rejected /s",
+                   [Q(f"sum(rate({SELF['rejected']}[{RATE}])) or vector(0)")], "short"),
         stat_panel("WAL lag", [Q(f"max({SELF['wal_lag']})")], "s"),
-        stat_panel("WAL pending", [Q(f"max({SELF['wal_pending']})")], "decbytes"),
+        stat_panel("Open Envoy ALS streams", [Q(f"sum({SELF['als_streams']})")], "short"),
         ts_panel("Items received by receiver and signal", [Q(
             f"sum(rate({SELF['received']}[{RATE}])) by (receiver, signal)",
             "{{receiver}} {{signal}}")], "short"),
         ts_panel("Requests by receiver and outcome", [Q(
             f"sum(rate({SELF['requests']}[{RATE}])) by (receiver, outcome)",
             "{{receiver}} {{outcome}}")], "reqps"),
-        ts_panel("Rejected by reason", [Q(
-            f"sum(rate({SELF['rejected']}[{RATE}])) by (receiver, reason)",
-            "{{receiver}} {{reason}}")], "short"),
+        ts_panel("Rejected items by reason", [Q(
+            f"sum(rate({SELF['rejected']}[{RATE}])) by (receiver, signal, reason)",
+            "{{receiver}} {{signal}} {{reason}}")], "short"),
         ts_panel("Bytes received", [Q(
             f"sum(rate({SELF['bytes']}[{RATE}])) by (receiver)", "{{receiver}}")], "Bps"),
+        ts_panel("Receipt to durable p99 (WAL append)", [Q(
+            f"histogram_quantile(0.99, sum(rate({SELF['append']}_bucket[{RATE}])) "
+            "by (receiver, le))", "{{receiver}}")], "s", w=24),
     ])
     d = _add_row(d, "Store", [
-        ts_panel("WAL lag and pending bytes", [
-            Q(f"max({SELF['wal_lag']})", "lag (s)"),
-        ], "s"),
-        ts_panel("WAL pending bytes", [Q(f"max({SELF['wal_pending']})", "pending")], "decbytes"),
-        ts_panel("Rows written by table", [Q(
-            f"sum(rate({SELF['rows']}[{RATE}])) by (table)", "{{table}}")], "short"),
-        ts_panel("Decode errors", [Q(
-            f"sum(rate({SELF['decode_errors']}[{RATE}])) or vector(0)", "errors")], "short"),
-        ts_panel("Flush duration p99", [Q(
-            f"histogram_quantile(0.99, sum(rate({SELF['flush']}_bucket[{RATE}])) by (le))",
-            "p99")], "s", w=24),
+        ts_panel("WAL lag", [Q(f"max({SELF['wal_lag']})", "lag")], "s"),
+        ts_panel("WAL bytes pending", [Q(f"max({SELF['wal_pending']})", "pending")], "decbytes"),
+        ts_panel("Rows written to Parquet /s", [Q(
+            f"sum(rate({SELF['rows']}[{RATE}]))", "rows")], "short"),
+        ts_panel("Decode errors and overload rejections /s", [
+            Q(f"sum(rate({SELF['decode_errors']}[{RATE}]))", "decode errors"),
+            Q(f"sum(rate({SELF['overloaded']}[{RATE}]))", "overloaded"),
+        ], "short"),
+        ts_panel("Last flush (WAL segment -> Parquet)", [Q(f"max({SELF['flush']})", "flush")],
+                 "s", w=24),
     ])
     return d

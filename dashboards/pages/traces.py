@@ -28,14 +28,16 @@ st.dataframe(found, hide_index=True, key="tr_requests")
 st.subheader("Traces")
 recent = data.recent_traces(ddir, window, svc)
 st.dataframe(recent, hide_index=True, key="tr_recent")
-choices = list(dict.fromkeys([trace_id] if trace_id else []))
-choices += [t for t in found["trace_id"].astype(str).tolist() if t] if "trace_id" in found else []
-choices += recent["trace_id"].astype(str).tolist() if "trace_id" in recent else []
-choices = list(dict.fromkeys(c for c in choices if c))
-if not choices:
-    st.caption("no traces in this window (spans arrive over OTLP)")
-    st.stop()
-chosen = st.selectbox("Trace", choices, index=0, key="tr_chosen")
+if trace_id:
+    chosen = trace_id  # a typed id wins over the list
+else:
+    choices = [t for t in found["trace_id"].astype(str).tolist() if t]
+    choices += recent["trace_id"].astype(str).tolist() if "trace_id" in recent else []
+    choices = list(dict.fromkeys(c for c in choices if c))
+    if not choices:
+        st.caption("no traces in this window (spans arrive over OTLP)")
+        st.stop()
+    chosen = st.selectbox("Trace", choices, index=0, key="tr_chosen")
 spans = data.trace_spans(ddir, window, str(chosen))
 if spans.empty:
     st.warning(f"no spans stored for trace {chosen}")

@@ -100,11 +100,11 @@ def _verdicts(now: datetime) -> pa.Table:
 
 def seed(data_dir: Path, now: datetime, n: int = N_REQUESTS) -> None:
     # synthetic_requests fills about the first half of [start, start + duration_s).
-    req = synthetic_requests(n, start=now - timedelta(minutes=30), duration_s=3600, seed=7)
+    req = synthetic_requests(n, start=now - timedelta(minutes=31), duration_s=3480, seed=7)
     # Link a few proxy reports to the traces.
     tids = np.array([""] * req.num_rows, dtype=object)
     for i, tid in enumerate(TRACE_IDS):
-        tids[i * 7] = tid
+        tids[req.num_rows - 1 - i * 7] = tid  # the newest rows: inside the default window
     req = req.set_column(req.schema.get_field_index("trace_id"), "trace_id",
                          pa.array(tids.tolist(), pa.string()))
     write_table(data_dir, "requests", req, node="test", lo=1, fsync=False)

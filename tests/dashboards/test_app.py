@@ -92,7 +92,7 @@ def test_service_page_signals_tables_and_codes(data_env: Path) -> None:
     assert {"success_pct", "p99_ms", "mtls_pct"} <= set(inbound.columns)
     codes = _frame(at, "response_code")
     assert 503 in [int(c) for c in codes.index] or "503" in [str(c) for c in codes.index]
-    assert len(at.get("arrow_vega_lite_chart")) >= 5
+    assert len(at.get("vega_lite_chart")) >= 5
 
     at.selectbox(key="service_name").set_value("ratings").run()
     assert not at.exception
@@ -110,7 +110,7 @@ def test_canary_page_shows_phase_weights_metrics_and_history(data_env: Path) -> 
     assert {"ci_low", "ci_high", "baseline", "canary"} <= set(per_metric.columns)
     history = _frame(at, "canary_weight", "action")
     assert len(history) == 4
-    assert len(at.get("arrow_vega_lite_chart")) >= 3  # weights, CI, both distributions
+    assert len(at.get("vega_lite_chart")) >= 3  # weights, CI, both distributions
 
     at.selectbox(key="canary_rollout").set_value("details-v2").run()
     assert not at.exception

@@ -107,7 +107,10 @@ def envoy_traces_request() -> ExportTraceServiceRequest:
     sp.attributes.extend(
         [
             kv("component", "proxy"),
-            kv("node_id", "sidecar~10.0.0.5~productpage-v1-abc12-xyz34.default~default.svc.cluster.local"),
+            kv(
+                "node_id",
+                "sidecar~10.0.0.5~productpage-v1-abc12-xyz34.default~default.svc.cluster.local",
+            ),
             kv("guid:x-request-id", "4c2e8a63-1d1f-4f0a-9f0e-6c8d1b2a3c4d"),
             kv("http.url", "http://reviews:9080/reviews/0"),
             kv("http.method", "GET"),
@@ -128,7 +131,9 @@ def sdk_metrics_request() -> bytes:
     meter = provider.get_meter("shop.metrics", "0.1")
     meter.create_counter("requests", unit="1").add(5, {"route": "/cart"})
     meter.create_up_down_counter("inflight").add(-2)
-    hist = meter.create_histogram("latency", unit="ms", explicit_bucket_boundaries_advisory=[10, 100])
+    hist = meter.create_histogram(
+        "latency", unit="ms", explicit_bucket_boundaries_advisory=[10, 100]
+    )
     for v in (5, 50, 500, 70):
         hist.record(v, {"route": "/cart"})
     exp = meter.create_histogram("latency.exp", unit="s")
@@ -171,6 +176,3 @@ def sdk_logs_request(extra: Sequence[LogRecord] = ()) -> bytes:
         logger.emit(record)
     provider.shutdown()
     return encode_logs(exporter.get_finished_logs()).SerializeToString()
-
-
-

@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
@@ -57,8 +59,10 @@ def test_cache_matches_the_plain_path_and_stays_bounded() -> None:
     cache = KeyValueCache(max_entries=3)
     d, text = entries_json(cache.entries(kv.SerializeToString() for kv in kvs))
     assert d == attributes_to_dict(kvs)
-    assert text == to_json(attributes_to_dict(kvs)) == json.dumps(
-        d, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    assert (
+        text
+        == to_json(attributes_to_dict(kvs))
+        == json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     )
     assert len(cache) <= 3
     assert entries_json([]) == ({}, "{}")
@@ -66,7 +70,11 @@ def test_cache_matches_the_plain_path_and_stays_bounded() -> None:
 
 def test_repeated_key_keeps_the_last_value() -> None:
     cache = KeyValueCache()
-    raws = [kv("k", 1).SerializeToString(), kv("j", 0).SerializeToString(), kv("k", 2).SerializeToString()]
+    raws = [
+        kv("k", 1).SerializeToString(),
+        kv("j", 0).SerializeToString(),
+        kv("k", 2).SerializeToString(),
+    ]
     assert entries_json(cache.entries(raws)) == ({"k": 2, "j": 0}, '{"j":0,"k":2}')
 
 
@@ -76,3 +84,35 @@ def test_resource_info_fallbacks() -> None:
     assert info.attributes_json == "{}"
     info = resource_info(Resource(attributes=[kv("service.name", ""), kv("service.version", 3)]))
     assert (info.service_name, info.service_version) == ("unknown", "3")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        AnyValue(string_value=""),
+        AnyValue(string_value="x" * 127),
+        AnyValue(string_value="x" * 200),
+        AnyValue(string_value="naïve ✓"),
+        AnyValue(int_value=0),
+        AnyValue(int_value=127),
+        AnyValue(int_value=128),
+        AnyValue(int_value=-1),
+        AnyValue(int_value=2**63 - 1),
+        AnyValue(int_value=-(2**63)),
+        AnyValue(bool_value=True),
+        AnyValue(double_value=1.5),
+        AnyValue(),
+    ],
+)
+@pytest.mark.parametrize("key", ["", "k", "ключ", "k" * 130])
+def test_hand_parsed_key_values_match_protobuf(key: str, value: AnyValue) -> None:
+    raw = KeyValue(key=key, value=value).SerializeToString()
+    expected = {key: any_value_to_python(value)}
+    assert entries_json(KeyValueCache().entries([raw])) == (expected, to_json(expected))
+
+
+def test_hand_parser_rejects_what_protobuf_rejects() -> None:
+    # varint that does not end where the value ends, then invalid UTF-8
+    for raw in (b"\x0a\x01k\x12\x03\x18\x80\x80", b"\x0a\x01\xff\x12\x02\x0a\x00"):
+        with pytest.raises((ProtobufDecodeError, UnicodeDecodeError)):
+            KeyValueCache().entries([raw])

@@ -52,7 +52,9 @@ def test_random_bytes(kind: str, payload: bytes) -> None:
 @FUZZ
 @given(
     kind=st.sampled_from(sorted(DECODERS)),
-    edits=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), min_size=1, max_size=8),
+    edits=st.lists(
+        st.tuples(st.integers(min_value=0), st.integers(0, 255)), min_size=1, max_size=8
+    ),
     cut=st.integers(min_value=0),
 )
 def test_mutated_payloads(kind: str, edits: list[tuple[int, int]], cut: int) -> None:
@@ -64,16 +66,41 @@ def test_mutated_payloads(kind: str, edits: list[tuple[int, int]], cut: int) -> 
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(
-            ["resourceSpans", "scopeSpans", "spans", "traceId", "spanId", "kind", "name",
-             "attributes", "key", "value", "stringValue", "intValue", "resourceLogs",
-             "scopeLogs", "logRecords", "body", "resourceMetrics", "scopeMetrics", "metrics",
-             "gauge", "dataPoints", "asInt", "asDouble", "startTimeUnixNano", "x"]
-        ),
-        children,
-        max_size=4,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "resourceSpans",
+                    "scopeSpans",
+                    "spans",
+                    "traceId",
+                    "spanId",
+                    "kind",
+                    "name",
+                    "attributes",
+                    "key",
+                    "value",
+                    "stringValue",
+                    "intValue",
+                    "resourceLogs",
+                    "scopeLogs",
+                    "logRecords",
+                    "body",
+                    "resourceMetrics",
+                    "scopeMetrics",
+                    "metrics",
+                    "gauge",
+                    "dataPoints",
+                    "asInt",
+                    "asDouble",
+                    "startTimeUnixNano",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=4,
+        )
     ),
     max_leaves=25,
 )

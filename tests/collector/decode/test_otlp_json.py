@@ -30,9 +30,7 @@ _IDS = {"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span
 def _hex_ids(node: Any) -> Any:
     """protobuf's JSON (base64 ids) -> OTLP JSON (hex ids)."""
     if isinstance(node, dict):
-        return {
-            k: base64.b64decode(v).hex() if k in _IDS else _hex_ids(v) for k, v in node.items()
-        }
+        return {k: base64.b64decode(v).hex() if k in _IDS else _hex_ids(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_hex_ids(v) for v in node]
     return node
@@ -126,7 +124,11 @@ def test_envoy_span_round_trips() -> None:
             r"logRecords\[0\]\.spanId: expected a hex string, got int",
         ),
         ("traces", b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":[2]}]}]}]}', r"kind"),
-        ("metrics", b'{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"sum":{"dataPoints":[{"asInt":"x1"}]}}]}]}]}', r"asInt"),
+        (
+            "metrics",
+            b'{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"sum":{"dataPoints":[{"asInt":"x1"}]}}]}]}]}',
+            r"asInt",
+        ),
         ("logs", b'{"resourceLogs":{"a":1}}', r"resourceLogs"),
     ],
 )

@@ -69,7 +69,9 @@ def test_istio_text_access_log_goes_to_requests() -> None:
 def test_attribute_format_access_log_goes_to_requests() -> None:
     req = ExportLogsServiceRequest()
     rl = req.resource_logs.add()
-    rl.resource.attributes.extend([kv("k8s.namespace.name", "default"), kv("k8s.pod.name", "reviews-v1-abc12-xyz34")])
+    rl.resource.attributes.extend(
+        [kv("k8s.namespace.name", "default"), kv("k8s.pod.name", "reviews-v1-abc12-xyz34")]
+    )
     lr = rl.scope_logs.add().log_records.add(time_unix_nano=1_764_064_800_000_000_000)
     lr.attributes.extend(
         [
@@ -84,14 +86,20 @@ def test_attribute_format_access_log_goes_to_requests() -> None:
     out = decode_logs(req.SerializeToString())
     assert out["logs"].num_rows == 0
     (row,) = out["requests"].to_pylist()
-    assert (row["reporter"], row["response_code"], row["response_flags"]) == ("destination", 503, "UF")
+    assert (row["reporter"], row["response_code"], row["response_flags"]) == (
+        "destination",
+        503,
+        "UF",
+    )
     assert row["destination_namespace"] == "default"
 
 
 def test_stand_in_converter_decides() -> None:
     seen: list[tuple[str, dict[str, object], dict[str, object], int]] = []
 
-    def converter(body: str, attributes: dict[str, object], resource: dict[str, object], ts_ns: int) -> dict[str, Any] | None:
+    def converter(
+        body: str, attributes: dict[str, object], resource: dict[str, object], ts_ns: int
+    ) -> dict[str, Any] | None:
         seen.append((body, attributes, resource, ts_ns))
         if body != "cart is empty":
             return None
@@ -116,7 +124,9 @@ def test_a_failing_converter_keeps_the_record_as_a_log() -> None:
 
 
 def test_malformed_logs_payload() -> None:
-    with pytest.raises(DecodeError, match="cannot decode otlp logs: invalid ExportLogsServiceRequest"):
+    with pytest.raises(
+        DecodeError, match="cannot decode otlp logs: invalid ExportLogsServiceRequest"
+    ):
         decode_logs(b"\x0a\x10\x01")
     # a body field that is not an AnyValue
     lr = b"\x2a\x02\xff\xff"

@@ -52,7 +52,12 @@ def test_sdk_metrics_decode_to_exact_rows() -> None:
         "temporality": "", "attributes": '{"room":"a"}',
     }  # fmt: skip
     exp = rows["latency.exp"]
-    assert (exp["kind"], exp["count"], exp["sum"], exp["unit"]) == ("exponential_histogram", 4, 6.0, "s")
+    assert (exp["kind"], exp["count"], exp["sum"], exp["unit"]) == (
+        "exponential_histogram",
+        4,
+        6.0,
+        "s",
+    )
     bounds, counts = exp["bucket_bounds"], exp["bucket_counts"]
     assert len(counts) == len(bounds) + 1
     assert sum(counts) == 4
@@ -65,7 +70,9 @@ def test_sdk_metrics_decode_to_exact_rows() -> None:
     assert exp["scale"] is not None
     ts = table.column("ts").to_pylist()
     assert all(t is not None for t in ts)
-    starts = dict(zip(table.column("name").to_pylist(), table.column("start_ts").to_pylist(), strict=True))
+    starts = dict(
+        zip(table.column("name").to_pylist(), table.column("start_ts").to_pylist(), strict=True)
+    )
     assert starts.pop("temperature") is None  # gauges have no start time
     assert all(t is not None for t in starts.values())
 

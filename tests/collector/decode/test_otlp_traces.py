@@ -27,7 +27,9 @@ _KIND = {
 
 
 def _ts(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns // 1000 / 1e6, tz=UTC).replace(microsecond=(ns // 1000) % 10**6)
+    return datetime.fromtimestamp(ns // 1000 / 1e6, tz=UTC).replace(
+        microsecond=(ns // 1000) % 10**6
+    )
 
 
 def _json(d: object) -> str:
@@ -142,7 +144,9 @@ def test_weird_values_never_crash() -> None:
             kv("dup", 2),
         ]
     )
-    row = decode_traces(req.SerializeToString(), received_ns=1_764_000_000_000_000_000).to_pylist()[0]
+    row = decode_traces(req.SerializeToString(), received_ns=1_764_000_000_000_000_000).to_pylist()[
+        0
+    ]
     assert row["service_name"] == "unknown"
     assert row["resource_attributes"] == "{}"
     assert (row["kind"], row["status_code"]) == ("internal", "unset")

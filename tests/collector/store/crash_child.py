@@ -17,8 +17,10 @@ THREADS = 4
 def main() -> None:
     data_dir, tag = Path(sys.argv[1]), sys.argv[2]
     store = Store(
-        data_dir, StoreOptions(decode_workers=1, flush_interval=0.05, decoders=DECODERS,
-                               segment_max_bytes=256 * 1024)
+        data_dir,
+        StoreOptions(
+            decode_workers=1, flush_interval=0.05, decoders=DECODERS, segment_max_bytes=256 * 1024
+        ),
     )
     store.start()
     out_lock = threading.Lock()

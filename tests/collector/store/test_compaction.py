@@ -22,12 +22,15 @@ LATER = T0 + 10 * 3600  # well past the partition's end
 
 def _rows(ids: list[str], when: datetime = HOUR) -> pa.Table:
     ts = int(when.timestamp() * 1e6)
-    return pa.table({
-        "ts": pa.array([ts + i for i in range(len(ids))], pa.int64()).cast(
-            pa.timestamp("us", tz="UTC")),
-        "body": ids,
-        "service_name": ["t"] * len(ids),
-    })
+    return pa.table(
+        {
+            "ts": pa.array([ts + i for i in range(len(ids))], pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+            "body": ids,
+            "service_name": ["t"] * len(ids),
+        }
+    )
 
 
 def _write(d: Path, seq: int, node: str = "local", when: datetime = HOUR) -> None:
@@ -84,7 +87,8 @@ def test_late_data_is_merged_into_the_next_compaction(tmp_path: Path) -> None:
     compact_node(tmp_path, "local", now=LATER, compact_after=60, below_seq=100, grace=0)
     assert _names(tmp_path) == ["local_0000000000000001_0000000000000009.parquet"]
     assert Counter(bodies(tmp_path)) == Counter(
-        ["local1a", "local1b", "local2a", "local2b", "local9a", "local9b"])
+        ["local1a", "local1b", "local2a", "local2b", "local9a", "local9b"]
+    )
 
 
 def test_young_partitions_and_other_nodes_are_left_alone(tmp_path: Path) -> None:
@@ -92,8 +96,9 @@ def test_young_partitions_and_other_nodes_are_left_alone(tmp_path: Path) -> None
     _write(tmp_path, 2)
     _write(tmp_path, 3, node="gate")
     _write(tmp_path, 4, node="gate")
-    res = compact_node(tmp_path, "local", now=T0 + 3600 + 30, compact_after=60, below_seq=100,
-                       grace=0)
+    res = compact_node(
+        tmp_path, "local", now=T0 + 3600 + 30, compact_after=60, below_seq=100, grace=0
+    )
     assert res.outputs == 0
     res = compact_node(tmp_path, "local", now=LATER, compact_after=60, below_seq=100, grace=0)
     assert res.outputs == 1
@@ -108,8 +113,15 @@ def test_size_target_splits_outputs(tmp_path: Path) -> None:
     for seq in range(1, 7):
         _write(tmp_path, seq)
     size = visible_files(tmp_path, "logs")[0].stat().st_size
-    compact_node(tmp_path, "local", now=LATER, compact_after=60, below_seq=100, grace=0,
-                 target_bytes=size * 3)
+    compact_node(
+        tmp_path,
+        "local",
+        now=LATER,
+        compact_after=60,
+        below_seq=100,
+        grace=0,
+        target_bytes=size * 3,
+    )
     assert _names(tmp_path) == [
         "local_0000000000000001_0000000000000003.parquet",
         "local_0000000000000004_0000000000000006.parquet",
@@ -135,8 +147,14 @@ def test_retention_deletes_old_partitions_only(tmp_path: Path) -> None:
 
 def test_store_maintenance_compacts_converted_segments(tmp_path: Path) -> None:
     ts_us = int(HOUR.timestamp() * 1e6)
-    opts = StoreOptions(decode_workers=0, decoders=DECODERS, maintenance_interval=3600,
-                        compact_after=60, compact_grace=0, retention=0)
+    opts = StoreOptions(
+        decode_workers=0,
+        decoders=DECODERS,
+        maintenance_interval=3600,
+        compact_after=60,
+        compact_grace=0,
+        retention=0,
+    )
     with Store(tmp_path, opts) as s:
         for i in range(4):
             s.append(KIND, f"m{i}@{ts_us + i}".encode())

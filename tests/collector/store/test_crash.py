@@ -25,7 +25,10 @@ def _run_and_kill(data_dir: Path, tag: str, acks: int) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.collector.store.crash_child", str(data_dir), tag],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=env,
         start_new_session=True,
     )
     assert proc.stdout is not None

@@ -21,8 +21,11 @@ from tests.collector.store.rows import bodies, read_table
 
 
 def _opts(**kw: object) -> StoreOptions:
-    base: dict[str, object] = {"decode_workers": 0, "decoders": DECODERS,
-                               "maintenance_interval": 3600.0}
+    base: dict[str, object] = {
+        "decode_workers": 0,
+        "decoders": DECODERS,
+        "maintenance_interval": 3600.0,
+    }
     base.update(kw)
     return StoreOptions(**base)  # type: ignore[arg-type]
 
@@ -296,3 +299,45 @@ def test_invalid_options() -> None:
         Store(Path("x"), StoreOptions(node="Bad_Name"))
     with pytest.raises(ValueError, match="durability"):
         Store(Path("x"), StoreOptions(durability="sometimes"))
+
+
+def test_failed_conversion_is_retried_and_keeps_the_wal(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collector.store import converter
+
+    real = converter.write_table
+    calls = {"n": 0}
+
+    def full_once(*args: object, **kw: object) -> list[Path]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(converter, "write_table", full_once)
+    store.append(KIND, b"survivor")
+    assert store.wait_converted(30)
+    assert bodies(tmp_path) == ["survivor"]
+    assert store.stats().conversion_failures == 1
+    assert _wal_files(tmp_path) == []
+
+
+def test_conversion_failing_at_shutdown_leaves_the_segment_for_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collector.store import converter
+
+    def always_full(*args: object, **kw: object) -> list[Path]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    s = Store(tmp_path, _opts(flush_interval=3600))
+    s.start()
+    s.append(KIND, b"kept")
+    monkeypatch.setattr(converter, "write_table", always_full)
+    s.close(timeout=30)
+    assert len(_wal_files(tmp_path)) == 1 and bodies(tmp_path) == []
+    monkeypatch.undo()
+    with Store(tmp_path, _opts()) as s2:
+        assert s2.wait_converted(30)
+    assert bodies(tmp_path) == ["kept"]

@@ -1,0 +1,87 @@
+"""HTTP API of the judge: POST /api/v1/canary/analyze (the same JSON as the CLI's --format json).
+
+Request body:
+    {"service": "reviews", "baseline": "v1", "canary": "v2",
+     "since": "10m" | "from": ISO, "to": ISO,          # the window (default: last 15m)
+     "selector": "version",                            # version|subset|workload|revision
+     "config": {... YAML-equivalent mapping or a Kayenta canary config ...},  # optional
+     "mode": "sequential",                             # optional override of config.mode
+     "expected_share": 0.1}                            # optional, for request_share metrics
+Answers 200 with the verdict JSON, 400 on bad input or config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from analytics.errors import AnalyticsError
+from analytics.judge.config import default_config, parse_config
+from analytics.judge.model import MODES, Verdict
+from collector.httpd import HttpError, Request, Response, Route
+
+
+def _setting(settings: Any, name: str, default: Any) -> Any:
+    if isinstance(settings, Mapping):
+        return settings.get(name, default)
+    return getattr(settings, name, default)
+
+
+def analyze_request(body: Any, data_dir: Path, *, now: datetime | None = None) -> Verdict:
+    """The analysis a JSON body asks for (raises AnalyticsError on bad input)."""
+    from analytics.catalog import connect
+    from analytics.errors import JudgeInputError
+    from analytics.judge.analyze import analyze
+    from analytics.window import parse_window
+
+    if not isinstance(body, Mapping):
+        raise JudgeInputError("the body must be a JSON object")
+    for key in ("service", "baseline", "canary"):
+        if not isinstance(body.get(key), str) or not body.get(key):
+            raise JudgeInputError(f"{key!r} is required (a string)")
+    window = parse_window(
+        body.get("since"), body.get("from"), body.get("to"), now=now or datetime.now(UTC)
+    )
+    config = (
+        parse_config(body["config"], "request.config") if body.get("config") else default_config()
+    )
+    mode = body.get("mode")
+    if mode is not None:
+        if mode not in MODES:
+            raise JudgeInputError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        config = replace(config, mode=mode)
+    share = body.get("expected_share")
+    if share is not None and not isinstance(share, int | float):
+        raise JudgeInputError("expected_share must be a number")
+    conn = connect(data_dir, window)
+    try:
+        return analyze(
+            conn,
+            service=body["service"],
+            baseline=body["baseline"],
+            canary=body["canary"],
+            window=window,
+            config=config,
+            selector=str(body.get("selector", "version")),
+            data_dir=data_dir,
+            expected_share=None if share is None else float(share),
+        )
+    finally:
+        conn.close()
+
+
+def judge_routes(settings: Any) -> list[Route]:
+    """Routes for the API port; `settings` is the serve namespace or a mapping (data_dir)."""
+    data_dir = Path(_setting(settings, "data_dir", "meshlens-data"))
+
+    def handle(req: Request) -> Response:
+        try:
+            verdict = analyze_request(req.json(), data_dir)
+        except AnalyticsError as exc:
+            raise HttpError(400, str(exc)) from None
+        return Response.json(verdict.to_json())
+
+    return [Route("POST", "/api/v1/canary/analyze", handle)]

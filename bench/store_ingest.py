@@ -1,0 +1,112 @@
+"""Durable store throughput: group-commit appends of 1000-span OTLP requests, then conversion.
+
+    .venv/bin/python bench/store_ingest.py [--requests 300] [--threads 1 4 16] [--workers 0 1 2]
+                                           [--durability fsync] [--dir /tmp/x]
+
+For each (threads, decode workers): N threads append pre-serialized ~600 KB
+ExportTraceServiceRequests (1000 spans each, the bench/decode_spans.py SDK shape) to a fresh
+store as fast as appends return; conversion to Parquet runs concurrently in the background.
+Columns: append rate (requests/s, MB/s, spans/s) until the last append returned, mean records per
+write+fsync (group commit), p50/p99 append latency, and the end-to-end rate until every span was
+in Parquet (what the store can sustain when the disk budget holds ingest to conversion speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.decode_spans import sdk_request  # noqa: E402
+from collector.store.records import RecordKind  # noqa: E402
+from collector.store.store import Store, StoreOptions  # noqa: E402
+
+SPANS = 1000
+
+
+def run(
+    root: Path, payloads: list[bytes], total: int, threads: int, workers: int, durability: str
+) -> dict[str, float]:
+    data_dir = Path(tempfile.mkdtemp(dir=root))
+    store = Store(data_dir, StoreOptions(decode_workers=workers, durability=durability))
+    store.start()
+    lock = threading.Lock()
+    next_i = 0
+    latencies: list[float] = []
+
+    def work() -> None:
+        nonlocal next_i
+        mine: list[float] = []
+        while True:
+            with lock:
+                i = next_i
+                next_i += 1
+            if i >= total:
+                break
+            t = time.perf_counter()
+            store.append(RecordKind.OTLP_TRACES, payloads[i % len(payloads)], items=SPANS)
+            mine.append(time.perf_counter() - t)
+        with lock:
+            latencies.extend(mine)
+
+    ts = [threading.Thread(target=work) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    t_append = time.perf_counter() - t0
+    st = store.stats()
+    if not store.wait_converted(600):
+        raise SystemExit("conversion did not finish in 600 s")
+    t_all = time.perf_counter() - t0
+    done = store.stats()
+    store.close()
+    latencies.sort()
+    mb = st.bytes_appended / 1e6
+    return {
+        "req/s": total / t_append,
+        "MB/s": mb / t_append,
+        "spans/s": total * SPANS / t_append,
+        "rec/fsync": st.records_appended / max(1, st.batches_written),
+        "p50 ms": 1000 * latencies[len(latencies) // 2],
+        "p99 ms": 1000 * latencies[int(len(latencies) * 0.99)],
+        "e2e spans/s": done.rows_written / t_all,
+        "rows": done.rows_written,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--durability", choices=("fsync", "none"), default="fsync")
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the stores")
+    args = parser.parse_args()
+    payloads = [sdk_request(seed, SPANS) for seed in range(8)]
+    size = sum(map(len, payloads)) / len(payloads)
+    print(
+        f"payload: {SPANS} spans, {size / 1024:.0f} KiB; {args.requests} requests per run; "
+        f"durability={args.durability}"
+    )
+    cols = ["req/s", "MB/s", "spans/s", "rec/fsync", "p50 ms", "p99 ms", "e2e spans/s"]
+    print(f"{'threads':>7} {'workers':>7} " + " ".join(f"{c:>11}" for c in cols))
+    with tempfile.TemporaryDirectory(dir=args.dir) as root:
+        for threads in args.threads:
+            for workers in args.workers:
+                r = run(Path(root), payloads, args.requests, threads, workers, args.durability)
+                assert r["rows"] == args.requests * SPANS, r
+                print(
+                    f"{threads:>7} {workers:>7} " + " ".join(f"{r[c]:>11,.1f}" for c in cols),
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""The local demo stack: meshlens serve + a bookinfo mesh behind real Envoy sidecars + load +
+a canary rollout driven by the gate + the Streamlit app. Every part is a real process; this
+module only starts, watches and stops them (the parts talk over loopback).
+
+    ingress (load generator's sidecar) -> productpage v1 -> details v1
+                                                       -> reviews v1 (fixed share), v2 (baseline),
+                                                          v3 (canary, weight moved by the gate)
+                                          reviews v2/v3 -> ratings v1
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final
+
+import yaml
+
+from collector.demo.loadgen import LoadGenerator
+from collector.localmesh.bootstrap import Collector
+from collector.localmesh.mesh import LocalMesh, MeshWorkload
+from collector.localmesh.ports import free_port
+
+SCENARIOS: Final = {
+    # scenario -> knobs of the canary (reviews v3)
+    "healthy": {"error_rate": 0.0, "extra_latency_ms": 0.0},
+    "errors": {"error_rate": 0.08, "extra_latency_ms": 0.0},
+    "latency": {"error_rate": 0.0, "extra_latency_ms": 60.0},
+}
+REVIEWS: Final = "reviews.default.svc.cluster.local"
+V1_SHARE: Final = 20  # reviews v1 keeps a fixed relative weight the gate does not own
+
+
+class DemoError(Exception):
+    """A demo that cannot start: the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    data_dir: Path
+    scenario: str = "healthy"
+    grpc_port: int = 4317
+    http_port: int = 4318
+    api_port: int = 8080
+    ui_port: int = 8501
+    duration_s: float = 0.0  # 0 = until Ctrl-C
+    ui: bool = True
+    rps: float = 20.0
+    interval_s: float = 10.0
+    steps: tuple[int, ...] = (10, 25, 50)
+    log_level: str = "warning"
+
+
+@dataclass
+class Running:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise DemoError(f"{url}: the process exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise DemoError(f"{url} not ready after {timeout:g}s")
+
+
+@dataclass
+class DemoStack:
+    opts: DemoOptions
+    procs: list[Running] = field(default_factory=list)
+    mesh: LocalMesh | None = None
+    load: LoadGenerator | None = None
+    rollout_config: Path | None = None
+    _lock: IO[str] | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def logs(self) -> Path:
+        return self.opts.data_dir / "demo" / "logs"
+
+    def _meshlens(self, *args: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "collector",
+            *args,
+            "--data-dir",
+            str(self.opts.data_dir),
+            "--log-level",
+            self.opts.log_level,
+        ]
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Running:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        running = Running(name, proc, log)
+        self.procs.append(running)
+        return running
+
+    # -- start ---------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        o = self.opts
+        o.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(o.data_dir / "demo.lock", "w")  # noqa: SIM115 - held while running
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise DemoError(
+                f"another meshlens demo is running on {o.data_dir}; stop it first "
+                "(Ctrl-C in its terminal) or use another --data-dir"
+            ) from None
+        self._lock = lock
+        ports = {"--grpc-port": o.grpc_port, "--http-port": o.http_port, "--api-port": o.api_port}
+        if o.ui:
+            ports["--ui-port"] = o.ui_port
+        busy = [f"{flag} {p}" for flag, p in ports.items() if p and not _port_free(p)]
+        if busy:
+            raise DemoError(
+                f"port(s) in use: {', '.join(busy)}. Is another meshlens running? "
+                "Stop it or pass other ports, e.g. --grpc-port 14317"
+            )
+
+    def start_collector(self) -> None:
+        o = self.opts
+        serve = self._spawn(
+            "serve",
+            self._meshlens(
+                "serve",
+                "--grpc-port",
+                str(o.grpc_port),
+                "--http-port",
+                str(o.http_port),
+                "--api-port",
+                str(o.api_port),
+            ),
+        )
+        _wait_http(f"http://127.0.0.1:{o.api_port}/readyz", 60, serve.proc)
+
+    def build_mesh(self) -> tuple[LocalMesh, dict[str, MeshWorkload], dict[str, int]]:
+        o = self.opts
+        mesh = LocalMesh(o.data_dir / "demo" / "mesh", Collector("127.0.0.1", o.grpc_port))
+        ports: dict[str, int] = {}
+        w: dict[str, MeshWorkload] = {}
+        for app, version in (
+            ("productpage", "v1"),
+            ("details", "v1"),
+            ("reviews", "v1"),
+            ("reviews", "v2"),
+            ("reviews", "v3"),
+            ("ratings", "v1"),
+            ("istio-ingressgateway", "v1"),
+        ):
+            ports[f"{app}-{version}"] = free_port()
+            w[f"{app}-{version}"] = mesh.add_workload(
+                app, version, app_port=ports[f"{app}-{version}"]
+            )
+        mesh.connect(w["istio-ingressgateway-v1"], "productpage")
+        mesh.connect(w["productpage-v1"], "details")
+        mesh.connect(w["productpage-v1"], "reviews", weights={"v1": V1_SHARE, "v2": 100, "v3": 0})
+        for v in ("v2", "v3"):
+            mesh.connect(w[f"reviews-{v}"], "ratings")
+        return mesh, w, ports
+
+    def start_apps(
+        self, mesh: LocalMesh, w: dict[str, MeshWorkload], ports: dict[str, int]
+    ) -> None:
+        knobs = SCENARIOS[self.opts.scenario]
+        for key, workload in w.items():
+            if workload.app == "istio-ingressgateway":
+                continue  # the load generator is its "app"
+            cmd = [
+                sys.executable,
+                "-m",
+                "collector.demo.bookinfo",
+                "--service",
+                workload.app,
+                "--version",
+                workload.version,
+                "--port",
+                str(ports[key]),
+                "--otlp-endpoint",
+                f"127.0.0.1:{self.opts.grpc_port}",
+            ]
+            for up in workload.upstreams:
+                name = up.host.split(".")[0]
+                cmd += ["--upstream", f"{name}={mesh.outbound_url(workload, name)}"]
+            if key == "reviews-v3":
+                cmd += [
+                    "--error-rate",
+                    str(knobs["error_rate"]),
+                    "--extra-latency-ms",
+                    str(knobs["extra_latency_ms"]),
+                ]
+            self._spawn(f"app-{key}", cmd)
+
+    def write_rollout(self, admin_url: str) -> Path:
+        o = self.opts
+        config = {
+            "rollout": "reviews-v3",
+            "service": REVIEWS,
+            "baseline": "v2",
+            "canary": "v3",
+            "selector": "version",
+            "analysis": {
+                "interval": f"{o.interval_s:g}s",
+                "window": "step",
+                "stepWeights": list(o.steps),
+                "failureLimit": 2,
+                "inconclusive": "hold",
+                "progressDeadline": "30m",
+            },
+            "actuator": {"type": "envoy", "admin": admin_url, "host": REVIEWS, "port": 9080},
+        }
+        path = o.data_dir / "demo" / "rollout.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def start(self) -> None:
+        self.preflight()
+        self.start_collector()
+        mesh, w, ports = self.build_mesh()
+        self.mesh = mesh
+        self.start_apps(mesh, w, ports)
+        for key, port in ports.items():
+            if not key.startswith("istio-ingressgateway"):
+                _wait_http(f"http://127.0.0.1:{port}/health", 30)
+        mesh.start(timeout=60)
+        self.load = LoadGenerator(
+            mesh.outbound_url(w["istio-ingressgateway-v1"], "productpage"), rps=self.opts.rps
+        )
+        self.load.start()
+        admin = mesh.sidecar(w["productpage-v1"]).admin_url
+        self.rollout_config = self.write_rollout(admin)
+        self._spawn("gate", self._meshlens("gate", "run", "--config", str(self.rollout_config)))
+        if self.opts.ui:
+            ui = self._spawn("ui", self._meshlens("ui", "--port", str(self.opts.ui_port)))
+            _wait_http(f"http://127.0.0.1:{self.opts.ui_port}/_stcore/health", 60, ui.proc)
+
+    # -- status and stop -----------------------------------------------------------------------
+    def gate_status(self) -> dict[str, Any]:
+        out = subprocess.run(
+            self._meshlens("gate", "status", "--rollout", "reviews-v3", "--format", "json"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        try:
+            return dict(json.loads(out.stdout))
+        except ValueError:
+            return {"error": (out.stderr or out.stdout).strip()[-300:]}
+
+    def check_children(self) -> str | None:
+        """The name of a part that died unexpectedly, if any."""
+        for r in self.procs:
+            if r.proc.poll() is not None and r.name != "gate":
+                return (
+                    f"{r.name} exited with code {r.proc.returncode} (log: {self.logs}/{r.name}.log)"
+                )
+        return None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.load is not None:
+            self.load.stop()
+        # Stop in reverse: UI and gate first, the mesh, then the collector last, so it flushes
+        # everything the sidecars sent before it exits.
+        for r in reversed(self.procs):
+            if r.name != "serve":
+                _terminate(r)
+        if self.mesh is not None:
+            self.mesh.stop()
+        for r in self.procs:
+            if r.name == "serve":
+                _terminate(r, timeout=60)
+        for r in self.procs:
+            r.log.close()
+        if self._lock is not None:
+            self._lock.close()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[DemoStack]:
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+
+
+def _terminate(r: Running, timeout: float = 15.0) -> None:
+    if r.proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(r.proc.pid, signal.SIGTERM)
+    try:
+        r.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(r.proc.pid, signal.SIGKILL)
+        r.proc.wait(5)
