@@ -40,7 +40,7 @@ NEVER_REACHED_FLAGS: Final = ("UH", "NR", "UF", "UO", "NC", "DF", "URX", "LH", "
 _NEVER_REACHED_RE: Final = "(^|,)(" + "|".join(NEVER_REACHED_FLAGS) + ")(,|$)"
 TRAFFIC_SQL: Final = f"""
 WITH dest_ids AS (
-    SELECT DISTINCT request_id FROM requests
+    SELECT request_id FROM requests
     WHERE reporter = 'destination' AND request_id IS NOT NULL AND request_id <> ''
 )
 SELECT r.* FROM requests r
@@ -189,6 +189,7 @@ def connect(
     data_dir = Path(data_dir)
     conn = duckdb.connect(":memory:")
     conn.execute("SET TimeZone = 'UTC'")
+    conn.execute("SET enable_progress_bar = false")
     if threads is not None:
         conn.execute(f"SET threads = {int(threads)}")
     for table in BASE_VIEWS:

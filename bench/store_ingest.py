@@ -9,22 +9,30 @@ store as fast as appends return; conversion to Parquet runs concurrently in the 
 Columns: append rate (requests/s, MB/s, spans/s) until the last append returned, mean records per
 write+fsync (group commit), p50/p99 append latency, and the end-to-end rate until every span was
 in Parquet (what the store can sustain when the disk budget holds ingest to conversion speed).
+
+A second table times conversion alone (as after a restart with a WAL backlog): 16 MiB segments
+converted by `convert_segment` in-thread (workers 0) or by 1..N warm worker processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.decode_spans import sdk_request  # noqa: E402
-from collector.store.records import RecordKind  # noqa: E402
-from collector.store.store import Store, StoreOptions  # noqa: E402
+from bench.decode_spans import sdk_request
+from collector.store import wal
+from collector.store.converter import convert_segment, warm_up
+from collector.store.layout import wal_segment_path
+from collector.store.records import Record, RecordKind
+from collector.store.store import Store, StoreOptions
 
 SPANS = 1000
 
@@ -81,6 +89,38 @@ def run(
     }
 
 
+def convert_only(root: Path, payloads: list[bytes], total: int, workers: int) -> float:
+    """Spans/s converting `total` requests already in the WAL (32 per segment)."""
+    data_dir = Path(tempfile.mkdtemp(dir=root))
+    segs = []
+    for k in range(0, total, 32):
+        path = wal_segment_path(data_dir, "bench", k + 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n = min(32, total - k)
+        frames = (
+            wal.frame_record(Record(RecordKind.OTLP_TRACES, time.time_ns(), payloads[i % 8]))
+            for i in range(n)
+        )
+        path.write_bytes(wal.MAGIC + b"".join(frames))
+        segs.append((k + 1, path))
+    args = [(str(data_dir), "bench", seq, str(p)) for seq, p in segs]
+    if workers == 0:
+        warm_up({})
+        t0 = time.perf_counter()
+        rows = sum(sum(convert_segment(*a).rows.values()) for a in args)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            list(pool.map(warm_up, [{}] * workers))
+            t0 = time.perf_counter()
+            rows = sum(
+                sum(r.rows.values()) for r in pool.map(convert_segment, *zip(*args, strict=True))
+            )
+    elapsed = time.perf_counter() - t0
+    assert rows == total * SPANS, rows
+    return rows / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
@@ -106,6 +146,11 @@ def main() -> None:
                     f"{threads:>7} {workers:>7} " + " ".join(f"{r[c]:>11,.1f}" for c in cols),
                     flush=True,
                 )
+        print(f"\nconversion only ({args.requests} requests in 16 MiB segments)")
+        print(f"{'workers':>7} {'spans/s':>11}")
+        for workers in args.workers:
+            rate = convert_only(Path(root), payloads, args.requests, workers)
+            print(f"{workers:>7} {rate:>11,.0f}", flush=True)
 
 
 if __name__ == "__main__":

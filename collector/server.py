@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from collector.errors import ConfigError
 from collector.httpd import (
     HttpOptions,
     Request,
@@ -34,8 +36,9 @@ from collector.httpd import (
     Route,
     RunningHttpServer,
     start_http_server,
+    tls_context,
 )
-from collector.receivers.grpc_server import GrpcOptions, GrpcReceiver
+from collector.receivers.grpc_server import GrpcOptions, GrpcReceiver, server_credentials
 from collector.receivers.ingest import Ingest
 from collector.receivers.otlp_http import otlp_http_routes
 from collector.selfmetrics import CONTENT_TYPE, SelfMetrics, StoreStatsCollector
@@ -60,6 +63,17 @@ def optional_module(name: str) -> ModuleType | None:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
             return None
         raise
+
+
+def check_tls(opts: GrpcOptions) -> None:
+    """Load the TLS files the way both servers will, so a bad file is a ConfigError at start."""
+    server_credentials(opts)  # both-or-neither, readable
+    if opts.tls_cert:
+        try:
+            tls_context(opts.tls_cert, opts.tls_key, opts.tls_client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("--tls-cert/--tls-key/--tls-client-ca", opts.tls_cert,
+                              f"not a usable PEM certificate, key or CA: {exc}") from None
 
 
 class Collector:
@@ -119,6 +133,12 @@ class Collector:
 
     def _start(self, s: Any) -> BoundPorts:
         t0 = time.monotonic()
+        grpc_opts = GrpcOptions(
+            host=s.host, port=s.grpc_port, max_message_size=s.max_message_size,
+            auth_token=s.auth_token, tls_cert=s.tls_cert, tls_key=s.tls_key,
+            tls_client_ca=s.tls_client_ca,
+        )
+        check_tls(grpc_opts)  # before anything binds or recovers
         self._api = start_http_server(
             s.host,
             s.api_port,
@@ -133,18 +153,7 @@ class Collector:
             for c in exporter.metric_collectors(self.data_dir):
                 self.metrics.register(c)
         self._ingest = Ingest(self.store, self.metrics)
-        self._grpc = GrpcReceiver(
-            self._ingest,
-            GrpcOptions(
-                host=s.host,
-                port=s.grpc_port,
-                max_message_size=s.max_message_size,
-                auth_token=s.auth_token,
-                tls_cert=s.tls_cert,
-                tls_key=s.tls_key,
-                tls_client_ca=s.tls_client_ca,
-            ),
-        )
+        self._grpc = GrpcReceiver(self._ingest, grpc_opts)
         grpc_port = self._grpc.start()
         http_port = -1
         if s.http_port >= 0:

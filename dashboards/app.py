@@ -23,11 +23,11 @@ from dashboards import controls  # noqa: E402
 st.set_page_config(page_title="meshlens", page_icon="🕸️", layout="wide")
 
 PAGES = [
-    st.Page("pages/mesh.py", title="Mesh", icon="🕸️", default=True),
-    st.Page("pages/service.py", title="Service", icon="📈"),
-    st.Page("pages/canary.py", title="Canary", icon="🐤"),
-    st.Page("pages/sql.py", title="SQL", icon="🧮"),
-    st.Page("pages/traces.py", title="Requests & traces", icon="🔎"),
+    st.Page("views/mesh.py", title="Mesh", icon="🕸️", default=True),
+    st.Page("views/service.py", title="Service", icon="📈"),
+    st.Page("views/canary.py", title="Canary", icon="🐤"),
+    st.Page("views/sql.py", title="SQL", icon="🧮"),
+    st.Page("views/traces.py", title="Requests & traces", icon="🔎"),
 ]
 
 page = st.navigation(PAGES)

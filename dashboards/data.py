@@ -87,9 +87,7 @@ def time_extent(ddir: str) -> tuple[datetime, datetime] | None:
     hi_hour = datetime.fromisoformat(f"{last_dt}T{last_hr}:00:00+00:00")
     conn = connect(Path(ddir), TimeWindow(lo, hi_hour + timedelta(hours=1)))
     try:
-        row = conn.execute(
-            "SELECT max(ts) FROM requests WHERE ts >= $h", {"h": hi_hour}
-        ).fetchone()
+        row = conn.execute("SELECT max(ts) FROM requests WHERE ts >= $h", {"h": hi_hour}).fetchone()
         first = conn.execute(
             "SELECT min(ts) FROM requests WHERE ts < $h",
             {"h": lo + timedelta(hours=1)},
@@ -122,15 +120,107 @@ def namespaces(ddir: str, window: Window) -> list[str]:
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def service_graph(ddir: str, window: Window, level: str, namespace: str | None) -> dict[str, Any]:
     """analytics.graph's JSON: {"nodes": [...], "edges": [...]} (Kiali semantics)."""
-    from analytics.graph import service_graph as build
-
     conn = connect(Path(ddir), window.tw)
     try:
-        graph = build(conn, window.tw, level=level, namespace=namespace or None)
+        try:
+            from analytics.graph import service_graph as build
+        except ImportError:  # an older analytics without the graph module: a simpler graph
+            return _simple_graph(conn, window, level, namespace or None)
+        graph = build(conn, window.tw, level=level, namespace=namespace or None, source="auto")
     finally:
         conn.close()
     data: dict[str, Any] = graph.to_json()
     return data
+
+
+_NODE_KEYS: Final = {
+    "workload": ("{s}_namespace || '/' || {s}_workload", "{s}_workload"),
+    "app": ("{s}_namespace || '/' || {s}_canonical_service", "{s}_canonical_service"),
+    "versioned-app": (
+        "{s}_namespace || '/' || {s}_canonical_service || '/' || {s}_version",
+        "{s}_canonical_service",
+    ),
+}
+
+
+def _simple_graph(conn: Any, window: Window, level: str, namespace: str | None) -> dict[str, Any]:
+    """Edges of the de-duplicated `traffic` view grouped by node keys; health from the error
+    ratio of each node's inbound traffic (Kiali's defaults: >= 10% failure, > 0 degraded)."""
+    key, name = _NODE_KEYS.get(level, _NODE_KEYS["workload"])
+    src, dst = key.format(s="source"), key.format(s="destination")
+    where = "ts >= $start AND ts < $end"
+    params = _p(window)
+    if namespace:
+        where += " AND (source_namespace = $ns OR destination_namespace = $ns)"
+        params["ns"] = namespace
+    df = _df(
+        conn,
+        f"""
+        SELECT {src} AS source, {dst} AS target, protocol,
+               any_value(source_namespace) AS s_ns, any_value({name.format(s="source")}) AS s_name,
+               any_value(source_version) AS s_ver,
+               any_value(destination_namespace) AS d_ns,
+               any_value({name.format(s="destination")}) AS d_name,
+               any_value(destination_version) AS d_ver,
+               any_value(destination_service_name) AS d_svc,
+               count(*) AS requests, count(*) / $secs AS rps,
+               count(*) FILTER (WHERE {IS_ERROR}) / count(*) AS error_rate,
+               quantile_cont(duration_ms, 0.5) AS p50_ms,
+               quantile_cont(duration_ms, 0.95) AS p95_ms,
+               quantile_cont(duration_ms, 0.99) AS p99_ms,
+               avg(CASE WHEN mtls THEN 1.0 ELSE 0.0 END) AS mtls_ratio
+        FROM traffic WHERE {where} GROUP BY ALL ORDER BY requests DESC""",
+        {**params, "secs": window.seconds},
+    )
+    nodes: dict[str, dict[str, Any]] = {}
+    inbound: dict[str, list[float]] = {}
+    for r in df.to_dict("records"):
+        for side, ns, nm, ver in (
+            ("source", "s_ns", "s_name", "s_ver"),
+            ("target", "d_ns", "d_name", "d_ver"),
+        ):
+            nodes.setdefault(
+                r[side],
+                {
+                    "id": r[side],
+                    "namespace": r[ns],
+                    "workload": r[nm],
+                    "app": r[nm],
+                    "version": r[ver],
+                    "service": r["d_svc"] if side == "target" else r[nm],
+                },
+            )
+        if r["protocol"] != "tcp":
+            acc = inbound.setdefault(r["target"], [0.0, 0.0])
+            acc[0] += r["requests"]
+            acc[1] += r["requests"] * r["error_rate"]
+    for node_id, node in nodes.items():
+        n, errors = inbound.get(node_id, [0.0, 0.0])
+        ratio = errors / n if n else 0.0
+        node["health"] = (
+            "failure"
+            if ratio >= 0.1
+            else "degraded"
+            if ratio > 0
+            else "healthy"
+            if n
+            else "unknown"
+        )
+    edges = df[
+        [
+            "source",
+            "target",
+            "protocol",
+            "requests",
+            "rps",
+            "error_rate",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "mtls_ratio",
+        ]
+    ].to_dict("records")
+    return {"nodes": list(nodes.values()), "edges": edges}
 
 
 # -- service -------------------------------------------------------------------------------
@@ -154,7 +244,9 @@ def golden_signals(ddir: str, window: Window, service: str, step_s: int) -> pd.D
     """Per time bucket and destination version: rps, error ratio, p50/p95/p99 (ms)."""
     conn = connect(Path(ddir), window.tw)
     try:
-        return _df(conn, f"""
+        return _df(
+            conn,
+            f"""
             SELECT time_bucket(to_seconds({int(step_s)}), ts) AS bucket,
                    destination_version AS version,
                    count(*) / {float(step_s)} AS rps,
@@ -165,7 +257,9 @@ def golden_signals(ddir: str, window: Window, service: str, step_s: int) -> pd.D
             FROM traffic
             WHERE ts >= $start AND ts < $end AND destination_canonical_service = $svc
               AND protocol <> 'tcp'
-            GROUP BY ALL ORDER BY bucket, version""", {**_p(window), "svc": service})
+            GROUP BY ALL ORDER BY bucket, version""",
+            {**_p(window), "svc": service},
+        )
     finally:
         conn.close()
 
@@ -184,30 +278,40 @@ _TABLE_COLS: Final = f"""
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def inbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
-    """Who calls the service (Istio's 'Client Workloads'), destination-reported."""
+    """Who calls the service (Istio's 'Client Workloads'): the server proxies' reports
+    (reporter=destination, as Istio's dashboards default to), no de-duplication join needed."""
     conn = connect(Path(ddir), window.tw)
     try:
-        return _df(conn, f"""
+        return _df(
+            conn,
+            f"""
             SELECT source_workload, source_namespace, destination_version AS version, protocol,
                    {_TABLE_COLS}
-            FROM traffic WHERE ts >= $start AND ts < $end AND destination_canonical_service = $svc
+            FROM requests WHERE reporter = 'destination' AND ts >= $start AND ts < $end
+              AND destination_canonical_service = $svc
             GROUP BY ALL ORDER BY requests DESC LIMIT {MAX_ROWS}""",
-            {**_p(window), "svc": service, "secs": window.seconds})
+            {**_p(window), "svc": service, "secs": window.seconds},
+        )
     finally:
         conn.close()
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def outbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
-    """What the service calls (Istio's 'Outbound Services')."""
+    """What the service calls (Istio's 'Outbound Services'): the client proxies' reports
+    (reporter=source), which include calls that never reached a destination proxy."""
     conn = connect(Path(ddir), window.tw)
     try:
-        return _df(conn, f"""
+        return _df(
+            conn,
+            f"""
             SELECT destination_service, destination_version AS version, protocol,
                    {_TABLE_COLS}
-            FROM traffic WHERE ts >= $start AND ts < $end AND source_canonical_service = $svc
+            FROM requests WHERE reporter = 'source' AND ts >= $start AND ts < $end
+              AND source_canonical_service = $svc
             GROUP BY ALL ORDER BY requests DESC LIMIT {MAX_ROWS}""",
-            {**_p(window), "svc": service, "secs": window.seconds})
+            {**_p(window), "svc": service, "secs": window.seconds},
+        )
     finally:
         conn.close()
 
@@ -217,11 +321,15 @@ def codes_by_flags(ddir: str, window: Window, service: str) -> pd.DataFrame:
     """Requests per response code x response flags (long form)."""
     conn = connect(Path(ddir), window.tw)
     try:
-        return _df(conn, """
+        return _df(
+            conn,
+            """
             SELECT CAST(response_code AS VARCHAR) AS response_code,
                    coalesce(response_flags, '-') AS response_flags, count(*) AS requests
             FROM traffic WHERE ts >= $start AND ts < $end AND destination_canonical_service = $svc
-            GROUP BY ALL ORDER BY requests DESC LIMIT 400""", {**_p(window), "svc": service})
+            GROUP BY ALL ORDER BY requests DESC LIMIT 400""",
+            {**_p(window), "svc": service},
+        )
     finally:
         conn.close()
 
@@ -236,13 +344,16 @@ def rollouts(ddir: str) -> pd.DataFrame:
     exists (<data_dir>/gate/<rollout>.json)."""
     conn = connect(Path(ddir), _ALL_TIME)
     try:
-        df = _df(conn, """
+        df = _df(
+            conn,
+            """
             SELECT rollout, service, baseline, canary, phase, canary_weight, verdict, score,
                    action, ts AS last_verdict_at, count(*) OVER (PARTITION BY rollout) AS verdicts,
                    min(ts) OVER (PARTITION BY rollout) AS started_at
             FROM verdicts
             QUALIFY row_number() OVER (PARTITION BY rollout ORDER BY ts DESC) = 1
-            ORDER BY last_verdict_at DESC""")
+            ORDER BY last_verdict_at DESC""",
+        )
     finally:
         conn.close()
     for i, rollout in enumerate(df["rollout"].tolist()):
@@ -266,9 +377,13 @@ def gate_state(ddir: str, rollout: str) -> dict[str, Any] | None:
 def verdict_history(ddir: str, rollout: str) -> pd.DataFrame:
     conn = connect(Path(ddir), _ALL_TIME)
     try:
-        return _df(conn, """
+        return _df(
+            conn,
+            """
             SELECT ts, phase, canary_weight, verdict, score, action, dry_run, details
-            FROM verdicts WHERE rollout = $r ORDER BY ts""", {"r": rollout})
+            FROM verdicts WHERE rollout = $r ORDER BY ts""",
+            {"r": rollout},
+        )
     finally:
         conn.close()
 
@@ -293,14 +408,17 @@ def version_latencies(
     """A sample of request latencies and errors per version (both distributions of a canary)."""
     conn = connect(Path(ddir), window.tw)
     try:
-        return _df(conn, f"""
+        return _df(
+            conn,
+            f"""
             SELECT destination_version AS version, duration_ms, {IS_ERROR} AS error
             FROM traffic
             WHERE ts >= $start AND ts < $end AND destination_canonical_service = $svc
               AND destination_version IN (SELECT unnest($versions::VARCHAR[]))
               AND protocol <> 'tcp'
             USING SAMPLE reservoir({int(limit)} ROWS) REPEATABLE (7)""",
-            {**_p(window), "svc": service, "versions": list(versions)})
+            {**_p(window), "svc": service, "versions": list(versions)},
+        )
     finally:
         conn.close()
 
@@ -345,14 +463,15 @@ class SqlOutcome:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=32)
-def run_sql(ddir: str, sql: str, max_rows: int) -> SqlOutcome:
-    """The query through the analytics SQL sandbox (read-only, time- and row-limited). Rejected
-    or failing queries come back as `error` text for the page to show."""
+def run_sql(ddir: str, sql: str, max_rows: int, window: Window | None = None) -> SqlOutcome:
+    """The query through the analytics SQL sandbox (read-only, time- and row-limited), over
+    `window`'s partitions only when given. Rejected or failing queries come back as `error`
+    text for the page to show."""
     from analytics.errors import AnalyticsError
     from analytics.sql import run_query
 
     try:
-        res = run_query(Path(ddir), sql, max_rows=max_rows)
+        res = run_query(Path(ddir), sql, max_rows=max_rows, window=window.tw if window else None)
     except AnalyticsError as exc:
         return SqlOutcome(None, error=str(exc))
     df = pd.DataFrame(list(res.rows), columns=list(res.columns))
@@ -368,8 +487,14 @@ def to_parquet_bytes(df: pd.DataFrame) -> bytes:
 # -- requests & traces ---------------------------------------------------------------------
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def search_requests(
-    ddir: str, window: Window, *, trace_id: str = "", service: str = "", status: str = "any",
-    min_ms: float = 0.0, limit: int = 200,
+    ddir: str,
+    window: Window,
+    *,
+    trace_id: str = "",
+    service: str = "",
+    status: str = "any",
+    min_ms: float = 0.0,
+    limit: int = 200,
 ) -> pd.DataFrame:
     """Newest matching requests (filters pushed into SQL). status: any|ok|error|4xx|5xx."""
     where = ["ts >= $start", "ts < $end"]
@@ -393,12 +518,16 @@ def search_requests(
         params["min_ms"] = float(min_ms)
     conn = connect(Path(ddir), window.tw)
     try:
-        return _df(conn, f"""
+        return _df(
+            conn,
+            f"""
             SELECT ts, reporter, source_workload, destination_service, destination_version,
                    method, path, response_code, response_flags, round(duration_ms, 2) AS
                    duration_ms, mtls, trace_id, request_id
-            FROM requests WHERE {' AND '.join(where)}
-            ORDER BY ts DESC LIMIT {int(limit)}""", params)
+            FROM requests WHERE {" AND ".join(where)}
+            ORDER BY ts DESC LIMIT {int(limit)}""",
+            params,
+        )
     finally:
         conn.close()
 
@@ -408,14 +537,20 @@ def trace_spans(ddir: str, window: Window, trace_id: str) -> pd.DataFrame:
     """All spans of one trace (searched in the window, then a day around it)."""
     tid = trace_id.strip().lower()
     tw = window.tw
-    for start, end in ((tw.start, tw.end),
-                       (tw.start - timedelta(days=1), tw.end + timedelta(hours=1))):
+    for start, end in (
+        (tw.start, tw.end),
+        (tw.start - timedelta(days=1), tw.end + timedelta(hours=1)),
+    ):
         conn = connect(Path(ddir), TimeWindow(start, end))
         try:
-            df = _df(conn, """
+            df = _df(
+                conn,
+                """
                 SELECT span_id, parent_span_id, name, kind, service_name, service_version,
                        start_ts, end_ts, duration_ms, status_code, http_status_code, http_route
-                FROM spans WHERE trace_id = $t ORDER BY start_ts LIMIT 2000""", {"t": tid})
+                FROM spans WHERE trace_id = $t ORDER BY start_ts LIMIT 2000""",
+                {"t": tid},
+            )
         finally:
             conn.close()
         if len(df):
@@ -433,9 +568,13 @@ def recent_traces(ddir: str, window: Window, service: str = "", limit: int = 50)
         params["svc"] = service
     conn = connect(Path(ddir), window.tw)
     try:
-        return _df(conn, f"""
+        return _df(
+            conn,
+            f"""
             SELECT trace_id, service_name, name, start_ts, round(duration_ms, 2) AS duration_ms,
                    status_code FROM spans WHERE {where}
-            ORDER BY start_ts DESC LIMIT {int(limit)}""", params)
+            ORDER BY start_ts DESC LIMIT {int(limit)}""",
+            params,
+        )
     finally:
         conn.close()

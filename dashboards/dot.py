@@ -64,7 +64,7 @@ def edge_label(edge: Mapping[str, Any]) -> str:
     p95 = _num(edge.get("p95_ms"))
     parts = []
     if edge.get("protocol") == "tcp":
-        sent = _num(edge.get("bytes_per_s") or edge.get("tcp_bytes_per_s"))
+        sent = _num(edge.get("throughput_bps") or edge.get("bytes_per_s"))
         parts.append(f"{sent:.0f} B/s" if math.isfinite(sent) else "tcp")
     else:
         parts.append(f"{rps:.2f} rps" if math.isfinite(rps) else "- rps")
@@ -92,7 +92,7 @@ def to_dot(graph: Mapping[str, Any], *, level: str = "workload", title: str = ""
     lines = [
         "digraph mesh {",
         '  graph [rankdir=LR, bgcolor="transparent", fontname="Helvetica", nodesep=0.5, '
-        f'ranksep=1.1{", label=" + _q(title) + ", labelloc=t" if title else ""}];',
+        f"ranksep=1.1{', label=' + _q(title) + ', labelloc=t' if title else ''}];",
         '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, '
         'fontcolor="white", penwidth=0];',
         '  edge [fontname="Helvetica", fontsize=9, arrowsize=0.7];',

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -333,9 +334,12 @@ def gate_routes(settings: Any) -> list[Route]:
             return settings.get(name, default)
         return getattr(settings, name, default)
 
+    # The serve command may not declare the gate's settings: then flags are absent and the
+    # MESHLENS_GATE_* environment (or the default) applies.
+    env = {st.name: st.resolve(os.environ) for st in GATE_API}
     data_dir = Path(get("data_dir", "meshlens-data"))
-    config_path = str(get("gate_judge_config", "") or "")
-    window_s = float(get("gate_window", 300.0))
+    config_path = str(get("gate_judge_config", env["gate_judge_config"]) or "")
+    window_s = float(get("gate_window", env["gate_window"]))
     cached: list[Any] = []
 
     def factory(service: str, baseline: str, canary: str, selector: str) -> Judge:

@@ -104,6 +104,28 @@ class _Inputs:
         )
 
 
+class _Given:
+    """Inputs handed in as arrays (tests, simulations, callers with their own data)."""
+
+    def __init__(
+        self,
+        baseline: jdata.RequestData,
+        canary: jdata.RequestData,
+        series: dict[str, tuple[jdata.Series, jdata.Series]],
+    ) -> None:
+        self._sides = {"baseline": baseline, "canary": canary}
+        self._series = series
+
+    def requests(self, source: str, side: str) -> jdata.RequestData:
+        return self._sides[side]
+
+    def series(self, spec: MetricSpec) -> tuple[jdata.Series, jdata.Series]:
+        if spec.name not in self._series:
+            empty = jdata.Series(np.zeros(0), np.zeros(0))
+            return empty, empty
+        return self._series[spec.name]
+
+
 def _is_series(spec: MetricSpec) -> bool:
     return spec.kind in ("metric", "sql", "promql") or spec.source in (
         "metrics",
@@ -113,7 +135,7 @@ def _is_series(spec: MetricSpec) -> bool:
 
 
 def _judge_metric(
-    spec: MetricSpec, inputs: _Inputs, fr: ev.Frame, config: CanaryConfig, seed: int
+    spec: MetricSpec, inputs: _Inputs | _Given, fr: ev.Frame, config: CanaryConfig, seed: int
 ) -> MetricResult:
     mode = config.mode
     if _is_series(spec):
@@ -165,18 +187,93 @@ def _judge_metric(
     raise JudgeInputError(f"metric {spec.name}: kind {spec.kind} needs a series source")
 
 
-def frame_for(config: CanaryConfig, window: TimeWindow) -> ev.Frame:
-    judged = [m for m in config.metrics if not m.muted] or list(config.metrics)
+CRITICAL_ALPHA_SHARE = 0.8
+
+
+def metric_alphas(config: CanaryConfig) -> list[float]:
+    """Each metric's level: the analysis's alpha split (Bonferroni) so that the verdict's
+    false-fail rate stays <= alpha. A verdict fails through a critical metric or through
+    several non-critical ones together, so critical metrics share 80% of alpha and the others
+    20% (an equal split when all metrics are of one kind)."""
+    metrics = config.metrics
+    crit = [m for m in metrics if m.critical and not m.muted]
+    rest = [m for m in metrics if not (m.critical and not m.muted)]
+    if not crit or not rest:
+        return [config.alpha / max(1, len(metrics))] * len(metrics)
+    a_crit = config.alpha * CRITICAL_ALPHA_SHARE / len(crit)
+    a_rest = config.alpha * (1 - CRITICAL_ALPHA_SHARE) / len(rest)
+    return [a_crit if (m.critical and not m.muted) else a_rest for m in metrics]
+
+
+def frame_for(config: CanaryConfig, start: float, end: float) -> ev.Frame:
     return ev.Frame(
-        start=window.start.timestamp(),
-        end=window.end.timestamp(),
+        start=start,
+        end=end,
         block_s=config.block_s,
         step_s=config.step_s,
-        alpha=config.alpha / max(1, len(judged)),
+        alpha=config.alpha,
         min_requests=config.min_requests,
         horizon_s=config.horizon_s,
         kayenta_tolerance=config.kayenta_tolerance,
         kayenta_conf_level=config.kayenta_conf_level,
+    )
+
+
+def _with_share(config: CanaryConfig, expected_share: float | None) -> CanaryConfig:
+    if expected_share is None:
+        return config
+    return replace(
+        config,
+        metrics=tuple(
+            replace(m, expected_share=expected_share)
+            if m.kind == "request_share" and m.expected_share is None
+            else m
+            for m in config.metrics
+        ),
+    )
+
+
+def _run(
+    inputs: _Inputs | _Given, config: CanaryConfig, fr: ev.Frame
+) -> tuple[tuple[MetricResult, ...], tuple[str, ...]]:
+    alphas = metric_alphas(config)
+    results = tuple(
+        _judge_metric(spec, inputs, replace(fr, alpha=a), config, seed=i)
+        for i, (spec, a) in enumerate(zip(config.metrics, alphas, strict=True))
+    )
+    warnings: tuple[str, ...] = ()
+    if config.mode == "kayenta" and fr.n_steps < 50:
+        warnings = (
+            f"fewer than 50 data points ({fr.n_steps} steps of {fr.step_s:g}s), "
+            "which can reduce confidence",
+        )
+    return results, warnings
+
+
+def analyze_data(
+    baseline: jdata.RequestData,
+    canary: jdata.RequestData,
+    *,
+    config: CanaryConfig,
+    start: float,
+    end: float,
+    series: dict[str, tuple[jdata.Series, jdata.Series]] | None = None,
+    expected_share: float | None = None,
+) -> Verdict:
+    """analyze() on arrays: both sides' requests (epoch-second times in [start, end)) and,
+    for series metrics, (baseline, canary) Series by metric name. No I/O."""
+    config = _with_share(config, expected_share)
+    fr = frame_for(config, start, end)
+    results, warnings = _run(_Given(baseline, canary, series or {}), config, fr)
+    r = roll_up(results, config)
+    return Verdict(
+        verdict=r.verdict,
+        score=r.score,
+        reason=r.reason,
+        metrics=results,
+        mode=config.mode,
+        group_scores=r.group_scores,
+        warnings=warnings,
     )
 
 
@@ -204,30 +301,11 @@ def analyze(
     if baseline == canary:
         raise JudgeInputError(f"baseline and canary are the same ({baseline!r})")
     jdata._check_selector(selector)
-    if expected_share is not None:
-        config = replace(
-            config,
-            metrics=tuple(
-                replace(m, expected_share=expected_share)
-                if m.kind == "request_share" and m.expected_share is None
-                else m
-                for m in config.metrics
-            ),
-        )
-    fr = frame_for(config, window)
+    config = _with_share(config, expected_share)
+    fr = frame_for(config, window.start.timestamp(), window.end.timestamp())
     inputs = _Inputs(conn, service, baseline, canary, window, selector, config, data_dir)
-    results = tuple(
-        _judge_metric(spec, inputs, fr, config, seed=i) for i, spec in enumerate(config.metrics)
-    )
+    results, warnings = _run(inputs, config, fr)
     r = roll_up(results, config)
-    warnings: list[str] = []
-    if config.mode == "kayenta":
-        short = [m.name for m in results if 0 < m.n_baseline and fr.n_steps < 50]
-        if short:
-            warnings.append(
-                f"fewer than 50 data points ({fr.n_steps} steps of "
-                f"{fr.step_s:g}s), which can reduce confidence"
-            )
     return Verdict(
         verdict=r.verdict,
         score=r.score,
@@ -239,5 +317,5 @@ def analyze(
         canary=canary,
         window=window.to_json(),
         group_scores=r.group_scores,
-        warnings=tuple(warnings),
+        warnings=warnings,
     )

@@ -300,7 +300,7 @@ def classify_metric(
         return KayentaMetricResult(
             "Pass",
             "The experiment and control data are identical",
-            mean_ratio(e, c),
+            1.0,  # Kayenta reports ratio 1 for identical data
             _effect(e, c, p.effect_measure),
             False,
             None,
@@ -311,7 +311,7 @@ def classify_metric(
         return KayentaMetricResult(
             "Pass",
             "All values are identical",
-            mean_ratio(e, c),
+            1.0,
             _effect(e, c, p.effect_measure),
             False,
             None,

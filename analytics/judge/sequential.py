@@ -41,11 +41,10 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from scipy.special import log_ndtr
 
 # Mixture over log(theta/theta0): a half-normal prior of scale TAU on a grid (1.02x .. 50x).
 _LOG_R: Final = np.log(np.geomspace(1.02, 50.0, 48))
-_TAU: Final = 1.0
+_TAU: Final = 0.7
 _W: Final = np.exp(-(_LOG_R**2) / (2 * _TAU**2))
 _W_NORM: Final = _W / _W.sum()
 # Grid over theta for the confidence sequence of the rate ratio.
@@ -76,7 +75,29 @@ def rate_ratio_log_lr(
     q0 = _q(np.asarray(theta0)[None, ...] if np.ndim(theta0) else theta0, pi)
     ec = np.where(ok, np.asarray(e_c, float), 0.0)[:, None]
     eb = np.where(ok, np.asarray(e_b, float), 0.0)[:, None]
-    return np.asarray(ec * np.log(q1 / q0) + eb * np.log((1.0 - q1) / (1.0 - q0)))
+    lam = burst_weights(ec[:, 0] + eb[:, 0])[:, None]
+    return np.asarray(lam * (ec * np.log(q1 / q0) + eb * np.log((1.0 - q1) / (1.0 - q0))))
+
+
+BURST_CAP: Final = 1.5
+
+
+def burst_weights(totals: np.ndarray, cap: float = BURST_CAP) -> np.ndarray:
+    """Tempering exponents lambda_k = min(1, cap * typical_k / E_k) for blocks whose error
+    total E_k is far above the typical block (median of E_1..E_k, at least 1).
+
+    A burst block (an outage: many errors at once) then counts like `cap` typical blocks
+    instead of dozens, so one burst can neither drown a real difference nor fake one. Valid:
+    for lambda in [0, 1], E[LR^lambda] <= E[LR]^lambda <= 1 (Jensen), and lambda_k depends only
+    on block totals, which the test conditions on."""
+    t = np.asarray(totals, float)
+    lam = np.ones_like(t)
+    for k in range(t.size):
+        if t[k] <= 0:
+            continue
+        typical = max(float(np.median(t[: k + 1])), 1.0)
+        lam[k] = min(1.0, cap * typical / t[k])
+    return lam
 
 
 def _log_mix(log_lr_sum: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -194,39 +215,53 @@ def rate_ratio_cs(
 # --- block mean test ----------------------------------------------------------------------
 
 
-def long_run_variance(d: np.ndarray, lags: int = 2) -> float:
-    """Newey-West (Bartlett) long-run variance of a series, never below its plain variance."""
+def long_run_variance(d: np.ndarray, lags: int = 4, ar1_cap: float = 0.9) -> float:
+    """Long-run variance of a weakly dependent series (the variance of its sum / n).
+
+    The larger of: the plain variance, Newey-West (Bartlett, `lags`), and the AR(1)-implied
+    gamma0 (1 + r) / (1 - r) with the lag-1 autocorrelation r clipped to [0, ar1_cap]
+    (prewhitening: Bartlett weights alone under-correct persistent series). Scaled by
+    n / (n - 1) so a handful of blocks is not over-trusted."""
     n = d.size
     if n < 2:
         return 0.0
     x = d - d.mean()
     g0 = float(np.dot(x, x) / n)
+    if g0 == 0.0:
+        return 0.0
     lr = g0
     for lag in range(1, min(lags, n - 1) + 1):
         lr += 2 * (1 - lag / (lags + 1)) * float(np.dot(x[lag:], x[:-lag]) / n)
-    return max(g0, lr)
+    r = min(max(float(np.dot(x[1:], x[:-1]) / n) / g0, 0.0), ar1_cap)
+    ar = g0 * (1 + r) / (1 - r)
+    return max(g0, lr, ar) * n / (n - 1)
 
 
-def mixture_rho2(alpha: float, horizon: float) -> float:
-    """Mixture precision that makes the boundary tightest after `horizon` observations."""
-    a = -2 * math.log(alpha)
-    return (a + math.log(a + 1)) / max(horizon, 1.0)
+T_PRIOR_C: Final = 4.0  # prior precision of the standardized effect in the t-mixture
 
 
-def gaussian_mixture_log_e(z_sum: float, t: float, rho2: float, one_sided: bool) -> float:
-    """log of Robbins' normal-mixture e-value for a standardized sum z_sum after t steps:
-    two-sided N(0, rho2) mixture, or its half-normal (one-sided, positive drift) version."""
-    v = 1.0 + rho2 * t
-    base = -0.5 * math.log(v) + rho2 * z_sum * z_sum / (2 * v)
-    if not one_sided:
-        return base
-    return math.log(2.0) + base + float(log_ndtr(math.sqrt(rho2) * z_sum / math.sqrt(v)))
+def t_mixture_log_e(x: np.ndarray, c: float = T_PRIOR_C) -> float:
+    """log of the scale-invariant Gaussian mixture e-value ("sequential t-test", Lai 1976) for
+    H0: mean(x) = 0 with unknown variance: effect/sigma ~ N(0, 1/c), right-Haar prior on
+    sigma. It pays for estimating the variance, so a few blocks cannot make a case."""
+    t = x.size
+    v = float(np.dot(x, x))
+    if t == 0 or v <= 0.0:
+        return 0.0
+    s = float(x.sum())
+    frac = min(s * s / ((t + c) * v), 1.0 - 1e-15)
+    return 0.5 * math.log(c / (t + c)) - (t / 2) * math.log1p(-frac)
 
 
-def cs_radius(sigma: float, t: float, rho2: float, alpha: float) -> float:
-    """Half-width of the asymptotic (Gaussian-mixture) confidence sequence for a mean."""
-    v = t * rho2 + 1.0
-    return sigma * math.sqrt(2 * v / (t * t * rho2) * math.log(math.sqrt(v) / alpha))
+def dependence_factor(d: np.ndarray, lags: int = 4) -> float:
+    """How much autocorrelation inflates the variance of the sum (>= 1): long-run variance
+    over plain variance. Log e-values are divided by it (an effective-sample-size tempering)."""
+    if d.size < 3:
+        return 1.0
+    g0 = float(np.var(d))
+    if g0 <= 0.0:
+        return 1.0
+    return max(1.0, long_run_variance(d, lags) * (d.size - 1) / d.size / g0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +271,8 @@ class MeanTestResult:
     e_value: float
     rejected: bool
     blocks: int
-    sigma: float
+    sigma: float  # long-run standard deviation of one block's difference
+    dependence: float = 1.0
 
 
 def mean_test(
@@ -246,39 +282,59 @@ def mean_test(
     margin: float = 0.0,
     direction: str = "increase",
     horizon_blocks: float = 40.0,
-    lags: int = 2,
+    lags: int = 4,
+    c: float = T_PRIOR_C,
 ) -> MeanTestResult:
     """Sequential test on the mean of per-block differences d (canary minus baseline).
 
-    increase: H0 mean <= margin; decrease: H0 mean >= -margin; either: both, e-values averaged.
-    """
+    increase: H0 mean <= margin; decrease: H0 mean >= -margin; either: both (e-values averaged).
+    The e-value is the t-mixture of the centred differences, tempered by the dependence
+    factor; the confidence sequence inverts the same two-sided test over a grid of means.
+    `horizon_blocks` is kept for API stability (the t-mixture needs no tuning horizon)."""
     d = np.asarray(d, float)
     d = d[np.isfinite(d)]
     t = d.size
     if t == 0:
         return MeanTestResult(math.nan, (-math.inf, math.inf), 1.0, False, 0, math.nan)
     mean = float(d.mean())
+    f = dependence_factor(d, lags)
     sigma = math.sqrt(long_run_variance(d, lags)) if t > 1 else 0.0
-    scale = max(sigma, 1e-12 * max(1.0, abs(mean)))
-    rho2 = mixture_rho2(alpha, horizon_blocks)
-    z_up = float(np.sum(d - margin)) / scale
-    z_down = float(np.sum(-d - margin)) / scale
+
+    def one_sided(x: np.ndarray) -> float:
+        return t_mixture_log_e(x, c) / f if x.mean() > 0 else 0.0
+
     if direction == "increase":
-        log_e = gaussian_mixture_log_e(z_up, t, rho2, True)
+        log_e = one_sided(d - margin)
     elif direction == "decrease":
-        log_e = gaussian_mixture_log_e(z_down, t, rho2, True)
+        log_e = one_sided(-d - margin)
     else:
-        a = gaussian_mixture_log_e(z_up, t, rho2, True)
-        b = gaussian_mixture_log_e(z_down, t, rho2, True)
+        a, b = one_sided(d - margin), one_sided(-d - margin)
         m = max(a, b)
         log_e = m + math.log((math.exp(a - m) + math.exp(b - m)) / 2)
-    if sigma == 0.0 and t > 1 and mean == 0.0:
-        log_e = min(log_e, 0.0)  # identical sides: no evidence either way
-    radius = cs_radius(scale, t, rho2, alpha) if t > 1 else math.inf
     e_value = math.exp(min(log_e, 700.0))
-    return MeanTestResult(
-        mean, (mean - radius, mean + radius), e_value, log_e >= math.log(1.0 / alpha), t, sigma
-    )
+    return MeanTestResult(mean, _mean_cs(d, alpha, f, c), e_value,
+                          log_e >= math.log(1.0 / alpha), t, sigma, f)
+
+
+def _mean_cs(d: np.ndarray, alpha: float, f: float, c: float) -> tuple[float, float]:
+    """{mu : the two-sided t-mixture test of mean = mu does not reject} on a grid."""
+    t = d.size
+    sd = float(np.std(d))
+    if t < 3 or sd == 0.0:
+        return (-math.inf, math.inf) if sd > 0 or t < 3 else (float(d[0]), float(d[0]))
+    half = 12 * sd * math.sqrt(f / t) + 1e-12
+    mu = np.linspace(d.mean() - half, d.mean() + half, 601)
+    x = d[None, :] - mu[:, None]
+    v = np.einsum("ij,ij->i", x, x)
+    s = x.sum(1)
+    frac = np.minimum(s * s / ((t + c) * v), 1.0 - 1e-15)
+    log_e = (0.5 * math.log(c / (t + c)) - (t / 2) * np.log1p(-frac)) / f
+    keep = mu[log_e < math.log(1.0 / alpha)]
+    if keep.size == 0:
+        return (float(d.mean()), float(d.mean()))
+    lo = -math.inf if keep[0] == mu[0] else float(keep[0])
+    hi = math.inf if keep[-1] == mu[-1] else float(keep[-1])
+    return (lo, hi)
 
 
 # --- block statistics (pure, used by analyze and the benchmark) ----------------------------

@@ -66,6 +66,10 @@ def _dash(value: Any) -> str:
     return "" if text == "-" else text
 
 
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _int(value: Any) -> int | None:
     text = _dash(value)
     try:
@@ -139,6 +143,52 @@ def parse_json_fields(line: str) -> dict[str, Any] | None:
     return obj
 
 
+_ABSENT: Final = object()
+_IDENTITY_CACHE: dict[tuple[Any, ...], tuple[dict[str, Any], identity.ClusterName]] = {}
+_IDENTITY_CACHE_MAX: Final = 8192
+
+
+def _resolve(key: tuple[Any, ...]) -> tuple[dict[str, Any], identity.ClusterName]:
+    """Identity of a log line from its identity facts (the cache key of `fields_to_row`)."""
+    (
+        cluster_raw,
+        local,
+        authority,
+        host,
+        reached,
+        sni,
+        down_peer_in,
+        down_local_in,
+        up_peer_in,
+        up_local,
+        up_mx,
+        down_mx,
+    ) = key
+    cluster = identity.parse_upstream_cluster(cluster_raw)
+    has_tls_fields = down_peer_in is not _ABSENT or down_local_in is not _ABSENT
+    down_peer = "" if down_peer_in is _ABSENT else _dash(down_peer_in)
+    down_local = "" if down_local_in is _ABSENT else _dash(down_local_in)
+    up_peer = "" if up_peer_in is _ABSENT else _dash(up_peer_in)
+    # A client-side request that never reached an upstream host has no connection to judge.
+    has_up_fields = up_peer_in is not _ABSENT and reached
+    obs = Observation(
+        cluster=cluster,
+        local=local,
+        authority=authority,
+        local_principal=identity.known(down_local),
+        peer_principal=identity.known(down_peer),
+        tls_local_cert=bool(down_local) if has_tls_fields else None,
+        tls_peer_cert=bool(down_peer) if has_tls_fields else None,
+        sni=sni,
+        upstream_host=host.rsplit(":", 1)[0],
+        upstream_peer=identity.peer_from_header(up_mx),
+        downstream_peer=identity.peer_from_header(down_mx),
+        upstream_peer_principal=identity.known(up_peer),
+        upstream_tls=bool(up_peer and up_local) if has_up_fields else None,
+    )
+    return identity.resolve(obs), cluster
+
+
 def fields_to_row(
     f: Mapping[str, Any],
     *,
@@ -150,39 +200,42 @@ def fields_to_row(
     """Istio JSON-format fields (also what the text parser yields) -> a requests row.
     Optional extra keys (our local mesh's OTel attributes, custom formats): downstream_peer_uri_san,
     downstream_local_uri_san, upstream_peer_uri_san, upstream_local_uri_san, traceparent,
-    trace_id, grpc_status, content_type."""
+    trace_id, grpc_status, content_type, and upstream_peer / downstream_peer (Istio's
+    x-envoy-peer-metadata value, e.g. from %RESP(X-ENVOY-PEER-METADATA)%)."""
     ts = _ts_us(f.get("start_time"))
     if ts is None:
         ts = default_ts_us
     if ts is None:
         return None
-    cluster = identity.parse_upstream_cluster(_dash(f.get("upstream_cluster")))
-    protocol_text = _dash(f.get("protocol"))
-    method = _dash(f.get("method"))
+    get = f.get
+    cluster_raw = _dash(get("upstream_cluster"))
+    protocol_text = _dash(get("protocol"))
+    method = _dash(get("method"))
     is_tcp = not method and (not protocol_text or protocol_text.lower() == "tcp")
-    down_peer = _dash(f.get("downstream_peer_uri_san"))
-    down_local = _dash(f.get("downstream_local_uri_san"))
-    up_peer = _dash(f.get("upstream_peer_uri_san"))
-    up_local = _dash(f.get("upstream_local_uri_san"))
-    has_tls_fields = "downstream_peer_uri_san" in f or "downstream_local_uri_san" in f
-    # A client-side request that never reached an upstream host has no connection to judge.
-    has_up_fields = "upstream_peer_uri_san" in f and bool(_dash(f.get("upstream_host")))
-    obs = Observation(
-        cluster=cluster,
-        local=local,
-        authority=_dash(f.get("authority")),
-        local_principal=identity.known(down_local),
-        peer_principal=identity.known(down_peer),
-        tls_local_cert=bool(down_local) if has_tls_fields else None,
-        tls_peer_cert=bool(down_peer) if has_tls_fields else None,
-        sni=_dash(f.get("requested_server_name")),
-        upstream_host=(
-            _dash(f.get("upstream_host")) or _dash(f.get("downstream_local_address"))
-        ).rsplit(":", 1)[0],
-        upstream_peer_principal=identity.known(up_peer),
-        upstream_tls=bool(up_peer and up_local) if has_up_fields else None,
+    authority = _dash(get("authority"))
+    upstream_host = _dash(get("upstream_host"))
+    key = (
+        cluster_raw,
+        local,
+        authority,
+        upstream_host or _dash(get("downstream_local_address")),
+        bool(upstream_host),
+        _dash(get("requested_server_name")),
+        get("downstream_peer_uri_san", _ABSENT),
+        get("downstream_local_uri_san", _ABSENT),
+        get("upstream_peer_uri_san", _ABSENT),
+        _dash(get("upstream_local_uri_san")),
+        _text_or_none(get("upstream_peer")),
+        _text_or_none(get("downstream_peer")),
     )
-    row = identity.resolve(obs)
+    cached = _IDENTITY_CACHE.get(key)
+    if cached is None:
+        cached = _resolve(key)
+        if len(_IDENTITY_CACHE) >= _IDENTITY_CACHE_MAX:
+            _IDENTITY_CACHE.clear()
+        _IDENTITY_CACHE[key] = cached
+    ident, cluster = cached
+    row = dict(ident)
     grpc_status = _dash(f.get("grpc_status"))
     content_type = _dash(f.get("content_type"))
     if is_tcp:
@@ -203,7 +256,7 @@ def fields_to_row(
         protocol=protocol,
         method=method or None,
         path=_dash(f.get("path")) or None,
-        authority=_dash(f.get("authority")) or None,
+        authority=authority or None,
         response_code=_int(f.get("response_code")) or 0,
         grpc_status=grpc_status,
         response_flags=_dash(f.get("response_flags")) or "-",

@@ -32,7 +32,7 @@ _encode_json = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
 ).encode
 # C-accelerated JSON string literal (no escaping of non-ASCII, like ensure_ascii=False).
-_encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 Entry = tuple[str, object, str]  # (key, JSON-safe value, '"key":value' JSON fragment)
 
@@ -96,7 +96,7 @@ class KeyValueCache:
 
     __slots__ = ("_entries", "max_entries")
 
-    def __init__(self, max_entries: int = 200_000) -> None:
+    def __init__(self, max_entries: int = 50_000) -> None:
         self._entries: dict[bytes, Entry] = {}
         self.max_entries = max_entries
 
@@ -212,3 +212,18 @@ def resource_info(resource: Resource) -> ResourceInfo:
 def resource_info_from_bytes(raw: bytes) -> ResourceInfo:
     """ResourceInfo of an encoded Resource (raises protobuf's DecodeError on bad bytes)."""
     return resource_info(Resource.FromString(raw))
+
+
+_resources: dict[bytes, ResourceInfo] = {}
+
+
+def resource_for(raw: bytes) -> ResourceInfo:
+    """ResourceInfo of encoded Resource bytes, memoised per process (an SDK or a proxy sends
+    the same resource in every request). Bad bytes raise protobuf's DecodeError."""
+    info = _resources.get(raw)
+    if info is None:
+        info = resource_info_from_bytes(raw)
+        if len(_resources) >= 4096:
+            _resources.clear()
+        _resources[raw] = info
+    return info

@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from collector.decode import identity
 from collector.decode.identity import Observation, Workload
-from collector.decode.request_rows import rows_to_table
+from collector.decode.request_rows import columns_to_table
 from collector.errors import DecodeError
 from collector.proto.gen import meshlens_als_pb2, meshlens_envoy_core_pb2
 from collector.store.records import Record
@@ -104,23 +104,8 @@ def _struct_dict(s: Any) -> dict[str, Any]:
     return identity.struct_to_dict(s)
 
 
-def _addr(a: Any) -> tuple[str, int | None]:
-    if a.HasField("socket_address"):
-        sa = a.socket_address
-        return sa.address, (
-            sa.port_value if sa.WhichOneof("port_specifier") == "port_value" else None
-        )
-    if a.HasField("pipe"):
-        return a.pipe.path, None
-    return "", None
-
-
 def _ms(d: Any) -> float:
     return d.seconds * 1000.0 + d.nanos / 1e6
-
-
-def _sans(props: Any) -> list[str]:
-    return [san.uri for san in props.subject_alt_name if san.uri]
 
 
 def _peers(common: Any) -> tuple[Workload | None, Workload | None]:
@@ -133,22 +118,24 @@ def _peers(common: Any) -> tuple[Workload | None, Workload | None]:
     return up, down
 
 
-def _observation(common: Any, local: Workload, authority: str) -> Observation:
-    tls = common.tls_properties if common.HasField("tls_properties") else None
-    local_sans = _sans(tls.local_certificate_properties) if tls is not None else []
-    peer_sans = _sans(tls.peer_certificate_properties) if tls is not None else []
-    has_local = (
-        tls is not None
-        and tls.HasField("local_certificate_properties")
-        and bool(local_sans or tls.local_certificate_properties.subject)
-    )
-    has_peer = (
-        tls is not None
-        and tls.HasField("peer_certificate_properties")
-        and bool(peer_sans or tls.peer_certificate_properties.subject)
-    )
+def _observation(
+    common: Any,
+    local: Workload,
+    authority: str,
+    tls_facts: tuple[tuple[str, ...], str, tuple[str, ...], str, str] | None,
+    request_mx: str,
+    response_mx: str,
+    upstream_host: str,
+) -> Observation:
+    local_sans, local_subject, peer_sans, peer_subject, sni = tls_facts or ((), "", (), "", "")
+    has_local = bool(local_sans or local_subject) if tls_facts is not None else False
+    has_peer = bool(peer_sans or peer_subject) if tls_facts is not None else False
     up, down = _peers(common) if common.filter_state_objects else (None, None)
-    upstream_host, _ = _addr(common.upstream_remote_address)
+    # Istio's HTTP metadata exchange headers, when configured to be logged.
+    if down is None and request_mx:
+        down = identity.peer_from_header(request_mx)
+    if up is None and response_mx:
+        up = identity.peer_from_header(response_mx)
     cluster = identity.parse_upstream_cluster(common.upstream_cluster)
     if not cluster.raw and has_peer:
         # Envoy's ALS names the cluster from the upstream host, so a request that never got one
@@ -163,7 +150,7 @@ def _observation(common: Any, local: Workload, authority: str) -> Observation:
         peer_principal=identity.principal_from_sans(peer_sans),
         tls_local_cert=has_local,
         tls_peer_cert=has_peer,
-        sni=tls.tls_sni_hostname if tls is not None else "",
+        sni=sni,
         upstream_peer=up,
         downstream_peer=down,
         upstream_host=upstream_host,
@@ -171,108 +158,204 @@ def _observation(common: Any, local: Workload, authority: str) -> Observation:
 
 
 def _trace_id(headers: Mapping[str, str]) -> str:
-    tp = headers.get("traceparent", "")
-    parts = tp.split("-")
-    if len(parts) >= 4 and len(parts[1]) == 32:
-        return parts[1].lower()
-    b3 = headers.get("x-b3-traceid", "")
+    tp = headers.get("traceparent")
+    if tp:
+        parts = tp.split("-")
+        if len(parts) >= 4 and len(parts[1]) == 32:
+            return parts[1].lower()
+    b3 = headers.get("x-b3-traceid")
     if b3:
         return b3.lower().rjust(32, "0")
-    single = headers.get("b3", "")
+    single = headers.get("b3")
     if single and "-" in single:
         return single.split("-", 1)[0].lower().rjust(32, "0")
     return ""
 
 
-def _common_row(common: Any, node_id: str) -> dict[str, Any]:
+# Columns decided by identity (cached per distinct facts), in this order.
+IDENTITY_COLUMNS: Final = (
+    "reporter",
+    "mtls",
+    "source_workload",
+    "source_namespace",
+    "source_canonical_service",
+    "source_version",
+    "source_principal",
+    "destination_service",
+    "destination_service_name",
+    "destination_namespace",
+    "destination_workload",
+    "destination_canonical_service",
+    "destination_version",
+    "destination_principal",
+)
+# Columns read from each entry, in the order of the tuples `_http_values`/`_tcp_values` build.
+ENTRY_COLUMNS: Final = (
+    "ts",
+    "duration_ms",
+    "response_flags",
+    "upstream_cluster",
+    "source_address",
+    "connection_termination_details",
+    "destination_port",
+    "protocol",
+    "method",
+    "path",
+    "authority",
+    "response_code",
+    "grpc_status",
+    "request_bytes",
+    "response_bytes",
+    "request_id",
+    "trace_id",
+    "user_agent",
+    "response_code_details",
+)
+
+
+def _tls_facts(tls: Any) -> tuple[tuple[str, ...], str, tuple[str, ...], str, str]:
+    """(local URI SANs, local subject, peer URI SANs, peer subject, SNI)."""
+    lp = tls.local_certificate_properties
+    pp = tls.peer_certificate_properties
+    return (
+        tuple(x.uri for x in lp.subject_alt_name if x.uri),
+        lp.subject,
+        tuple(x.uri for x in pp.subject_alt_name if x.uri),
+        pp.subject,
+        tls.tls_sni_hostname,
+    )
+
+
+class _Identities:
+    """identity.resolve per distinct identity facts of an entry (cluster, certificates, SNI,
+    peer metadata, authority, upstream host), cached for the record: a batch of entries from
+    one sidecar shares few of them, and resolving is far slower than building the key."""
+
+    def __init__(self, local: Workload) -> None:
+        self.local = local
+        self._cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], int | None]] = {}
+
+    def get(
+        self, common: Any, authority: str, request_mx: str, response_mx: str
+    ) -> tuple[tuple[Any, ...], int | None]:
+        has_tls = common.HasField("tls_properties")
+        # Serialized TLS properties are a cheaper cache key than the facts we read from them.
+        tls_key = common.tls_properties.SerializeToString() if has_tls else None
+        fso = common.filter_state_objects
+        fs_key = tuple(sorted((k, v.type_url, v.value) for k, v in fso.items())) if fso else ()
+        up_addr = common.upstream_remote_address
+        upstream_host = up_addr.socket_address.address if up_addr.HasField("socket_address") else ""
+        key = (
+            common.upstream_cluster,
+            tls_key,
+            fs_key,
+            request_mx,
+            response_mx,
+            authority,
+            upstream_host,
+        )
+        hit = self._cache.get(key)
+        if hit is None:
+            tls_facts = _tls_facts(common.tls_properties) if has_tls else None
+            obs = _observation(
+                common, self.local, authority, tls_facts, request_mx, response_mx, upstream_host
+            )
+            resolved = identity.resolve(obs)
+            hit = (tuple(resolved[c] for c in IDENTITY_COLUMNS), obs.cluster.port)
+            self._cache[key] = hit
+        return hit
+
+
+def _port(addr: Any) -> int | None:
+    if addr.HasField("socket_address"):
+        sa = addr.socket_address
+        return int(sa.port_value) if sa.WhichOneof("port_specifier") == "port_value" else None
+    return None
+
+
+def _common_values(common: Any, default_ts_us: int) -> tuple[Any, ...]:
+    """ts, duration_ms, response_flags, upstream_cluster, source_address,
+    connection_termination_details."""
     start = common.start_time
+    ts = start.seconds * 1_000_000 + start.nanos // 1000 or default_ts_us
     if common.HasField("duration"):
-        duration = _ms(common.duration)
+        d = common.duration
+        duration: float | None = d.seconds * 1000.0 + d.nanos / 1e6
     elif common.HasField("time_to_last_downstream_tx_byte"):
         duration = _ms(common.time_to_last_downstream_tx_byte)
     else:
         duration = None
-    src_addr, _ = _addr(common.downstream_remote_address)
-    return {
-        "ts": start.seconds * 1_000_000 + start.nanos // 1000,
-        "duration_ms": duration,
-        "response_flags": response_flags_text(common.response_flags)
-        if common.HasField("response_flags")
-        else "-",
-        "upstream_cluster": common.upstream_cluster,
-        "node_id": node_id,
-        "origin": ORIGIN,
-        "source_address": src_addr or None,
-        "connection_termination_details": common.connection_termination_details or None,
-    }
+    flags = response_flags_text(common.response_flags) if common.HasField("response_flags") else "-"
+    remote = common.downstream_remote_address
+    src_addr = remote.socket_address.address if remote.HasField("socket_address") else None
+    return (
+        ts,
+        duration,
+        flags,
+        common.upstream_cluster,
+        src_addr or None,
+        common.connection_termination_details or None,
+    )
 
 
-class _Resolver:
-    """identity.resolve with a per-record cache (entries of a batch share few identities)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[Observation, dict[str, Any]] = {}
-
-    def __call__(self, obs: Observation) -> dict[str, Any]:
-        hit = self._cache.get(obs)
-        if hit is None:
-            hit = identity.resolve(obs)
-            self._cache[obs] = hit
-        return hit
+_MX: Final = identity.PEER_METADATA_HEADER
 
 
-def _destination_port(obs: Observation, common: Any) -> int | None:
-    if obs.cluster.port is not None:
-        return obs.cluster.port
-    _, port = _addr(common.downstream_local_address)
-    return port
-
-
-def http_row(entry: Any, local: Workload, node_id: str, resolve: _Resolver) -> dict[str, Any]:
+def _http_values(
+    entry: Any, idents: _Identities, default_ts_us: int
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     common = entry.common_properties
     req = entry.request
     resp = entry.response
-    obs = _observation(common, local, req.authority)
-    row = _common_row(common, node_id)
-    row.update(resolve(obs))
-    headers = dict(req.request_headers)
-    trailers = resp.response_trailers
-    grpc_status = trailers.get("grpc-status") or resp.response_headers.get("grpc-status") or ""
-    ctype = headers.get("content-type") or resp.response_headers.get("content-type", "")
+    headers = req.request_headers
+    resp_headers = resp.response_headers
+    authority = req.authority
+    ident, port = idents.get(common, authority, headers.get(_MX, ""), resp_headers.get(_MX, ""))
+    grpc_status = resp.response_trailers.get("grpc-status") or resp_headers.get("grpc-status", "")
+    ctype = headers.get("content-type") or resp_headers.get("content-type", "")
     is_grpc = bool(grpc_status) or ctype.startswith("application/grpc")
-    row.update(
-        protocol="grpc" if is_grpc else "http",
-        method=_METHODS.get(req.request_method),
-        path=req.original_path or req.path,
-        authority=req.authority,
-        response_code=resp.response_code.value if resp.HasField("response_code") else 0,
-        grpc_status=grpc_status,
-        request_bytes=req.request_body_bytes,
-        response_bytes=resp.response_body_bytes,
-        request_id=req.request_id or headers.get("x-request-id", ""),
-        trace_id=_trace_id(headers),
-        user_agent=req.user_agent or None,
-        destination_port=_destination_port(obs, common),
-        response_code_details=resp.response_code_details or None,
+    values = (
+        *_common_values(common, default_ts_us),
+        port if port is not None else _port(common.downstream_local_address),
+        "grpc" if is_grpc else "http",
+        _METHODS.get(req.request_method),
+        req.original_path or req.path,
+        authority,
+        resp.response_code.value,  # an unset wrapper reads 0 = no response
+        grpc_status,
+        req.request_body_bytes,
+        resp.response_body_bytes,
+        req.request_id or headers.get("x-request-id", ""),
+        _trace_id(headers),
+        req.user_agent or None,
+        resp.response_code_details or None,
     )
-    return row
+    return ident, values
 
 
-def tcp_row(entry: Any, local: Workload, node_id: str, resolve: _Resolver) -> dict[str, Any]:
+def _tcp_values(
+    entry: Any, idents: _Identities, default_ts_us: int
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     common = entry.common_properties
-    obs = _observation(common, local, "")
-    row = _common_row(common, node_id)
-    row.update(resolve(obs))
+    ident, port = idents.get(common, "", "", "")
     conn = entry.connection_properties
-    row.update(
-        protocol="tcp",
-        response_code=0,
-        grpc_status="",
-        request_bytes=conn.received_bytes,
-        response_bytes=conn.sent_bytes,
-        destination_port=_destination_port(obs, common),
+    values = (
+        *_common_values(common, default_ts_us),
+        port if port is not None else _port(common.downstream_local_address),
+        "tcp",
+        None,
+        None,
+        None,
+        0,
+        "",
+        conn.received_bytes,
+        conn.sent_bytes,
+        "",
+        "",
+        None,
+        None,
     )
-    return row
+    return ident, values
 
 
 def local_workload(ident: Any) -> tuple[str, Workload]:
@@ -281,24 +364,39 @@ def local_workload(ident: Any) -> tuple[str, Workload]:
     return node.id, identity.workload_from_node(node.id, meta)
 
 
-def decode_message(msg: Any, ident: Any | None, default_ts_us: int = 0) -> list[dict[str, Any]]:
-    """One parsed StreamAccessLogsMessage -> row dicts, identity from `ident` (or the
-    message's own identifier); entries without a start time get `default_ts_us`."""
+def decode_columns(msg: Any, ident: Any | None, default_ts_us: int = 0) -> dict[str, list[Any]]:
+    """One parsed StreamAccessLogsMessage -> column lists of the requests table, identity from
+    `ident` (or the message's own identifier); entries without a start time get
+    `default_ts_us`. Column-wise on purpose: per-row dicts cost more than the decoding."""
     if ident is None and msg.HasField("identifier"):
         ident = msg.identifier
     node_id, local = local_workload(ident) if ident is not None else ("", identity.UNKNOWN_WORKLOAD)
-    resolve = _Resolver()
+    idents = _Identities(local)
     kind = msg.WhichOneof("log_entries")
     if kind == "http_logs":
-        rows = [http_row(e, local, node_id, resolve) for e in msg.http_logs.log_entry]
+        pairs = [_http_values(e, idents, default_ts_us) for e in msg.http_logs.log_entry]
     elif kind == "tcp_logs":
-        rows = [tcp_row(e, local, node_id, resolve) for e in msg.tcp_logs.log_entry]
+        pairs = [_tcp_values(e, idents, default_ts_us) for e in msg.tcp_logs.log_entry]
     else:
-        return []
-    for row in rows:
-        if row["ts"] == 0:
-            row["ts"] = default_ts_us
-    return rows
+        pairs = []
+    n = len(pairs)
+    cols: dict[str, list[Any]] = {}
+    if n:
+        ident_rows, value_rows = zip(*pairs, strict=True)
+        cols.update(zip(IDENTITY_COLUMNS, map(list, zip(*ident_rows, strict=True)), strict=True))
+        cols.update(zip(ENTRY_COLUMNS, map(list, zip(*value_rows, strict=True)), strict=True))
+    else:
+        cols.update({c: [] for c in (*IDENTITY_COLUMNS, *ENTRY_COLUMNS)})
+    cols["node_id"] = [node_id] * n
+    cols["origin"] = [ORIGIN] * n
+    return cols
+
+
+def decode_message(msg: Any, ident: Any | None, default_ts_us: int = 0) -> list[dict[str, Any]]:
+    """Like `decode_columns`, as row dicts."""
+    cols = decode_columns(msg, ident, default_ts_us)
+    names = list(cols)
+    return [dict(zip(names, row, strict=True)) for row in zip(*cols.values(), strict=True)]
 
 
 def decode_als_record(record: Record) -> dict[str, pa.Table]:
@@ -314,4 +412,4 @@ def decode_als_record(record: Record) -> dict[str, pa.Table]:
             ident.ParseFromString(record.context)
         except ProtoDecodeError as exc:
             raise DecodeError("envoy ALS stream identifier", str(exc)) from None
-    return {"requests": rows_to_table(decode_message(msg, ident, record.received_ns // 1000))}
+    return {"requests": columns_to_table(decode_columns(msg, ident, record.received_ns // 1000))}

@@ -15,6 +15,8 @@ sees the app->sidecar connection, not the sidecar->sidecar one; Istio reports
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -387,12 +389,17 @@ def peer_from_filter_state(type_url: str, value: bytes) -> Workload | None:
     return None
 
 
+_PAIRS_RE: Final = re.compile(r"^[\w.\[\]/-]+=[^,]*(,[\w.\[\]/-]+=[^,]*)*$")
+PEER_METADATA_HEADER: Final = "x-envoy-peer-metadata"
+PEER_METADATA_ID_HEADER: Final = "x-envoy-peer-metadata-id"
+
+
 def _peer_from_raw(data: bytes) -> Workload | None:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = ""
-    if text and "=" in text and text.isprintable():
+    if text and _PAIRS_RE.match(text):
         return peer_from_mapping(_parse_pairs(text))
     s = struct_pb2.Struct()
     try:
@@ -400,6 +407,21 @@ def _peer_from_raw(data: bytes) -> Workload | None:
     except ProtoDecodeError:
         return None
     return peer_from_mapping(struct_to_dict(s)) if s.fields else None
+
+
+def peer_from_header(value: str | None) -> Workload | None:
+    """Istio's HTTP metadata exchange header `x-envoy-peer-metadata` (base64 of a serialized
+    Struct of the peer's node metadata), or `k=v,...` pairs; None when absent/undecodable."""
+    text = (value or "").strip()
+    if not text or text == "-":
+        return None
+    if _PAIRS_RE.match(text) and not text.endswith("="):
+        return peer_from_mapping(_parse_pairs(text))
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _peer_from_raw(raw)
 
 
 # --- putting it together ------------------------------------------------------------------

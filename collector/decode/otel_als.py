@@ -58,7 +58,12 @@ def _local_workload(
         or merged.get("k8s.deployment.name")
         or (identity.workload_from_pod(pod) if pod and pod != "unknown" else "")
     )
-    service = _text(merged.get("service.name") or merged.get("app") or merged.get("cluster_name"))
+    # Envoy's built-in `cluster_name` label is the node cluster, `<app>.<namespace>` in Istio.
+    service = _text(
+        merged.get("service.name")
+        or merged.get("app")
+        or _text(merged.get("cluster_name")).split(".", 1)[0]
+    )
     version = _text(merged.get("service.version") or merged.get("version"))
     sa = _text(merged.get("service_account") or merged.get("k8s.serviceaccount.name"))
     principal = ""

@@ -19,12 +19,17 @@ import pyarrow as pa
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from collector.decode.attributes import KeyValueCache, ResourceInfo, any_value_to_text, entries_json
-from collector.decode.otlp_traces import resource_for
+from collector.decode.attributes import (
+    KeyValueCache,
+    ResourceInfo,
+    any_value_to_text,
+    entries_json,
+    resource_for,
+)
 from collector.decode.otlp_wire import LogsRequest
 from collector.errors import DecodeError
 from collector.store.records import Record
-from collector.store.schema import LOGS
+from collector.store.schema import LOGS, empty_table
 
 KIND: Final = "otlp logs"
 log = logging.getLogger(__name__)
@@ -79,12 +84,11 @@ def decode_logs(
                 except (ProtobufDecodeError, ValueError) as exc:
                     where = f"resource_logs[{i}].scope_logs[{j}].log_records[{k}]"
                     raise DecodeError(KIND, f"{where} is invalid: {exc}") from exc
-    out = {"logs": _logs_table(cols, ts_ns)}
     if requests:
         from collector.decode.request_rows import rows_to_table
 
-        out["requests"] = rows_to_table(requests)
-    return out
+        return {"logs": _logs_table(cols, ts_ns), "requests": rows_to_table(requests)}
+    return {"logs": _logs_table(cols, ts_ns), "requests": empty_table("requests")}
 
 
 def _decode_record(

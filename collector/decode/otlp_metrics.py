@@ -27,6 +27,7 @@ KIND: Final = "otlp metrics"
 _INT64_MAX: Final = 2**63 - 1
 _NO_RECORDED_VALUE: Final = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 _TEMPORALITY: Final = {1: "delta", 2: "cumulative"}
+_KEPT_WITHOUT_VALUE: Final = frozenset({"is_monotonic", "temporality", "scale"})
 
 
 def _int64(n: int) -> int:
@@ -98,6 +99,8 @@ class _Rows:
         self, metric: Any, kind: str, res: ResourceInfo, point: Any, received_ns: int, **values: Any
     ) -> None:
         c = self.cols
+        if point.flags & _NO_RECORDED_VALUE:  # a staleness marker: the point has no values
+            values = {k: v for k, v in values.items() if k in _KEPT_WITHOUT_VALUE}
         self.ts_ns.append(point.time_unix_nano or max(received_ns, 0))
         self.start_ns.append(point.start_time_unix_nano)
         c["name"].append(metric.name)
@@ -134,8 +137,6 @@ class _Rows:
 
 
 def _number(point: Any) -> float | None:
-    if point.flags & _NO_RECORDED_VALUE:
-        return None
     which = point.WhichOneof("value")
     if which == "as_double":
         return point.as_double  # NaN/inf are valid DOUBLEs: kept as sent

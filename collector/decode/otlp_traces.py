@@ -10,6 +10,7 @@ attributes arrive as raw bytes.
 from __future__ import annotations
 
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -19,10 +20,10 @@ from collector.decode.attributes import (
     KeyValueCache,
     ResourceInfo,
     entries_json,
-    resource_info_from_bytes,
+    resource_for,
     to_json,
 )
-from collector.decode.otlp_wire import TracesRequest
+from collector.decode.otlp_wire import Status, TracesRequest
 from collector.errors import DecodeError
 from collector.store.records import Record
 from collector.store.schema import SPANS
@@ -48,18 +49,20 @@ _RARE_KEYS: Final = frozenset(
 )
 
 _cache = KeyValueCache()
-_resources: dict[bytes, ResourceInfo] = {}
+_statuses: dict[bytes, tuple[str, str]] = {}
 
 
-def resource_for(raw: bytes) -> ResourceInfo:
-    """ResourceInfo of encoded Resource bytes, memoised (an SDK sends the same one each time)."""
-    info = _resources.get(raw)
-    if info is None:
-        info = resource_info_from_bytes(raw)
-        if len(_resources) >= 4096:
-            _resources.clear()
-        _resources[raw] = info
-    return info
+def _status(raw: bytes) -> tuple[str, str]:
+    """(status_code, status_message) of an encoded Status, memoised (bounded)."""
+    found = _statuses.get(raw)
+    if found is None:
+        st = Status.FromString(raw)
+        code = st.code
+        found = (_STATUS[code] if 0 <= code < 3 else "unset", st.message)
+        if len(_statuses) >= 10_000:
+            _statuses.clear()
+        _statuses[raw] = found
+    return found
 
 
 def text(value: object) -> str | None:
@@ -88,18 +91,22 @@ def int32(value: object) -> int | None:
 
 
 def _server_address(d: dict[str, object], kind: str) -> str | None:
+    """server.address, else the old conventions' host/peer name, else Envoy's upstream cluster
+    host (egress spans: outbound|9080|v1|reviews.default.svc.cluster.local), else the URL host."""
     addr = d.get("server.address")
     if addr is None:
-        if kind == "server":
-            addr = d.get("net.host.name")
-        else:
-            addr = d.get("net.peer.name")
-            if addr is None:
-                # Envoy's egress spans: outbound|9080|v1|reviews.default.svc.cluster.local
-                cluster = d.get("upstream_cluster")
-                if type(cluster) is str and cluster.startswith("outbound|"):
-                    host = cluster.split("|")[-1]
-                    addr = host or None
+        addr = d.get("net.host.name" if kind == "server" else "net.peer.name")
+    if addr is None:
+        cluster = d.get("upstream_cluster")
+        if type(cluster) is str and cluster.startswith("outbound|"):
+            addr = cluster.rpartition("|")[2] or None
+    if addr is None:
+        url = d.get("url.full") or d.get("http.url")
+        if type(url) is str:
+            try:
+                addr = urlsplit(url).hostname
+            except ValueError:
+                addr = None
     return text(addr)
 
 
@@ -169,7 +176,7 @@ def _decode_scope(c: _Columns, spans: Any, res: ResourceInfo, scope_name: str) -
     kinds = _KINDS
     rare = (rpc_service, rpc_method, rpc_status, peer_service, db_system, db_name, messaging)
     no_attributes = (http_method, http_status, http_route, server_address, *rare)
-    statuses = _STATUS
+    status_of = _status
     for sp in spans:
         trace_id(sp.trace_id.hex())
         span_id(sp.span_id.hex())
@@ -180,10 +187,12 @@ def _decode_scope(c: _Columns, spans: Any, res: ResourceInfo, scope_name: str) -
         kind_col(kind)
         start(sp.start_time_unix_nano)
         end(sp.end_time_unix_nano)
-        st = sp.status
-        code = st.code
-        status = statuses[code] if 0 <= code < 3 else "unset"
-        status_message(st.message)
+        raw_status = sp.status
+        if raw_status:
+            status, message = status_of(raw_status)
+        else:  # most spans: no status, or an empty one
+            status, message = "unset", ""
+        status_message(message)
         links = sp.links
         links_col(_links(links) if links else "[]")
         raws = sp.attributes
@@ -245,7 +254,7 @@ def decode_traces(payload: bytes, received_ns: int = 0) -> pa.Table:
                 _decode_scope(c, ss.spans, res, ss.scope.name)
             except (ProtobufDecodeError, ValueError) as exc:
                 where = f"resource_spans[{i}].scope_spans[{j}]"
-                raise DecodeError(KIND, f"invalid span attribute in {where}: {exc}") from exc
+                raise DecodeError(KIND, f"invalid span in {where}: {exc}") from exc
     return _table(c, received_ns)
 
 

@@ -38,7 +38,7 @@ _MESSAGES: Final[dict[str, list[tuple[str, int, str, bool]]]] = {
     ],
     "ScopeSpans": [("scope", 1, "Scope", False), ("spans", 2, "Span", True)],
     "Scope": [("name", 1, "string", False), ("version", 2, "string", False)],
-    "Status": [("message", 2, "string", False), ("code", 3, "int32", False)],
+    "Status": [("message", 2, "string", False), ("code", 3, "int32", False)],  # parsed on demand
     "Link": [("trace_id", 1, "bytes", False), ("span_id", 2, "bytes", False)],
     "Span": [
         ("trace_id", 1, "bytes", False),
@@ -50,7 +50,7 @@ _MESSAGES: Final[dict[str, list[tuple[str, int, str, bool]]]] = {
         ("end_time_unix_nano", 8, "fixed64", False),
         ("attributes", 9, "bytes", True),
         ("links", 13, "Link", True),
-        ("status", 15, "Status", False),
+        ("status", 15, "bytes", False),
     ],
     "LogsRequest": [("resource_logs", 1, "ResourceLogs", True)],
     "ResourceLogs": [("resource", 1, "bytes", False), ("scope_logs", 2, "ScopeLogs", True)],
@@ -95,4 +95,5 @@ def _build() -> dict[str, Any]:
 
 _CLASSES: Final = _build()
 TracesRequest: Final[Any] = _CLASSES["TracesRequest"]
+Status: Final[Any] = _CLASSES["Status"]
 LogsRequest: Final[Any] = _CLASSES["LogsRequest"]

@@ -40,10 +40,22 @@ _DEFAULTS: Final[dict[str, Any]] = {"response_flags": "-", "response_code": 0}
 def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     """dict rows -> a `requests` table (exact schema, column order)."""
     rows = list(rows)
+    return columns_to_table(
+        {f.name: [row.get(f.name) for row in rows] for f in REQUESTS}, len(rows)
+    )
+
+
+def columns_to_table(cols: Mapping[str, list[Any]], n: int | None = None) -> pa.Table:
+    """Column lists (any subset of the requests columns, equal lengths) -> a `requests`
+    table; absent columns are null (identity text 'unknown')."""
+    if n is None:
+        n = len(next(iter(cols.values()))) if cols else 0
     columns: dict[str, pa.Array] = {}
     for field in REQUESTS:
         name = field.name
-        values = [row.get(name) for row in rows]
+        values = cols.get(name)
+        if values is None:
+            values = [None] * n
         if name in IDENTITY_COLUMNS:
             values = [UNKNOWN if v is None or v == "" else v for v in values]
         elif name in _DEFAULTS:

@@ -329,8 +329,9 @@ class DemoStack:
 def _terminate(r: Running, timeout: float = 15.0) -> None:
     if r.proc.poll() is not None:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(r.proc.pid, signal.SIGTERM)
+    # SIGTERM to the process only: it stops its own children (e.g. the collector's decoder
+    # workers) in order; the whole group is killed only if it does not exit in time.
+    r.proc.terminate()
     try:
         r.proc.wait(timeout)
     except subprocess.TimeoutExpired:

@@ -5,7 +5,7 @@ and `meshlens demo`.
     certs.py      DemoCA, spiffe_id, CertFiles
     bootstrap.py  SidecarSpec/Upstream/Subset/Collector -> Envoy bootstrap dict; runtime keys
     envoy.py      EnvoyProcess / EnvoySidecar (start, readiness, admin, set_weights, stop)
-    mesh.py       SidecarPair-style helpers to build a small mesh quickly
+    mesh.py       LocalMesh: workloads, who calls whom (weights), start/stop all sidecars
     app.py        TinyApp, an HTTP app for behind a sidecar
     ports.py      free loopback ports
 """

@@ -13,7 +13,12 @@ What it mimics of an Istio sidecar (so the telemetry it sends is what a mesh sen
 - access logs through `envoy.access_loggers.http_grpc` (and `tcp_grpc` for TCP) to meshlens'
   gRPC ALS and `envoy.access_loggers.open_telemetry` with Istio's default text line as the body
   (what `envoyHttpAls`, `envoyTcpAls` and `envoyOtelAls` providers render);
-- tracing with `envoy.tracers.opentelemetry` (OTLP/gRPC to meshlens), Istio's custom tags.
+- tracing with `envoy.tracers.opentelemetry` (OTLP/gRPC to meshlens), Istio's custom tags;
+- Istio's HTTP metadata exchange, emulated with headers: the client sidecar adds
+  `x-envoy-peer-metadata` (base64 Struct of its node metadata) and `-id` to requests, the server
+  sidecar to responses, and both are logged (ALS additional headers, OTel attributes
+  `downstream_peer`/`upstream_peer`), so both reports name both workloads as with Istio's
+  `upstream_peer`/`downstream_peer` filter state.
 
 Live traffic weights (the gate's Envoy actuator): each outbound route with several subsets is a
 weighted cluster with `runtime_key_prefix` = `weights_runtime_prefix(host, port)`; the weight of
@@ -27,13 +32,18 @@ Set it on a running sidecar with the admin endpoint `POST /runtime_modify?<key>=
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from google.protobuf import struct_pb2
+
 from collector.localmesh.certs import CertFiles
 
 ISTIO_VERSION: Final = "1.26.0-meshlens"
+PEER_METADATA_HEADER: Final = "x-envoy-peer-metadata"
+PEER_METADATA_ID_HEADER: Final = "x-envoy-peer-metadata-id"
 MESHLENS_CLUSTER: Final = "meshlens_collector"
 ROUTER: Final = {
     "name": "envoy.filters.http.router",
@@ -61,6 +71,8 @@ OTEL_ATTRIBUTES: Final = {
     "upstream_peer_uri_san": "%UPSTREAM_PEER_URI_SAN%",
     "upstream_local_uri_san": "%UPSTREAM_LOCAL_URI_SAN%",
     "traceparent": "%REQ(TRACEPARENT)%",
+    "downstream_peer": "%REQ(X-ENVOY-PEER-METADATA)%",
+    "upstream_peer": "%RESP(X-ENVOY-PEER-METADATA)%",
     "grpc_status": "%GRPC_STATUS_NUMBER%",
 }
 
@@ -86,6 +98,7 @@ class Upstream:
     subsets: tuple[Subset, ...]
     timeout_s: float = 5.0
     retries: int = 0
+    tcp: bool = False  # a TCP proxy listener (tcp_grpc ALS; first subset only) instead of HTTP
 
     def cluster_name(self, subset: Subset) -> str:
         return f"outbound|{self.port}|{subset.name}|{self.host}"
@@ -129,7 +142,7 @@ class SidecarSpec:
     cluster_id: str = "Kubernetes"
     admin_port: int = 0  # 0 = ephemeral (read back with --admin-address-path)
     extra_labels: Mapping[str, str] = field(default_factory=dict)
-    tcp: bool = False  # inbound/outbound as TCP proxies (tcp_grpc ALS) instead of HTTP
+    tcp: bool = False  # the inbound listener is a TCP proxy (tcp_grpc ALS) instead of HTTP
 
     @property
     def sa(self) -> str:
@@ -195,6 +208,41 @@ def node_metadata(spec: SidecarSpec) -> dict[str, Any]:
         "INSTANCE_IPS": spec.ip,
         "PROXY_CONFIG": {"serviceCluster": f"{spec.app}.{spec.namespace}"},
     }
+
+
+_EXCHANGED_KEYS: Final = (
+    "NAME",
+    "NAMESPACE",
+    "WORKLOAD_NAME",
+    "SERVICE_ACCOUNT",
+    "LABELS",
+    "CLUSTER_ID",
+    "MESH_ID",
+    "OWNER",
+)
+
+
+def peer_metadata_header(spec: SidecarSpec) -> str:
+    """Istio's HTTP metadata-exchange value: base64 of the serialized Struct of (part of) the
+    node metadata. Our sidecars exchange it as `x-envoy-peer-metadata` request headers (client
+    -> server) and response headers (server -> client), like Istio's MX filter does."""
+    meta = node_metadata(spec)
+    s = struct_pb2.Struct()
+    s.update({k: meta[k] for k in _EXCHANGED_KEYS})
+    return base64.b64encode(s.SerializeToString(deterministic=True)).decode("ascii")
+
+
+def _peer_headers(spec: SidecarSpec) -> list[dict[str, Any]]:
+    return [
+        {
+            "header": {"key": PEER_METADATA_HEADER, "value": peer_metadata_header(spec)},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        },
+        {
+            "header": {"key": PEER_METADATA_ID_HEADER, "value": spec.node_id},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        },
+    ]
 
 
 def _addr(host: str, port: int) -> dict[str, Any]:
@@ -277,8 +325,13 @@ def access_loggers(spec: SidecarSpec, *, tcp: bool = False) -> list[dict[str, An
                         "content-type",
                         "traceparent",
                         "x-b3-traceid",
+                        PEER_METADATA_HEADER,
                     ],
-                    "additional_response_headers_to_log": ["grpc-status", "content-type"],
+                    "additional_response_headers_to_log": [
+                        "grpc-status",
+                        "content-type",
+                        PEER_METADATA_HEADER,
+                    ],
                     "additional_response_trailers_to_log": ["grpc-status"],
                 },
             }
@@ -397,6 +450,8 @@ def inbound_listener(spec: SidecarSpec) -> dict[str, Any]:
                             "match": {"prefix": "/"},
                             "route": {"cluster": cluster, "timeout": "0s"},
                             "decorator": {"operation": f"{spec.fqdn}:{spec.service_port}/*"},
+                            # metadata exchange: tell the client sidecar who answered
+                            "response_headers_to_add": _peer_headers(spec),
                         }
                     ],
                 }
@@ -443,7 +498,7 @@ def _outbound_route_action(up: Upstream) -> dict[str, Any]:
 
 def outbound_listener(spec: SidecarSpec, up: Upstream) -> dict[str, Any]:
     name = f"{spec.ip}_{up.listen_port}"
-    if spec.tcp:
+    if up.tcp:
         net_filter = _tcp_proxy(
             spec, f"outbound_{up.host}_{up.port}", up.cluster_name(up.subsets[0])
         )
@@ -460,6 +515,8 @@ def outbound_listener(spec: SidecarSpec, up: Upstream) -> dict[str, Any]:
                             "name": "default",
                             "match": {"prefix": "/"},
                             "route": _outbound_route_action(up),
+                            # metadata exchange: tell the server sidecar who is calling
+                            "request_headers_to_add": _peer_headers(spec),
                             "decorator": {
                                 "operation": f"{short}.{up.host.split('.')[1]}"
                                 f".svc.cluster.local:{up.port}/*"

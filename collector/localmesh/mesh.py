@@ -39,6 +39,7 @@ class MeshWorkload:
     app_port: int
     certs: CertFiles
     upstreams: list[Upstream] = field(default_factory=list)
+    tcp: bool = False  # a TCP service (the sidecars proxy bytes, ALS sends TCP entries)
 
     @property
     def key(self) -> str:
@@ -77,6 +78,7 @@ class LocalMesh:
         namespace: str = "default",
         service_port: int = DEFAULT_PORT,
         inbound_port: int = 0,
+        tcp: bool = False,
     ) -> MeshWorkload:
         key = (namespace, app)
         if key not in self._certs:
@@ -89,6 +91,7 @@ class LocalMesh:
             inbound_port or free_port(),
             app_port,
             self._certs[key],
+            tcp=tcp,
         )
         if w.key in self.workloads:
             raise ValueError(f"workload {w.key} already added")
@@ -130,6 +133,7 @@ class LocalMesh:
             tuple(subsets),
             timeout_s=timeout_s,
             retries=retries,
+            tcp=bool(targets) and targets[0].tcp,
         )
         client.upstreams.append(up)
         return up
@@ -145,6 +149,7 @@ class LocalMesh:
             certs=w.certs,
             collector=self.collector,
             upstreams=tuple(w.upstreams),
+            tcp=w.tcp,
         )
 
     def sidecar(self, w: MeshWorkload | str) -> EnvoySidecar:

@@ -5,10 +5,17 @@ Client-streaming: a sidecar opens one stream and keeps sending `StreamAccessLogs
 stream keeps it and every message is stored with it as the record's context: each WAL record is
 decodable on its own, in any order, on replay.
 
+Pipelining: ALS has no per-message acknowledgement (the single response comes when the stream
+ends, and Envoy ignores it), so a stream need not wait for message k to be durable before
+reading message k+1. Up to `STREAM_WINDOW` appends per stream are in flight; they share group
+commits, and the stream's response is sent only after all of them are durable. Records are
+independent (each carries the identifier), so their order in the WAL does not matter.
+
 Backpressure: while the store or the memory budget is full, the stream waits (HTTP/2 flow
 control then slows Envoy, which buffers and drops on its side) instead of failing at once; it
 gives up with RESOURCE_EXHAUSTED after `OVERLOAD_WAIT_S`. A message that does not parse ends the
-stream with INVALID_ARGUMENT (Envoy reconnects and sends the identifier again).
+stream with INVALID_ARGUMENT (Envoy reconnects and sends the identifier again); messages before
+it are kept.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ METHOD: Final = f"/{SERVICE}/StreamAccessLogs"
 RECEIVER: Final = "envoy_als"
 SIGNAL: Final = "access_logs"
 OVERLOAD_WAIT_S: Final = 30.0
+STREAM_WINDOW: Final = 8  # appends in flight per stream
 
 RunBlocking = Callable[..., Awaitable[Any]]
 
@@ -42,7 +50,6 @@ class AlsStream:
     """Per-stream state: the node identity from the first message that had one."""
 
     identifier: bytes = b""
-    messages: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +71,17 @@ def parse_message(raw: bytes) -> AlsMessage:
     return AlsMessage(ident, len(msg.http_logs.log_entry) + len(msg.tcp_logs.log_entry))
 
 
-def store_message(ingest: Ingest, stream: AlsStream, raw: bytes) -> tuple[int, float | None]:
+def _identifier_of(raw: bytes) -> bytes:
+    """The serialized Identifier of a message (b"" if it has none); DecodeError if malformed."""
+    return parse_message(raw).identifier
+
+
+def store_message(ingest: Ingest, identifier: bytes, raw: bytes) -> tuple[int, float | None]:
     """Parse and durably append one message (blocking); returns (entries, append seconds)."""
     parsed = parse_message(raw)
-    if not stream.identifier and parsed.identifier:
-        stream.identifier = parsed.identifier
-    stream.messages += 1
     if parsed.items == 0:
         return 0, None
-    took = ingest.append(RecordKind.ENVOY_ALS, raw, items=parsed.items, context=stream.identifier)
+    took = ingest.append(RecordKind.ENVOY_ALS, raw, items=parsed.items, context=identifier)
     return parsed.items, took
 
 
@@ -82,41 +91,71 @@ def als_handler(ingest: Ingest, run_blocking: RunBlocking) -> grpc.GenericRpcHan
 
     async def stream_access_logs(requests: AsyncIterator[bytes], context: Any) -> bytes:
         stream = AlsStream()
+        pending: set[asyncio.Task[None]] = set()
         metrics.als_streams.inc()
         try:
             async for raw in requests:
-                await _one(stream, raw, context)
+                # The identifier must be known before the message is handed off.
+                if not stream.identifier:
+                    try:
+                        stream.identifier = await run_blocking(_identifier_of, raw)
+                    except CollectorError as exc:
+                        metrics.request(RECEIVER, SIGNAL, classify(exc).reason, nbytes=len(raw))
+                        if pending:
+                            await asyncio.wait(pending)
+                        await _fail(exc, context)
+                pending.add(asyncio.ensure_future(_one(stream.identifier, raw)))
+                if len(pending) >= STREAM_WINDOW:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    await _raise_first(done, pending, context)
+            if pending:
+                done, pending = await asyncio.wait(pending)
+                await _raise_first(done, pending, context)
         finally:
+            for task in pending:
+                task.cancel()
             metrics.als_streams.dec()
         return b""  # StreamAccessLogsResponse is empty
 
-    async def _one(stream: AlsStream, raw: bytes, context: Any) -> None:
+    async def _raise_first(
+        done: set[asyncio.Task[None]], pending: set[asyncio.Task[None]], context: Any
+    ) -> None:
+        for task in done:
+            exc = task.exception()
+            if isinstance(exc, CollectorError):
+                if pending:  # what was accepted before the failure stays accepted
+                    await asyncio.wait(pending)
+                await _fail(exc, context)
+            if exc is not None:
+                raise exc
+
+    async def _one(identifier: bytes, raw: bytes) -> None:
         deadline = time.monotonic() + OVERLOAD_WAIT_S
         while True:
             try:
-                items, took = await run_blocking(store_message, ingest, stream, raw)
+                items, took = await run_blocking(store_message, ingest, identifier, raw)
             except Overloaded as exc:
                 if time.monotonic() + exc.retry_after_s < deadline:
                     await asyncio.sleep(exc.retry_after_s)
                     continue
-                await _fail(exc, raw, context)
+                metrics.request(RECEIVER, SIGNAL, "overloaded", nbytes=len(raw))
+                raise
             except CollectorError as exc:
-                await _fail(exc, raw, context)
-            else:
-                metrics.request(
-                    RECEIVER,
-                    SIGNAL,
-                    "ok",
-                    nbytes=len(raw),
-                    received=items,
-                    accepted=items,
-                    append_s=took,
-                )
-                return
+                metrics.request(RECEIVER, SIGNAL, classify(exc).reason, nbytes=len(raw))
+                raise
+            metrics.request(
+                RECEIVER,
+                SIGNAL,
+                "ok",
+                nbytes=len(raw),
+                received=items,
+                accepted=items,
+                append_s=took,
+            )
+            return
 
-    async def _fail(exc: CollectorError, raw: bytes, context: Any) -> None:
+    async def _fail(exc: CollectorError, context: Any) -> None:
         f = classify(exc)
-        metrics.request(RECEIVER, SIGNAL, f.reason, nbytes=len(raw))
         await context.abort(f.grpc_code, f.message, f.grpc_trailers())
 
     return grpc.method_handlers_generic_handler(

@@ -2,31 +2,38 @@
 
 `convert_segment` is a plain module-level function of plain arguments so a
 `ProcessPoolExecutor` can run it: it reads the segment, decodes record by record (a record that
-fails to decode is counted, logged and skipped; the rest of the segment is kept), and writes one
-file per table and hour partition named `<node>_<seq>_<seq>.parquet` with `write_table`. The
-same segment always gives the same files, so converting it again after a crash changes nothing.
-Deleting the WAL segment is the caller's job, after this returns.
+fails to decode is counted, logged and kept in `<data>/deadletter/<node>_<seq>.wal` in WAL
+framing for a later replay; the rest of the segment is kept), and writes one file per table and
+hour partition named `<node>_<seq>_<seq>.parquet` with `write_table`. The same segment always
+gives the same files, so converting it again after a crash changes nothing. A decoder that cannot
+be imported fails the whole conversion (retried later; the WAL segment stays). Deleting the WAL
+segment is the caller's job, after this returns.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from collector.decode import registry
 from collector.store import wal
+from collector.store.layout import wal_segment_path
 from collector.store.records import Record, RecordKind
-from collector.store.writer import conform, write_table
+from collector.store.schema import TIME_COLUMN
+from collector.store.writer import COMPRESSION, conform, fsync_dir, make_dirs, write_table
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_SAMPLES = 5
+DEAD_LETTER_DIR = "deadletter"
 
 Decoder = Callable[[Record], dict[str, pa.Table]]
 
@@ -54,38 +61,79 @@ def load_decoder(kind: RecordKind, overrides: Mapping[int, str]) -> Decoder:
 
 
 def warm_up(overrides: Mapping[int, str]) -> int:
-    """Import every decoder now (in a fresh worker) so the first segment does not pay for it."""
+    """Import every decoder and run each stage once on tiny input (in a fresh worker), so the
+    first real segment does not pay for imports and kernel set-up."""
     loaded = 0
     for kind in RecordKind:
         try:
-            load_decoder(kind, overrides)
+            fn = load_decoder(kind, overrides)
             loaded += 1
         except Exception as exc:  # a missing decoder fails later, per record, with its reason
             log.debug("decoder for %s not loaded: %s", kind.name, exc)
+            continue
+        try:
+            fn(Record(kind, 0, b""))
+        except Exception:  # empty input may be invalid; only the warm-up matters
+            pass
+    sample = conform("spans", pa.table({})).sort_by(TIME_COLUMN["spans"])
+    pq.write_table(sample, pa.BufferOutputStream(), compression=COMPRESSION)
     return loaded
 
 
+class DecoderUnavailable(RuntimeError):
+    """A decoder could not be imported: a systemic fault, so the segment is kept and retried
+    rather than every record being dead-lettered."""
+
+
 def decode_all(
-    records: list[Record], overrides: Mapping[int, str]
-) -> tuple[dict[str, pa.Table], int, list[str]]:
-    """Decode each record on its own; a failing record is skipped and counted."""
+    bodies: list[bytes], overrides: Mapping[int, str]
+) -> tuple[dict[str, pa.Table], list[bytes], list[str]]:
+    """Decode each record on its own. Returns rows per table, the bodies that failed (for the
+    dead-letter file), and a few error messages."""
     parts: dict[str, list[pa.Table]] = {}
-    errors = 0
+    failed: list[bytes] = []
     samples: list[str] = []
     decoders: dict[RecordKind, Decoder] = {}
-    for i, record in enumerate(records):
+    for i, body in enumerate(bodies):
+        what = "record"
         try:
+            record = Record.decode(body)
+            what = record.kind.name
             fn = decoders.get(record.kind)
             if fn is None:
-                fn = decoders[record.kind] = load_decoder(record.kind, overrides)
+                try:
+                    fn = decoders[record.kind] = load_decoder(record.kind, overrides)
+                except Exception as exc:
+                    raise DecoderUnavailable(f"decoder for {record.kind.name}: {exc!r}") from exc
             for table, data in fn(record).items():
                 if data.num_rows:
                     parts.setdefault(table, []).append(conform(table, data))
-        except Exception as exc:  # one bad record (or decoder bug) must not lose the segment
-            errors += 1
+        except DecoderUnavailable:
+            raise
+        except Exception as exc:  # one bad record (or a decoder bug) must not lose the rest
+            failed.append(body)
             if len(samples) < MAX_ERROR_SAMPLES:
-                samples.append(f"record {i} ({record.kind.name}): {type(exc).__name__}: {exc}")
-    return {t: pa.concat_tables(ts) for t, ts in parts.items()}, errors, samples
+                samples.append(f"record {i} ({what}): {type(exc).__name__}: {exc}")
+    return {t: pa.concat_tables(ts) for t, ts in parts.items()}, failed, samples
+
+
+def dead_letter_path(data_dir: Path, node: str, seq: int) -> Path:
+    return data_dir / DEAD_LETTER_DIR / wal_segment_path(data_dir, node, seq).name
+
+
+def write_dead_letters(path: Path, bodies: list[bytes], *, fsync: bool = True) -> None:
+    """The records that failed to decode, in WAL framing, so a fixed decoder can replay them.
+    Same name for the same segment, so a replay after a crash rewrites it."""
+    make_dirs(path.parent, fsync=fsync)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(wal.MAGIC + b"".join(wal.frame(b) for b in bodies))
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if fsync:
+        fsync_dir(path.parent)
 
 
 def convert_segment(
@@ -99,21 +147,27 @@ def convert_segment(
 ) -> ConvertResult:
     """Read, decode and write one WAL segment; returns counts (the segment is left in place)."""
     t0 = time.monotonic()
-    records, scanned = wal.read_records(Path(path), limit)
-    tables, errors, samples = decode_all(records, overrides or {})
+    data = Path(path).read_bytes()
+    if limit is not None:
+        data = data[:limit]
+    bodies = [bytes(b) for _off, b in wal.iter_frames(data)]
+    scanned = wal.scan(data)
+    tables, failed, samples = decode_all(bodies, overrides or {})
     files: list[str] = []
     rows: dict[str, int] = {}
+    if failed:
+        dead = dead_letter_path(Path(data_dir), node, seq)
+        write_dead_letters(dead, failed, fsync=fsync)
+        files.append(str(dead))
     for table in sorted(tables):
-        data = tables[table]
-        rows[table] = data.num_rows
-        files.extend(
-            str(p) for p in write_table(Path(data_dir), table, data, node, seq, fsync=fsync)
-        )
+        rows[table] = tables[table].num_rows
+        written = write_table(Path(data_dir), table, tables[table], node, seq, fsync=fsync)
+        files.extend(str(p) for p in written)
     return ConvertResult(
         seq=seq,
-        records=len(records),
+        records=len(bodies),
         rows=rows,
-        decode_errors=errors,
+        decode_errors=len(failed),
         error_samples=tuple(samples),
         files=tuple(files),
         seconds=time.monotonic() - t0,

@@ -137,7 +137,9 @@ VERDICTS: Final = _schema(
     ("verdict", pa.string()),  # pass|fail|inconclusive
     ("score", pa.float64()),
     ("details", pa.string()),  # JSON: per-metric results, reasons, action taken
-    ("action", pa.string()),  # what the gate did: advance|hold|pause|rollback|promote|none
+    # What the gate did: start|advance|hold|pause|resume|reapply|rollback|promote|none, or
+    # flagger:<hook>:<status> / argo:<verdict> when another controller asked through the API.
+    ("action", pa.string()),
     ("dry_run", pa.bool_()),
 )
 

@@ -44,6 +44,7 @@ from collector.store.writer import fsync_dir
 log = logging.getLogger(__name__)
 
 MiB: Final = 1024 * 1024
+RESERVE_AHEAD_US: Final = 3600 * 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,7 @@ class Store:
         self._batch = _Batch()
         self._in_flight = 0
         self._seq = 0
+        self._reserved = 0  # persisted bound: sequence numbers up to it may have been used
         self._active: wal.SegmentFile | None = None
         self._active_seq = 0
         self._active_opened = 0.0
@@ -168,6 +170,8 @@ class Store:
         self._completed: list[tuple[int, Future[ConvertResult]]] = []
         self._converter_done = False
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_gen = 0
+        self._submitted_gen: dict[int, int] = {}
         self._lock_fd = -1
         self._c = _Counters()
         self._gauges: dict[str, float] = {}
@@ -183,7 +187,12 @@ class Store:
                 raise RuntimeError("Store.start() called twice")
         self._wal_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
-        self._recover()
+        try:
+            self._recover()
+        except BaseException:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise
         if self.options.decode_workers > 0:
             self._pool = self._new_pool()
         with self._lock:
@@ -326,10 +335,11 @@ class Store:
 
     def _open_segment(self, first_ns: int) -> None:
         with self._lock:
-            seq = max(self._seq + 1, time.time_ns() // 1000)  # monotonic across restarts
+            seq = max(self._seq + 1, time.time_ns() // 1000)
             self._seq = seq
         path = wal_segment_path(self.data_dir, self.options.node, seq)
         try:
+            self._reserve(seq)
             seg = wal.SegmentFile(path)
             if self._fsync:
                 fsync_dir(self._wal_dir)  # the new name must survive a crash too
@@ -343,10 +353,31 @@ class Store:
         with self._lock:
             self._segments[seq] = _Segment(path, seg.size, first_ns)
 
+    def _reserve(self, seq: int) -> None:
+        """Persist a bound above every sequence number handed out, ahead of use (one small
+        fsynced write an hour). Numbers must never repeat or go back, even when the WAL is empty
+        and the clock stepped back: a lower number could fall inside a compacted file's range
+        and be hidden by it."""
+        if seq <= self._reserved:
+            return
+        value = seq + RESERVE_AHEAD_US
+        path = self._seq_path()
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w") as f:
+            f.write(f"{value}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(self._wal_dir)
+        self._reserved = value
+
+    def _seq_path(self) -> Path:
+        return self._wal_dir / f"{self.options.node}.seq"
+
     def _write_batch(self, batch: _Batch) -> None:
         data = b"".join(batch.frames)
         t0 = time.monotonic()
-        error: OSError | None = None
+        error: Exception | None = None
         where = str(self._wal_dir)
         try:
             if self._active is None:
@@ -365,7 +396,7 @@ class Store:
                     seg.rollback()
                     seg.broken = True
                     raise
-        except OSError as exc:
+        except Exception as exc:  # OSError mostly; anything else must still answer the waiters
             error = exc
         elapsed = time.monotonic() - t0
         with self._lock:
@@ -382,7 +413,7 @@ class Store:
             else:
                 self._c.add("append_failures", batch.records)
         if error is not None:
-            reason = error.strerror or str(error)
+            reason = (error.strerror if isinstance(error, OSError) else None) or repr(error)
             log.error(
                 "WAL write to %s failed (%s); %d appends refused", where, reason, batch.records
             )
@@ -397,10 +428,12 @@ class Store:
         assert seg is not None
         self._active = None
         try:
-            if self._fsync and not seg.broken:
+            if seg.broken:  # cut a failed batch's bytes once more (space may be back by now)
+                os.ftruncate(seg.fd, seg.size)
+            if self._fsync:
                 seg.sync()
         except OSError as exc:
-            log.error("fsync of %s at roll failed: %s", seg.path, exc)
+            log.error("cleaning up %s at roll failed: %s", seg.path, exc)
         seg.close()
         with self._lock:
             if seg.size <= len(wal.MAGIC):  # nothing acknowledged in it
@@ -486,6 +519,7 @@ class Store:
                 fut.set_exception(BrokenProcessPool(str(exc)))
         with self._lock:
             self._inflight[seq] = fut
+            self._submitted_gen[seq] = self._pool_gen
         fut.add_done_callback(functools.partial(self._on_done, seq))
 
     def _on_done(self, seq: int, fut: Future[ConvertResult]) -> None:
@@ -496,13 +530,14 @@ class Store:
     def _finish(self, seq: int, fut: Future[ConvertResult]) -> None:
         with self._lock:
             self._inflight.pop(seq, None)
+            gen = self._submitted_gen.pop(seq, -1)
             seg = self._segments.get(seq)
         if seg is None:
             return
         try:
             result = fut.result()
         except Exception as exc:
-            self._conversion_failed(seq, seg, exc)
+            self._conversion_failed(seq, seg, exc, gen)
             return
         try:
             seg.path.unlink()
@@ -513,10 +548,11 @@ class Store:
             log.warning("cannot delete converted WAL segment %s: %s", seg.path, exc)
         if result.decode_errors:
             log.warning(
-                "WAL segment %s: %d of %d records could not be decoded and were skipped: %s",
+                "WAL segment %s: %d of %d records could not be decoded; kept in %s: %s",
                 seg.path.name,
                 result.decode_errors,
                 result.records,
+                result.files[0],
                 "; ".join(result.error_samples),
             )
         with self._lock:
@@ -535,7 +571,7 @@ class Store:
             result.seconds,
         )
 
-    def _conversion_failed(self, seq: int, seg: _Segment, exc: BaseException) -> None:
+    def _conversion_failed(self, seq: int, seg: _Segment, exc: BaseException, gen: int) -> None:
         if isinstance(exc, FileNotFoundError) and not seg.path.exists():
             log.error("WAL segment %s vanished before conversion", seg.path)
             with self._lock:
@@ -565,8 +601,10 @@ class Store:
             delay,
             exc,
         )
-        if isinstance(exc, BrokenProcessPool) and self._pool is not None:
+        if isinstance(exc, BrokenProcessPool) and self._pool is not None and gen == self._pool_gen:
+            # A worker died (crash, OOM kill): every future of that pool fails; renew it once.
             old, self._pool = self._pool, self._new_pool()
+            self._pool_gen += 1
             old.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             self._c.add("conversion_failures")
@@ -593,6 +631,14 @@ class Store:
             parsed = parse_wal_segment_name(name)
             if parsed and parsed[0] == self.options.node:
                 found.append((parsed[1], self._wal_dir / name))
+        try:
+            self._reserved = int(self._seq_path().read_text().strip() or 0)
+        except FileNotFoundError:
+            self._reserved = 0
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self._seq_path(), exc)
+            self._reserved = 0
+        self._seq = max(self._seq, self._reserved)
         for seq, path in sorted(found):
             self._seq = max(self._seq, seq)
             result = wal.repair(path)

@@ -42,9 +42,25 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(path: Path, *, fsync: bool = True) -> None:
+    """mkdir -p; with fsync, the entry of every directory created is fsynced in its parent, so
+    a new dt=/hr= partition survives a power loss along with the file written into it."""
+    if path.is_dir():
+        return
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    if fsync:
+        for d in reversed(missing):
+            fsync_dir(d.parent)
+
+
 def write_parquet_atomic(data: pa.Table, path: Path, *, fsync: bool = True) -> None:
     """tmp file in the same directory -> fsync -> rename -> fsync(dir)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, fsync=fsync)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(data, tmp, compression=COMPRESSION, row_group_size=256 * 1024)
     if fsync:

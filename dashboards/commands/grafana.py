@@ -11,10 +11,17 @@ from dashboards.grafana.builder import dumps
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("build", "check"),
-                        help="build: write the JSON files; check: exit 1 when any is stale")
-    parser.add_argument("--out", type=Path, default=OUTPUT_DIR,
-                        help=f"directory of the JSON files (default {OUTPUT_DIR})")
+    parser.add_argument(
+        "action",
+        choices=("build", "check"),
+        help="build: write the JSON files; check: exit 1 when any is stale",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=OUTPUT_DIR,
+        help=f"directory of the JSON files (default {OUTPUT_DIR})",
+    )
 
 
 def stale_files(out: Path) -> list[str]:
@@ -32,8 +39,11 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "check":
         stale = stale_files(out)
         if stale:
-            print(f"stale Grafana dashboards in {out}: {', '.join(stale)} "
-                  "(run: meshlens grafana build)", file=sys.stderr)
+            print(
+                f"stale Grafana dashboards in {out}: {', '.join(stale)} "
+                "(run: meshlens grafana build)",
+                file=sys.stderr,
+            )
             return 1
         print(f"{len(build_all())} dashboards up to date in {out}")
         return 0

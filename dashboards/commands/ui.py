@@ -1,14 +1,14 @@
 """`meshlens ui`: the Streamlit app on http://HOST:PORT (default 127.0.0.1:8501), headless.
 
-Runs `python -m streamlit run dashboards/app.py` as a child process with the store passed in
-MESHLENS_DATA_DIR (the app reads it through dashboards.data).
+Replaces this process with `python -m streamlit run dashboards/app.py` (exec: signals reach
+Streamlit directly, no orphan), the store passed in MESHLENS_DATA_DIR (the app reads it through
+dashboards.data).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Final
@@ -30,19 +30,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> list[str]:
     """The streamlit command line (tests start the same thing)."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
-        "--server.port", str(args.port),
-        "--server.address", str(args.host),
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        str(args.host),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
     ]
 
 
 def run(args: argparse.Namespace) -> int:
     env = {**os.environ, "MESHLENS_DATA_DIR": str(Path(args.data_dir).resolve())}
     print(f"meshlens ui: http://{args.host}:{args.port}/ (store {args.data_dir})", file=sys.stderr)
-    try:
-        return subprocess.call(command(args), env=env)
-    except KeyboardInterrupt:
-        return 130
+    sys.stderr.flush()
+    cmd = command(args)
+    os.execve(cmd[0], cmd, env)
+    return 0  # not reached

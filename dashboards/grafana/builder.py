@@ -16,12 +16,14 @@ from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus as prom
 from grafana_foundation_sdk.builders import stat, table, timeseries
+from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacement
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DataSourceRef,
     DataTransformerConfig,
+    Panel,
     VariableHide,
     VariableOption,
     VariableRefresh,
@@ -33,6 +35,7 @@ DS: Final = DataSourceRef(type_val="prometheus", uid="${datasource}")
 MTLS_LEGEND: Final = " (🔐mTLS)"
 RATE: Final = "$__rate_interval"
 SEC: Final = "@SEC@"
+PanelBuilder = Builder[Panel]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +74,30 @@ def _refs(queries: Sequence[Q]) -> Iterable[tuple[Q, str]]:
 
 
 def ts_panel(
-    title: str, queries: Sequence[Q], unit: str, *, w: int = 12, h: int = 8, desc: str = "",
+    title: str,
+    queries: Sequence[Q],
+    unit: str,
+    *,
+    w: int = 12,
+    h: int = 8,
+    desc: str = "",
     stack: bool = False,
 ) -> timeseries.Panel:
     p = (
-        timeseries.Panel().title(title).datasource(DS).unit(unit).span(w).height(h)
-        .fill_opacity(10).line_width(1)
-        .legend(cb.VizLegendOptions().display_mode(LegendDisplayMode.TABLE)
-                .placement(LegendPlacement.BOTTOM).show_legend(True))
+        timeseries.Panel()
+        .title(title)
+        .datasource(DS)
+        .unit(unit)
+        .span(w)
+        .height(h)
+        .fill_opacity(10)
+        .line_width(1)
+        .legend(
+            cb.VizLegendOptions()
+            .display_mode(LegendDisplayMode.TABLE)
+            .placement(LegendPlacement.BOTTOM)
+            .show_legend(True)
+        )
     )
     if stack:
         p = p.stacking(cb.StackingConfig().mode(_stacking_normal()))
@@ -107,7 +126,12 @@ def stat_panel(
 
 
 def table_panel(
-    title: str, queries: Sequence[Q], *, w: int = 24, h: int = 9, desc: str = "",
+    title: str,
+    queries: Sequence[Q],
+    *,
+    w: int = 24,
+    h: int = 9,
+    desc: str = "",
     hide: Sequence[str] = ("Time",),
 ) -> table.Panel:
     """Instant table queries merged on their shared labels (Istio's workload tables)."""
@@ -117,11 +141,15 @@ def table_panel(
     for q, ref in _refs(queries):
         p = p.with_target(_target(Q(q.expr, q.legend, instant=True, table=True), ref))
     p = p.with_transformation(DataTransformerConfig(id_val="merge", options={}))
-    p = p.with_transformation(DataTransformerConfig(
-        id_val="organize",
-        options={"excludeByName": {name: True for name in hide},
-                 "renameByName": {f"Value #{ref}": q.legend or ref for q, ref in _refs(queries)}},
-    ))
+    p = p.with_transformation(
+        DataTransformerConfig(
+            id_val="organize",
+            options={
+                "excludeByName": {name: True for name in hide},
+                "renameByName": {f"Value #{ref}": q.legend or ref for q, ref in _refs(queries)},
+            },
+        )
+    )
     return p
 
 
@@ -133,19 +161,27 @@ def query_var(
     name: str, label: str, query: str, *, include_all: bool = True, multi: bool = False
 ) -> db.QueryVariable:
     v = (
-        db.QueryVariable(name).label(label).datasource(DS).query(query)
-        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC)
-        .include_all(include_all).multi(multi)
+        db.QueryVariable(name)
+        .label(label)
+        .datasource(DS)
+        .query(query)
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(VariableSort.ALPHABETICAL_ASC)
+        .include_all(include_all)
+        .multi(multi)
     )
     if include_all:
         v = v.all_value(".*").current(VariableOption(selected=True, text="All", value="$__all"))
     return v
 
 
-def custom_var(name: str, label: str, values: Sequence[str], *, hide: bool = False
-               ) -> db.CustomVariable:
+def custom_var(
+    name: str, label: str, values: Sequence[str], *, hide: bool = False
+) -> db.CustomVariable:
     v = (
-        db.CustomVariable(name).label(label).values(",".join(values))
+        db.CustomVariable(name)
+        .label(label)
+        .values(",".join(values))
         .current(VariableOption(selected=True, text=values[0], value=values[0]))
     )
     if hide:
@@ -155,8 +191,14 @@ def custom_var(name: str, label: str, values: Sequence[str], *, hide: bool = Fal
 
 def new_dashboard(uid: str, title: str, description: str, tags: Sequence[str]) -> db.Dashboard:
     return (
-        db.Dashboard(title).uid(uid).description(description).tags(["meshlens", *tags])
-        .time("now-30m", "now").refresh("30s").timezone("browser").editable()
+        db.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["meshlens", *tags])
+        .time("now-30m", "now")
+        .refresh("30s")
+        .timezone("browser")
+        .editable()
         .tooltip(DashboardCursorSync.CROSSHAIR)
         .with_variable(datasource_var())
     )

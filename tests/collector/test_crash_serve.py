@@ -98,8 +98,8 @@ def test_kill_9_during_ingest_loses_and_duplicates_nothing(tmp_path: Path) -> No
             c.start()
         target = rng.randint(1_000, 6_000)
         wait_for(
-            lambda: sum(len(c.acked) for c in clients) >= target,
-            90,  # noqa: B023
+            lambda cs=clients, n=target: sum(len(c.acked) for c in cs) >= n,
+            90,
             f"{target} acknowledged spans (round {round_})",
         )
         serve.proc.send_signal(signal.SIGKILL)  # mid-ingest, no cleanup

@@ -21,13 +21,29 @@ EDGES: Final = (
 )
 NS: Final = "bookinfo"
 LABELS: Final = (
-    "reporter", "source_workload", "source_workload_namespace", "source_app", "source_version",
-    "source_canonical_service", "source_canonical_revision", "source_principal",
-    "destination_workload", "destination_workload_namespace", "destination_app",
-    "destination_version", "destination_service", "destination_service_name",
-    "destination_service_namespace", "destination_canonical_service",
-    "destination_canonical_revision", "destination_principal", "request_protocol",
-    "response_code", "grpc_response_status", "response_flags", "connection_security_policy",
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_principal",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_principal",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
 )
 _BUCKETS: Final = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0)
 
@@ -41,12 +57,33 @@ def _series() -> Iterator[tuple[tuple[str, ...], int]]:
             for policy in ("mutual_tls", "none"):
                 for code, weight in (("200", 20), ("503", 1)):
                     yield (
-                        reporter, src, src_ns, src_app, src_ver, src_app, src_ver,
-                        f"spiffe://cluster.local/ns/{src_ns}/sa/{src_app}",
-                        dst, NS, svc, ver, f"{svc}.{NS}.svc.cluster.local", svc, NS, svc, ver,
-                        f"spiffe://cluster.local/ns/{NS}/sa/{svc}", "http", code, "", "-",
-                        policy if reporter == "destination" else "unknown",
-                    ), weight
+                        (
+                            reporter,
+                            src,
+                            src_ns,
+                            src_app,
+                            src_ver,
+                            src_app,
+                            src_ver,
+                            f"spiffe://cluster.local/ns/{src_ns}/sa/{src_app}",
+                            dst,
+                            NS,
+                            svc,
+                            ver,
+                            f"{svc}.{NS}.svc.cluster.local",
+                            svc,
+                            NS,
+                            svc,
+                            ver,
+                            f"spiffe://cluster.local/ns/{NS}/sa/{svc}",
+                            "http",
+                            code,
+                            "",
+                            "-",
+                            policy if reporter == "destination" else "unknown",
+                        ),
+                        weight,
+                    )
 
 
 SERIES: Final = tuple(_series())
@@ -67,8 +104,11 @@ class IstioCollector:
         req = CounterMetricFamily("istio_requests_total", "requests", labels=LABELS)
         hists = {
             name: HistogramMetricFamily(name, name, labels=LABELS)
-            for name in ("istio_request_duration_milliseconds", "istio_request_bytes",
-                         "istio_response_bytes")
+            for name in (
+                "istio_request_duration_milliseconds",
+                "istio_request_bytes",
+                "istio_response_bytes",
+            )
         }
         tcp_labels = tuple(x for x in LABELS if x not in ("response_code", "grpc_response_status"))
         tcp = {
@@ -87,8 +127,11 @@ class IstioCollector:
                 h.add_metric(labels, buckets, sum_value=n * 12.0 * scale)
             if labels[LABELS.index("response_code")] != "200":
                 continue  # TCP series have no response code: one per connection identity
-            tcp_values = tuple(v for name, v in zip(LABELS, labels, strict=True)
-                               if name not in ("response_code", "grpc_response_status"))
+            tcp_values = tuple(
+                v
+                for name, v in zip(LABELS, labels, strict=True)
+                if name not in ("response_code", "grpc_response_status")
+            )
             for c in tcp.values():
                 c.add_metric(tcp_values, float(1000 * n))
         yield req

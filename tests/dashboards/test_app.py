@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -70,18 +71,19 @@ def test_mesh_page_draws_the_graph_and_filters_change_it(data_env: Path) -> None
 
 def test_mesh_time_travel_moves_the_window(data_env: Path) -> None:
     at = _app()
-    live_caption = [c.value for c in at.caption if "→" in c.value][0]
+    live_caption = next(c.value for c in at.caption if "→" in c.value)
     at.toggle(key="mesh_travel").set_value(True).run()
     assert not at.exception
     slider = at.slider(key="mesh_end")
-    slider.set_value(slider.min).run()
+    # AppTest reports datetime sliders in epoch microseconds; set a datetime.
+    slider.set_value(datetime.fromtimestamp(slider.min / 1e6, tz=UTC)).run()
     assert not at.exception
-    past_caption = [c.value for c in at.caption if "→" in c.value][0]
+    past_caption = next(c.value for c in at.caption if "→" in c.value)
     assert past_caption != live_caption
 
 
 def test_service_page_signals_tables_and_codes(data_env: Path) -> None:
-    at = _app("pages/service.py")
+    at = _app("views/service.py")
     assert at.selectbox(key="service_name").value in ("productpage", "reviews", "details")
     at.selectbox(key="service_name").set_value("reviews").run()
     assert not at.exception
@@ -101,7 +103,7 @@ def test_service_page_signals_tables_and_codes(data_env: Path) -> None:
 
 
 def test_canary_page_shows_phase_weights_metrics_and_history(data_env: Path) -> None:
-    at = _app("pages/canary.py")
+    at = _app("views/canary.py")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Phase"] == "failed"  # the live gate state file wins over the last row
     assert metrics["Last verdict"] == "fail"
@@ -119,7 +121,7 @@ def test_canary_page_shows_phase_weights_metrics_and_history(data_env: Path) -> 
 
 
 def test_sql_page_runs_examples_and_offers_downloads(data_env: Path) -> None:
-    at = _app("pages/sql.py")
+    at = _app("views/sql.py")
     at.button(key="sql_run").click().run()
     assert not at.exception
     first = at.dataframe[0].value
@@ -138,7 +140,7 @@ def test_sql_page_runs_examples_and_offers_downloads(data_env: Path) -> None:
 
 
 def test_requests_and_traces_search_and_waterfall(data_env: Path) -> None:
-    at = _app("pages/traces.py")
+    at = _app("views/traces.py")
     all_rows = _frame(at, "request_id")
     assert len(all_rows) == 200
     at.selectbox(key="tr_status").set_value("5xx").run()
@@ -158,8 +160,10 @@ def test_requests_and_traces_search_and_waterfall(data_env: Path) -> None:
     assert any("5 spans" in c.value for c in at.caption)
 
 
-@pytest.mark.parametrize("page", ["pages/mesh.py", "pages/service.py", "pages/traces.py",
-                                  "pages/canary.py", "pages/sql.py"])
+@pytest.mark.parametrize(
+    "page",
+    ["views/mesh.py", "views/service.py", "views/traces.py", "views/canary.py", "views/sql.py"],
+)
 def test_pages_on_an_empty_store_explain_instead_of_failing(
     page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
 from analytics.synth import synthetic_requests
@@ -33,9 +32,18 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 # Concrete values for the dashboards' template variables, per dashboard file.
 COMMON_VARS = {
-    "__rate_interval": "20s", "qrep": "destination", "srcns": ".*", "srcwl": ".*",
-    "dstns": ".*", "dstwl": ".*", "dstsvc": ".*", "rollout": ".*", "server": ".*",
-    "service_name": ".*", "namespace": "bookinfo", "workload": "reviews-v2",
+    "__rate_interval": "20s",
+    "qrep": "destination",
+    "srcns": ".*",
+    "srcwl": ".*",
+    "dstns": ".*",
+    "dstwl": ".*",
+    "dstsvc": ".*",
+    "rollout": ".*",
+    "server": ".*",
+    "service_name": ".*",
+    "namespace": "bookinfo",
+    "workload": "reviews-v2",
 }
 DASHBOARD_VARS = {
     "istio-service.json": {"service": "reviews.bookinfo.svc.cluster.local"},
@@ -60,8 +68,14 @@ def test_committed_dashboards_equal_a_fresh_build() -> None:
 def test_dashboards_cover_istio_parity_and_mtls_split() -> None:
     built = build_all()
     titles = {name: {p.get("title") for p in d["panels"]} for name, d in built.items()}
-    assert {"Traffic Volume", "Success Rate", "4xxs", "5xxs", "HTTP/gRPC Workloads",
-            "TCP Workloads"} <= titles["istio-mesh.json"]
+    assert {
+        "Traffic Volume",
+        "Success Rate",
+        "4xxs",
+        "5xxs",
+        "HTTP/gRPC Workloads",
+        "TCP Workloads",
+    } <= titles["istio-mesh.json"]
     assert "Incoming Requests By Source And Response Code" in titles["istio-service.json"]
     assert "Outgoing Requests By Destination And Response Code" in titles["istio-workload.json"]
     for name in ("istio-service.json", "istio-workload.json"):
@@ -104,15 +118,29 @@ def _otlp_traces(n: int, seq: int, *, bad: bool = False) -> bytes:
     spans = []
     for i in range(n):
         tid = f"{seq:016x}{i:016x}"
-        spans.append({
-            "traceId": tid if not bad or i else "abcd", "spanId": f"{i + 1:016x}",
-            "name": "GET /api", "kind": 2, "startTimeUnixNano": str(now - 5_000_000),
-            "endTimeUnixNano": str(now), "status": {"code": 2 if i % 5 == 0 else 0},
-        })
-    return json.dumps({"resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]},
-        "scopeSpans": [{"spans": spans}],
-    }]}).encode()
+        spans.append(
+            {
+                "traceId": tid if not bad or i else "abcd",
+                "spanId": f"{i + 1:016x}",
+                "name": "GET /api",
+                "kind": 2,
+                "startTimeUnixNano": str(now - 5_000_000),
+                "endTimeUnixNano": str(now),
+                "status": {"code": 2 if i % 5 == 0 else 0},
+            }
+        )
+    return json.dumps(
+        {
+            "resourceSpans": [
+                {
+                    "resource": {
+                        "attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]
+                    },
+                    "scopeSpans": [{"spans": spans}],
+                }
+            ]
+        }
+    ).encode()
 
 
 class Feeder(threading.Thread):
@@ -129,11 +157,11 @@ class Feeder(threading.Thread):
         while not self.stop.is_set():
             seq += 1
             now = datetime.now(UTC)
-            rows = synthetic_requests(400, start=now - timedelta(seconds=2), duration_s=2,
-                                      seed=seq)
+            rows = synthetic_requests(400, start=now - timedelta(seconds=2), duration_s=2, seed=seq)
             write_table(self.data_dir, "requests", rows, node="feed", lo=seq, fsync=False)
-            status = _post(self.otlp_url, _otlp_traces(20, seq, bad=seq % 3 == 0),
-                           "application/json")
+            status = _post(
+                self.otlp_url, _otlp_traces(20, seq, bad=seq % 3 == 0), "application/json"
+            )
             if status != 200:
                 self.errors.append(f"OTLP POST answered {status}")
             self.stop.wait(0.5)
@@ -154,17 +182,25 @@ def prometheus_stack(tmp_path: Path) -> Iterator[str]:
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
-        f"  - job_name: meshlens\n    static_configs: [{{targets: ['127.0.0.1:{serve.api_port}']}}]\n"
+        f"  - job_name: meshlens\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{serve.api_port}']}}]\n"
         f"  - job_name: istio\n    static_configs: [{{targets: ['127.0.0.1:{istio_port}']}}]\n"
     )
     log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115
     prom = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{prom_port}"
     try:
+
         def ready() -> bool:
             assert prom.poll() is None, (tmp_path / "prometheus.log").read_text()
             try:
@@ -175,8 +211,11 @@ def prometheus_stack(tmp_path: Path) -> Iterator[str]:
 
         _wait(ready, 30, "Prometheus targets up")
         # Enough samples for rate() over 20s windows, and derived counters that moved.
-        _wait(lambda: _instant(url, "sum(rate(traces_service_graph_request_total[20s])) > 0"),
-              45, "service-graph counters increasing")
+        _wait(
+            lambda: _instant(url, "sum(rate(traces_service_graph_request_total[20s])) > 0"),
+            45,
+            "service-graph counters increasing",
+        )
         _wait(lambda: _instant(url, "sum(rate(istio_requests_total[20s])) > 0"), 20, "istio")
         assert not feeder.errors, feeder.errors
         yield url
@@ -239,3 +278,29 @@ def test_every_dashboard_expression_returns_data_on_real_prometheus(
                 failures.append(f"{name}: variable {var['name']}: {concrete} -> no values")
     assert checked > 150
     assert not failures, f"{len(failures)} of {checked} failed:\n" + "\n".join(failures)
+
+
+def test_grafana_command_builds_and_detects_stale_files(tmp_path: Path) -> None:
+    import argparse
+
+    from dashboards.commands import grafana as cmd
+
+    assert cmd.run(argparse.Namespace(action="build", out=tmp_path)) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == sorted(build_all())
+    assert cmd.run(argparse.Namespace(action="check", out=tmp_path)) == 0
+    (tmp_path / "istio-mesh.json").write_text("{}")
+    assert cmd.run(argparse.Namespace(action="check", out=tmp_path)) == 1
+
+
+def test_provisioning_points_grafana_at_the_generated_dashboards() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "provisioning"
+    ds = yaml.safe_load((root / "datasources" / "meshlens.yaml").read_text())
+    assert [d["type"] for d in ds["datasources"]] == ["prometheus"]
+    prov = yaml.safe_load((root / "dashboards" / "meshlens.yaml").read_text())
+    assert prov["providers"][0]["type"] == "file"
+    assert prov["providers"][0]["options"]["path"]
+    for dashboard in build_all().values():
+        ds_vars = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+        assert [v["query"] for v in ds_vars] == ["prometheus"]

@@ -97,8 +97,22 @@ def bootstrap(baseline: Upstream, canary: Upstream) -> dict[str, Any]:
             "connect_timeout": "1s",
             "load_assignment": {
                 "cluster_name": name,
-                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                    "address": "127.0.0.1", "port_value": up.port}}}}]}],
+                "endpoints": [
+                    {
+                        "lb_endpoints": [
+                            {
+                                "endpoint": {
+                                    "address": {
+                                        "socket_address": {
+                                            "address": "127.0.0.1",
+                                            "port_value": up.port,
+                                        }
+                                    }
+                                }
+                            }
+                        ]
+                    }
+                ],
             },
         }
 
@@ -113,28 +127,52 @@ def bootstrap(baseline: Upstream, canary: Upstream) -> dict[str, Any]:
     }
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
-                 ".v3.HttpConnectionManager",
+        ".v3.HttpConnectionManager",
         "stat_prefix": "outbound",
-        "route_config": {"name": "r", "virtual_hosts": [{
-            "name": "productpage", "domains": ["*"],
-            "routes": [{"name": "default", "match": {"prefix": "/"}, "route": route}]}]},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        "route_config": {
+            "name": "r",
+            "virtual_hosts": [
+                {
+                    "name": "productpage",
+                    "domains": ["*"],
+                    "routes": [{"name": "default", "match": {"prefix": "/"}, "route": route}],
+                }
+            ],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
     }
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "layered_runtime": {"layers": [
-            {"name": "static", "static_layer": {}},
-            {"name": "admin", "admin_layer": {}},
-        ]},
+        "layered_runtime": {
+            "layers": [
+                {"name": "static", "static_layer": {}},
+                {"name": "admin", "admin_layer": {}},
+            ]
+        },
         "static_resources": {
-            "listeners": [{
-                "name": "outbound",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": hcm}]}],
-            }],
+            "listeners": [
+                {
+                    "name": "outbound",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
             "clusters": [cluster(baseline), cluster(canary)],
         },
     }
@@ -148,9 +186,21 @@ class Envoy:
         self.admin_path = workdir / "admin.txt"
         self.log = open(workdir / "envoy.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [envoy_binary(), "-c", str(cfg_path), "--admin-address-path", str(self.admin_path),
-             "--disable-hot-restart", "--concurrency", "1", "-l", "warning"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                envoy_binary(),
+                "-c",
+                str(cfg_path),
+                "--admin-address-path",
+                str(self.admin_path),
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.admin_url = ""
         self.listener_port = 0
         deadline = time.monotonic() + 30
@@ -207,8 +257,16 @@ class LoadGen:
     def send(self, n: int, start: float, span_s: float) -> Counter[str]:
         """n requests; rows get timestamps spread over [start, start + span_s) (sim time)."""
         counts: Counter[str] = Counter()
-        rows: dict[str, list[Any]] = {k: [] for k in (
-            "ts", "duration_ms", "response_code", "destination_version", "destination_workload")}
+        rows: dict[str, list[Any]] = {
+            k: []
+            for k in (
+                "ts",
+                "duration_ms",
+                "response_code",
+                "destination_version",
+                "destination_workload",
+            )
+        }
         url = f"http://127.0.0.1:{self.port}/productpage"
         for i in range(n):
             t0 = time.perf_counter()
@@ -229,12 +287,22 @@ class LoadGen:
         if not n:
             return
         const = {
-            "reporter": "destination", "protocol": "http", "destination_service": HOST,
-            "destination_service_name": "productpage", "destination_namespace": "default",
-            "destination_canonical_service": "productpage", "source_workload": "loadgen",
-            "source_namespace": "default", "source_canonical_service": "loadgen",
-            "source_version": "unknown", "method": "GET", "path": "/productpage",
-            "response_flags": "-", "grpc_status": "", "mtls": True, "origin": "file",
+            "reporter": "destination",
+            "protocol": "http",
+            "destination_service": HOST,
+            "destination_service_name": "productpage",
+            "destination_namespace": "default",
+            "destination_canonical_service": "productpage",
+            "source_workload": "loadgen",
+            "source_namespace": "default",
+            "source_canonical_service": "loadgen",
+            "source_version": "unknown",
+            "method": "GET",
+            "path": "/productpage",
+            "response_flags": "-",
+            "grpc_status": "",
+            "mtls": True,
+            "origin": "file",
             "upstream_cluster": f"inbound|{PORT}||",
         }
         table = pa.table({**rows, **{k: [v] * n for k, v in const.items()}})

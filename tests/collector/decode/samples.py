@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.metrics import Observation
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
@@ -134,25 +134,18 @@ def sdk_metrics_request() -> bytes:
     hist = meter.create_histogram(
         "latency", unit="ms", explicit_bucket_boundaries_advisory=[10, 100]
     )
-    for v in (5, 50, 500, 70):
+    for v in (5.0, 50.0, 500.0, 70.0):
         hist.record(v, {"route": "/cart"})
     exp = meter.create_histogram("latency.exp", unit="s")
     for v in (0.0, 1.0, 2.0, 3.0):
         exp.record(v)
-    meter.create_observable_gauge("temperature", callbacks=[lambda _o: [_Obs(21.5)]])
+    meter.create_observable_gauge(
+        "temperature", callbacks=[lambda _o: [Observation(21.5, {"room": "a"})]]
+    )
     data = reader.get_metrics_data()
     assert data is not None
     provider.shutdown()
     return encode_metrics(data).SerializeToString()
-
-
-class _Obs:
-    """Minimal Observation (the SDK reads .value and .attributes)."""
-
-    def __init__(self, value: float) -> None:
-        self.value = value
-        self.attributes = {"room": "a"}
-        self.context = None
 
 
 def sdk_logs_request(extra: Sequence[LogRecord] = ()) -> bytes:

@@ -48,10 +48,10 @@ def test_deep_nesting_is_cut() -> None:
     for _ in range(40):  # built in place: protobuf refuses to copy or parse this deep
         node = node.array_value.values.add()
     node.string_value = "leaf"
-    depth, node = 0, any_value_to_python(value)
-    while isinstance(node, list):
-        node, depth = node[0], depth + 1
-    assert node == "..." and depth == 32
+    depth, py = 0, any_value_to_python(value)
+    while isinstance(py, list):
+        py, depth = py[0], depth + 1
+    assert py == "..." and depth == 32
 
 
 def test_cache_matches_the_plain_path_and_stays_bounded() -> None:

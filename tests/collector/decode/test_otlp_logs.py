@@ -9,6 +9,7 @@ from opentelemetry._logs import LogRecord
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from collector.decode.otlp_logs import decode_logs, decode_logs_record
+from collector.decode.registry import decode_record
 from collector.errors import DecodeError
 from collector.store.records import Record, RecordKind
 from collector.store.schema import LOGS, REQUESTS
@@ -24,7 +25,7 @@ ISTIO_LINE = (
 
 def test_sdk_logs_decode_to_exact_rows() -> None:
     out = decode_logs(sdk_logs_request(), received_ns=1)
-    assert "requests" not in out
+    assert out["requests"].num_rows == 0 and out["requests"].schema == REQUESTS
     table = out["logs"]
     assert table.schema == LOGS
     first, second = table.to_pylist()
@@ -120,7 +121,16 @@ def test_a_failing_converter_keeps_the_record_as_a_log() -> None:
         raise KeyError("bug")
 
     out = decode_logs(sdk_logs_request(), converter=converter)
-    assert out["logs"].num_rows == 2 and "requests" not in out
+    assert out["logs"].num_rows == 2 and out["requests"].num_rows == 0
+
+
+def test_no_timestamps_use_the_receive_time() -> None:
+    req = ExportLogsServiceRequest()
+    req.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "x"
+    record = Record(RecordKind.OTLP_LOGS, 1_764_000_000_000_000_000, req.SerializeToString())
+    (row,) = decode_record(record)["logs"].to_pylist()
+    assert row["ts"] == datetime(2025, 11, 24, 16, 0, tzinfo=UTC)
+    assert (row["service_name"], row["resource_attributes"], row["body"]) == ("unknown", "{}", "x")
 
 
 def test_malformed_logs_payload() -> None:

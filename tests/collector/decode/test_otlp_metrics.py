@@ -45,7 +45,8 @@ def test_sdk_metrics_decode_to_exact_rows() -> None:
     }  # fmt: skip
     assert rows["latency"] == {
         **base, "name": "latency", "kind": "histogram", "unit": "ms", "count": 4, "sum": 625.0,
-        "bucket_bounds": [10.0, 100.0], "bucket_counts": [1, 2, 1], "attributes": '{"route":"/cart"}',
+        "bucket_bounds": [10.0, 100.0], "bucket_counts": [1, 2, 1],
+        "attributes": '{"route":"/cart"}',
     }  # fmt: skip
     assert rows["temperature"] == {
         **base, "name": "temperature", "kind": "gauge", "unit": "", "value": 21.5,
@@ -133,7 +134,10 @@ def test_histogram_without_sum_and_delta_temporality() -> None:
     m.name = "h"
     m.histogram.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_DELTA
     m.histogram.data_points.add(time_unix_nano=10**18, count=1, bucket_counts=[1])
-    row = decode_metrics(req.SerializeToString()).to_pylist()[0]
+    m.histogram.data_points.add(time_unix_nano=10**18, count=1, sum=2.0, flags=1)
+    row, stale = decode_metrics(req.SerializeToString()).to_pylist()
+    assert (stale["count"], stale["sum"], stale["bucket_counts"]) == (None, None, None)
+    assert stale["temporality"] == "delta"
     assert (row["sum"], row["temporality"], row["bucket_bounds"], row["bucket_counts"]) == (
         None,
         "delta",

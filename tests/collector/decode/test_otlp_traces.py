@@ -8,6 +8,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from collector.decode.otlp_traces import decode_traces, decode_traces_record
@@ -45,7 +46,8 @@ def test_sdk_spans_decode_to_exact_rows() -> None:
     resource = _json(dict(spans[0].resource.attributes))
     for span in spans:
         ctx = span.get_span_context()
-        assert ctx is not None
+        assert ctx is not None and span.attributes is not None
+        assert span.start_time is not None and span.end_time is not None
         row = rows[f"{ctx.span_id:016x}"]
         attrs = {k: list(v) if isinstance(v, tuple) else v for k, v in span.attributes.items()}
         assert row["trace_id"] == f"{ctx.trace_id:032x}"
@@ -115,6 +117,27 @@ def test_envoy_tracer_span_lands_in_columns() -> None:
     assert attrs["guid:x-request-id"] == "4c2e8a63-1d1f-4f0a-9f0e-6c8d1b2a3c4d"
 
 
+@pytest.mark.parametrize(
+    ("kind", "attributes", "expected"),
+    [
+        (PbSpan.SPAN_KIND_SERVER, {"server.address": "a", "net.host.name": "b"}, "a"),
+        (PbSpan.SPAN_KIND_SERVER, {"net.host.name": "b", "net.peer.name": "c"}, "b"),
+        (PbSpan.SPAN_KIND_CLIENT, {"net.host.name": "b", "net.peer.name": "c"}, "c"),
+        (PbSpan.SPAN_KIND_SERVER, {"http.url": "http://reviews:9080/reviews/0"}, "reviews"),
+        (PbSpan.SPAN_KIND_CLIENT, {"url.full": "https://[::1]:8443/x"}, "::1"),
+        (PbSpan.SPAN_KIND_CLIENT, {"url.full": "http://[bad/x"}, None),
+        (PbSpan.SPAN_KIND_SERVER, {"upstream_cluster": "inbound|9080||"}, None),
+    ],
+)
+def test_server_address_fallbacks(
+    kind: int, attributes: dict[str, str], expected: str | None
+) -> None:
+    req = ExportTraceServiceRequest()
+    sp = req.resource_spans.add().scope_spans.add().spans.add(kind=kind)
+    sp.attributes.extend(kv(k, v) for k, v in attributes.items())
+    assert decode_traces(req.SerializeToString()).column("server_address").to_pylist() == [expected]
+
+
 def test_registry_and_record_entry_points_agree() -> None:
     payload = envoy_traces_request().SerializeToString()
     record = Record(RecordKind.OTLP_TRACES, 5, payload)
@@ -125,8 +148,8 @@ def test_weird_values_never_crash() -> None:
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()  # no resource at all
     sp = rs.scope_spans.add().spans.add()
-    sp.kind = 99  # an enum value from the future
-    sp.status.code = 7
+    sp.kind = 99  # type: ignore[assignment]  # an enum value from the future
+    sp.status.code = 7  # type: ignore[assignment]
     sp.start_time_unix_nano = 0  # missing: falls back to the receive time
     sp.end_time_unix_nano = 2**64 - 1
     nested = AnyValue()
@@ -202,3 +225,14 @@ def test_bad_attribute_bytes_name_the_place() -> None:
     with pytest.raises(DecodeError, match=r"resource_spans\[0\]\.scope_spans\[0\]") as err:
         decode_traces(payload)
     assert err.value.kind == "otlp traces"
+
+
+def test_decode_records_concatenates_requests() -> None:
+    from collector.decode.registry import decode_records
+
+    payloads = [
+        envoy_traces_request().SerializeToString(),
+        encode_spans(sdk_spans()).SerializeToString(),
+    ]
+    out = decode_records(Record(RecordKind.OTLP_TRACES, 1, p) for p in payloads)
+    assert out["spans"].num_rows == 7 and out["spans"].schema == SPANS

@@ -22,17 +22,19 @@ NODE_ID = "sidecar~10.0.0.7~productpage-v1-5f6b7c8d9-abcde.default~default.svc.c
 def _identifier() -> meshlens_als_pb2.StreamAccessLogsMessage.Identifier:
     ident = meshlens_als_pb2.StreamAccessLogsMessage.Identifier(log_name="http_envoy_accesslog")
     ident.node.id = NODE_ID
-    ident.node.metadata.update({
-        "NAMESPACE": "default", "WORKLOAD_NAME": "productpage-v1",
-        "SERVICE_ACCOUNT": "bookinfo-productpage",
-        "LABELS": {"app": "productpage", "version": "v1"},
-    })
+    ident.node.metadata.update(
+        {
+            "NAMESPACE": "default",
+            "WORKLOAD_NAME": "productpage-v1",
+            "SERVICE_ACCOUNT": "bookinfo-productpage",
+            "LABELS": {"app": "productpage", "version": "v1"},
+        }
+    )
     return ident
 
 
 def _record(msg: meshlens_als_pb2.StreamAccessLogsMessage, context: bytes = b"") -> Record:
-    return Record(RecordKind.ENVOY_ALS, 1_700_000_000_000_000_000, msg.SerializeToString(),
-                  context)
+    return Record(RecordKind.ENVOY_ALS, 1_700_000_000_000_000_000, msg.SerializeToString(), context)
 
 
 def test_response_flag_codes_follow_field_numbers() -> None:
@@ -75,8 +77,15 @@ def test_http_entries_with_identifier_from_context() -> None:
     c.duration.FromMilliseconds(42)
     c.downstream_remote_address.socket_address.address = "10.0.0.7"
     peer = struct_pb2.Struct()
-    peer.update({"workload": "reviews-v2", "namespace": "default", "service": "reviews",
-                 "revision": "v2", "version": "v2"})
+    peer.update(
+        {
+            "workload": "reviews-v2",
+            "namespace": "default",
+            "service": "reviews",
+            "revision": "v2",
+            "version": "v2",
+        }
+    )
     c.filter_state_objects["upstream_peer"].Pack(peer)
     e.request.request_method = 3  # POST
     e.request.path = "/reviews.Reviews/Get"
@@ -85,7 +94,8 @@ def test_http_entries_with_identifier_from_context() -> None:
     e.request.request_body_bytes = 12
     e.request.request_headers["content-type"] = "application/grpc"
     e.request.request_headers["traceparent"] = (
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    )
     e.response.response_code.value = 200
     e.response.response_body_bytes = 34
     e.response.response_trailers["grpc-status"] = "14"
@@ -99,10 +109,16 @@ def test_http_entries_with_identifier_from_context() -> None:
     assert row["duration_ms"] == 42.0
     assert row["ts"].timestamp() == pytest.approx(1_700_000_000.123)
     assert (row["source_workload"], row["source_canonical_service"], row["source_version"]) == (
-        "productpage-v1", "productpage", "v1")
+        "productpage-v1",
+        "productpage",
+        "v1",
+    )
     assert row["source_principal"] == "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
-    assert (row["destination_workload"], row["destination_canonical_service"],
-            row["destination_version"]) == ("reviews-v2", "reviews", "v2")
+    assert (
+        row["destination_workload"],
+        row["destination_canonical_service"],
+        row["destination_version"],
+    ) == ("reviews-v2", "reviews", "v2")
     assert row["destination_service"] == "reviews.default.svc.cluster.local"
     assert (row["request_bytes"], row["response_bytes"]) == (12, 34)
     assert row["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -120,9 +136,11 @@ def test_tcp_entries_and_own_identifier() -> None:
     c = e.common_properties
     c.upstream_cluster = "inbound|3306||"
     c.tls_properties.local_certificate_properties.subject_alt_name.add().uri = (
-        "spiffe://cluster.local/ns/default/sa/mysql")
+        "spiffe://cluster.local/ns/default/sa/mysql"
+    )
     c.tls_properties.peer_certificate_properties.subject_alt_name.add().uri = (
-        "spiffe://cluster.local/ns/default/sa/ratings")
+        "spiffe://cluster.local/ns/default/sa/ratings"
+    )
     c.tls_properties.tls_sni_hostname = "outbound_.3306_._.mysql.default.svc.cluster.local"
     c.response_flags.upstream_connection_failure = True
     e.connection_properties.received_bytes = 100
@@ -147,8 +165,14 @@ def test_unknown_node_gives_unknown_not_null() -> None:
     msg.http_logs.log_entry.add().common_properties.upstream_cluster = "inbound|80||"
     t = decode_als_record(_record(msg))["requests"]
     row = t.to_pylist()[0]
-    for col in ("source_workload", "destination_workload", "destination_service", "node_id",
-                "source_principal", "destination_principal"):
+    for col in (
+        "source_workload",
+        "destination_workload",
+        "destination_service",
+        "node_id",
+        "source_principal",
+        "destination_principal",
+    ):
         assert row[col] == "unknown", col
     assert row["response_flags"] == "-"
     assert row["grpc_status"] == ""

@@ -1,5 +1,5 @@
 """A real Envoy sidecar pair (client -> server over mTLS -> tiny app) sending gRPC ALS, OTel
-access logs and OTLP traces; the rows meshlens decodes from them, asserted exactly."""
+access logs and OTLP traces to a real `meshlens serve`; the rows it stores, asserted exactly."""
 
 from __future__ import annotations
 
@@ -9,18 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from collector.decode.envoy_als import decode_als_record
-from collector.decode.otel_als import otel_access_log_to_request
-from collector.decode.request_rows import rows_to_table
 from collector.localmesh.app import TinyApp
 from collector.localmesh.bootstrap import Collector
 from collector.localmesh.mesh import LocalMesh
-from collector.store.records import Record, RecordKind
-from tests.collector.envoy.recorder import LOGS_METHOD, TRACES_METHOD, Recorder
+from collector.store.layout import visible_files
+from tests.collector.conftest import start_serve, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +24,11 @@ PP = "spiffe://cluster.local/ns/default/sa/productpage"
 REVIEWS = "spiffe://cluster.local/ns/default/sa/reviews"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 N_OK = 3  # 200s, then one 404 from the app, then one UH
+# rows per origin: both sidecars report each HTTP request (the UH only the client) and the TCP
+# connection
+EXPECTED = 2 * (N_OK + 1) + 1 + 2
+EXPECTED_SPANS = 2 * (N_OK + 1) + 1  # HTTP only
+MONGO = "spiffe://cluster.local/ns/default/sa/mongodb"
 
 
 def _get(url: str, path: str, headers: dict[str, str]) -> int:
@@ -42,16 +43,27 @@ def _get(url: str, path: str, headers: dict[str, str]) -> int:
         conn.close()
 
 
+def _table(data_dir: Path, table: str) -> list[dict[str, Any]]:
+    files = visible_files(data_dir, table)
+    if not files:
+        return []
+    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist()
+
+
 @pytest.fixture(scope="module")
 def mesh_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     work: Path = tmp_path_factory.mktemp("mesh")
-    rec = Recorder().start()
+    data = work / "data"
+    serve = start_serve(data)
     reviews_app = TinyApp("reviews-v1").start()
     pp_app = TinyApp("productpage-v1").start()
-    mesh = LocalMesh(work, Collector("127.0.0.1", rec.port, flush_interval_s=0.1))
+    db_app = TinyApp("mongodb-v1").start()
+    mesh = LocalMesh(work, Collector("127.0.0.1", serve.grpc_port, flush_interval_s=0.1))
     mesh.add_workload("reviews", "v1", app_port=reviews_app.port)
     pp = mesh.add_workload("productpage", "v1", app_port=pp_app.port)
+    mesh.add_workload("mongodb", "v1", app_port=db_app.port, service_port=27017, tcp=True)
     mesh.connect(pp, "reviews", weights={"v1": 100, "v9": 0}, extra_subsets=("v9",))
+    mesh.connect(pp, "mongodb")
     try:
         mesh.start()
         url = mesh.outbound_url(pp, "reviews")
@@ -61,86 +73,50 @@ def mesh_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         # Move all traffic to the subset without endpoints, live, through the admin runtime.
         keys = mesh.sidecar(pp).set_weights("reviews", {"v1": 0, "v9": 100})
         codes.append(_get(url, "/broken", {"Host": "reviews:9080"}))
+        # one TCP connection through the TCP proxies (bytes, not requests, are seen)
+        tcp_code = _get(mesh.outbound_url(pp, "mongodb"), "/tcp", {"Connection": "close"})
 
-        def als_entries() -> int:
-            return sum(t.num_rows for t in _als_tables(rec))
+        def rows_by_origin() -> dict[str, list[dict[str, Any]]] | None:
+            rows = _table(data, "requests")
+            out = {o: [r for r in rows if r["origin"] == o] for o in ("envoy_als", "otel_als")}
+            return out if all(len(v) >= EXPECTED for v in out.values()) else None
 
-        def otel_records() -> int:
-            return len(_otel_rows(rec))
+        def spans() -> list[dict[str, Any]] | None:
+            found = _table(data, "spans")
+            return found if len(found) >= EXPECTED_SPANS else None
 
-        def spans() -> int:
-            return len(_spans(rec))
-
-        expected = 2 * (N_OK + 1) + 1
-        assert rec.wait(lambda: als_entries() >= expected), f"ALS entries: {als_entries()}"
-        assert rec.wait(lambda: otel_records() >= expected), f"OTel logs: {otel_records()}"
-        assert rec.wait(lambda: spans() >= expected), f"spans: {spans()}"
+        by_origin = wait_for(rows_by_origin, 20, "requests rows from ALS and OTel logs")
         yield {
             "codes": codes,
+            "tcp_code": tcp_code,
             "keys": keys,
             "runtime": mesh.sidecar(pp).runtime(),
-            "als": pa.concat_tables(_als_tables(rec)).to_pylist(),
-            "otel": _otel_rows(rec),
-            "spans": _spans(rec),
+            "als": by_origin["envoy_als"],
+            "otel": by_origin["otel_als"],
+            "spans": wait_for(spans, 20, "spans from the sidecars"),
         }
     finally:
         mesh.stop()
         reviews_app.stop()
         pp_app.stop()
-        rec.stop()
+        db_app.stop()
+        rc = serve.stop()
+        assert rc == 0, serve.log()
 
 
-def _als_tables(rec: Recorder) -> list[pa.Table]:
-    with rec.rec.lock:
-        items = list(rec.rec.als)
-    return [
-        decode_als_record(Record(RecordKind.ENVOY_ALS, 1, raw, ident))["requests"]
-        for raw, ident in items
-    ]
-
-
-def _value(v: Any) -> Any:
-    return getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None
-
-
-def _otel_rows(rec: Recorder) -> list[dict[str, Any]]:
-    with rec.rec.lock:
-        raws = list(rec.rec.otlp.get(LOGS_METHOD, []))
-    rows = []
-    for raw in raws:
-        req = logs_service_pb2.ExportLogsServiceRequest.FromString(raw)
-        for rl in req.resource_logs:
-            resource = {kv.key: _value(kv.value) for kv in rl.resource.attributes}
-            for sl in rl.scope_logs:
-                for lr in sl.log_records:
-                    attrs = {kv.key: _value(kv.value) for kv in lr.attributes}
-                    row = otel_access_log_to_request(
-                        lr.body.string_value, attrs, resource, lr.time_unix_nano
-                    )
-                    assert row is not None, lr.body.string_value
-                    rows.append(row)
-    return rows
-
-
-def _spans(rec: Recorder) -> list[Any]:
-    with rec.rec.lock:
-        raws = list(rec.rec.otlp.get(TRACES_METHOD, []))
-    out = []
-    for raw in raws:
-        req = trace_service_pb2.ExportTraceServiceRequest.FromString(raw)
-        for rs in req.resource_spans:
-            service = {kv.key: _value(kv.value) for kv in rs.resource.attributes}
-            for ss in rs.scope_spans:
-                out.extend((service.get("service.name"), s) for s in ss.spans)
-    return out
-
-
-def _pick(rows: list[dict[str, Any]], reporter: str) -> list[dict[str, Any]]:
-    return sorted((r for r in rows if r["reporter"] == reporter), key=lambda r: r["ts"])
+def _pick(
+    rows: list[dict[str, Any]], reporter: str, protocol: str = "http"
+) -> list[dict[str, Any]]:
+    return sorted(
+        (r for r in rows if r["reporter"] == reporter and r["protocol"] == protocol),
+        key=lambda r: r["ts"],
+    )
 
 
 def test_requests_went_through_mtls(mesh_run: dict[str, Any]) -> None:
     assert mesh_run["codes"] == [200] * N_OK + [404, 503]
+    assert len(mesh_run["als"]) == EXPECTED
+    assert len(mesh_run["otel"]) == EXPECTED
 
 
 def test_weights_moved_live_through_runtime(mesh_run: dict[str, Any]) -> None:
@@ -161,6 +137,12 @@ def test_destination_rows(mesh_run: dict[str, Any], source: str) -> None:
         assert r["destination_version"] == "v1"
         assert r["source_principal"] == PP
         assert r["source_namespace"] == "default"
+        # metadata exchange (x-envoy-peer-metadata) names the calling workload
+        assert (r["source_workload"], r["source_canonical_service"], r["source_version"]) == (
+            "productpage-v1",
+            "productpage",
+            "v1",
+        )
         assert r["destination_principal"] == REVIEWS
         assert r["mtls"] is True
         assert r["response_flags"] == "-"
@@ -190,7 +172,13 @@ def test_source_rows(mesh_run: dict[str, Any], source: str) -> None:
     for r in ok:
         assert r["upstream_cluster"] == "outbound|9080|v1|reviews.default.svc.cluster.local"
         assert r["destination_version"] == "v1"
+        # metadata exchange (the server's x-envoy-peer-metadata response header)
+        assert (r["destination_workload"], r["destination_canonical_service"]) == (
+            "reviews-v1",
+            "reviews",
+        )
         assert r["trace_id"] == TRACE_ID
+    assert broken["destination_workload"] == "unknown"  # nobody answered
     for r in rows:
         assert r["source_workload"] == "productpage-v1"
         assert r["source_namespace"] == "default"
@@ -214,18 +202,34 @@ def test_source_rows(mesh_run: dict[str, Any], source: str) -> None:
         assert broken["mtls"] is None  # never connected upstream
 
 
-def test_rows_fit_the_requests_schema(mesh_run: dict[str, Any]) -> None:
-    table = rows_to_table(mesh_run["otel"])
-    assert table.num_rows == len(mesh_run["otel"])
-    assert table.column("reporter").null_count == 0
+@pytest.mark.parametrize("source", ["als", "otel"])
+def test_tcp_rows(mesh_run: dict[str, Any], source: str) -> None:
+    assert mesh_run["tcp_code"] == 200
+    (dest,) = _pick(mesh_run[source], "destination", "tcp")
+    (src,) = _pick(mesh_run[source], "source", "tcp")
+    assert dest["upstream_cluster"] == "inbound|27017||"
+    assert src["upstream_cluster"] == "outbound|27017|v1|mongodb.default.svc.cluster.local"
+    for r in (dest, src):
+        assert r["response_code"] == 0
+        assert r["response_flags"] == "-"
+        assert r["request_bytes"] > 0 and r["response_bytes"] > 0
+        assert r["destination_service"] == "mongodb.default.svc.cluster.local"
+        assert r["method"] is None
+    assert dest["mtls"] is True
+    assert dest["source_principal"] == PP
+    assert dest["destination_principal"] == MONGO
+    assert src["source_workload"] == "productpage-v1"
+    # the request bytes seen by the client sidecar are those the server sidecar forwarded
+    assert dest["request_bytes"] == src["request_bytes"]
 
 
 def test_spans_from_both_sidecars(mesh_run: dict[str, Any]) -> None:
     spans = mesh_run["spans"]
-    services = {svc for svc, _ in spans}
-    assert services == {"productpage.default", "reviews.default"}
-    traced = [s for _, s in spans if s.trace_id.hex() == TRACE_ID]
+    assert {s["service_name"] for s in spans} == {"productpage.default", "reviews.default"}
+    traced = [s for s in spans if s["trace_id"] == TRACE_ID]
     # client (egress) and server (ingress) span of each of the N_OK + 1 traced requests
     assert len(traced) == 2 * (N_OK + 1)
-    kinds = sorted({s.kind for s in traced})
-    assert kinds == [2, 3]  # SERVER, CLIENT
+    by_kind = {k: [s for s in traced if s["kind"] == k] for k in ("client", "server")}
+    assert {s["service_name"] for s in by_kind["client"]} == {"productpage.default"}
+    assert {s["service_name"] for s in by_kind["server"]} == {"reviews.default"}
+    assert sorted(s["http_status_code"] for s in by_kind["server"]) == [200] * N_OK + [404]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 from google.protobuf.struct_pb2 import Struct
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -14,7 +15,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from collector.proto.gen import meshlens_als_pb2
 
-T0_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
+# Recent timestamps: the store's retention (7 days by default) must not expire test rows.
+T0_NS = (time.time_ns() // 10**9 - 60) * 10**9
 
 
 def traces_request(n: int, *, service: str = "checkout", seed: int = 1, bad: int = 0,
@@ -89,7 +91,7 @@ def istio_node(workload: str = "productpage-v1", namespace: str = "default", app
     return msg
 
 
-def als_message(n: int, *, first: bool, start_s: float = 1_767_225_600.0, code: int = 200,
+def als_message(n: int, *, first: bool, start_s: float = T0_NS / 1e9, code: int = 200,
                 cluster: str = "outbound|9080|v1|reviews.default.svc.cluster.local",
                 path: str = "/reviews/0", **node: str) -> bytes:
     """A StreamAccessLogsMessage with `n` HTTP entries (+ the identifier when `first`)."""

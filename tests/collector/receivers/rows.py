@@ -11,14 +11,17 @@ from collector.store.layout import visible_files
 from tests.collector.conftest import wait_for
 
 
-def query(data_dir: Path, table: str, select: str = "count(*)", where: str = "true") -> list[Any]:
+def query(data_dir: Path, table: str, select: str = "count(*)", where: str = "true",
+          rest: str = "") -> list[Any]:
+    """`select {select} from {table} where {where} {rest}` (rest: group by / order by)."""
     files = [str(f) for f in visible_files(data_dir, table)]
     if not files:
         return []
     con = duckdb.connect()
     try:
         return con.execute(
-            f"select {select} from read_parquet(?, union_by_name=true) where {where}", [files]
+            f"select {select} from read_parquet(?, union_by_name=true) where {where} {rest}",
+            [files],
         ).fetchall()
     finally:
         con.close()

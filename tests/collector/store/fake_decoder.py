@@ -2,9 +2,14 @@
 
 Payload `b"<id>[,<id>...][@<ts_us>][#padding]"` -> one `logs` row per id (body = id, ts = the
 given time or the record's receive time). A payload starting with b"bad" raises DecodeError.
+`b"crash-once:<path>"` kills the decoding process the first time (creating <path>), then
+decodes as id "crashed".
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -17,6 +22,12 @@ DECODERS = ((int(KIND), SPEC),)
 
 
 def decode(record: Record) -> dict[str, pa.Table]:
+    if record.payload.startswith(b"crash-once:"):
+        marker = Path(record.payload.split(b":", 1)[1].decode())
+        if not marker.exists():
+            marker.write_text("crashed")
+            os._exit(3)  # what a segfault or OOM kill looks like to the pool
+        return decode(Record(record.kind, record.received_ns, b"crashed"))
     if record.payload.startswith(b"bad"):
         raise DecodeError("test", "bad payload")
     text = record.payload.split(b"#", 1)[0].decode()

@@ -13,6 +13,7 @@ import pytest
 
 from collector.errors import Overloaded, StoreUnavailable
 from collector.store import wal
+from collector.store.converter import DEAD_LETTER_DIR
 from collector.store.layout import list_table_files, wal_dir, wal_segment_path
 from collector.store.records import Record
 from collector.store.store import Store, StoreOptions
@@ -117,6 +118,56 @@ def test_a_record_that_fails_to_decode_is_skipped_not_the_segment(
     assert store.stats().decode_errors == 1
     assert "1 of 3 records could not be decoded" in caplog.text
     assert "DecodeError" in caplog.text
+    # The failed record is kept, in WAL framing, for a replay with a fixed decoder.
+    (dead,) = (tmp_path / DEAD_LETTER_DIR).iterdir()
+    assert dead.name == _wal_name_of_first_file(tmp_path)
+    bodies_ = [Record.decode(bytes(b)).payload for _o, b in wal.iter_frames(dead.read_bytes())]
+    assert bodies_ == [b"bad one"]
+
+
+def _wal_name_of_first_file(data_dir: Path) -> str:
+    f = list_table_files(data_dir, "logs")[0]
+    return wal_segment_path(data_dir, f.node, f.lo).name
+
+
+def test_a_decoder_that_cannot_be_imported_keeps_the_segment(tmp_path: Path) -> None:
+    s = Store(tmp_path, _opts(decoders=((int(KIND), "tests.no_such_module:decode"),)))
+    s.start()
+    s.append(KIND, b"precious")
+    assert not s.wait_converted(1.5)
+    assert s.stats().conversion_failures >= 1
+    s.close(timeout=30)
+    assert len(_wal_files(tmp_path)) == 1  # kept for the next start
+    with Store(tmp_path, _opts()) as s2:
+        assert s2.wait_converted(30)
+    assert bodies(tmp_path) == ["precious"]
+
+
+def test_a_crashed_decode_worker_is_replaced_and_the_segment_retried(tmp_path: Path) -> None:
+    marker = tmp_path / "crashed-once"
+    with Store(tmp_path / "d", _opts(decode_workers=1)) as s:
+        s.append(KIND, b"crash-once:" + str(marker).encode())
+        assert s.wait_converted(60)
+        assert marker.exists() and s.stats().conversion_failures == 1
+        s.append(KIND, b"after")
+        assert s.wait_converted(60)
+    assert sorted(bodies(tmp_path / "d")) == ["after", "crashed"]
+
+
+def test_sequence_numbers_never_go_back_when_the_clock_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store(tmp_path, _opts()) as s:
+        s.append(KIND, b"now")
+    (first,) = list_table_files(tmp_path, "logs")
+    assert _wal_files(tmp_path) == []  # nothing in the WAL to learn the last number from
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() - 86_400 * 10**9)  # a day back
+    with Store(tmp_path, _opts()) as s:
+        s.append(KIND, b"earlier clock")
+    monkeypatch.undo()
+    seqs = sorted(f.lo for f in list_table_files(tmp_path, "logs"))
+    assert len(seqs) == 2 and seqs[0] == first.lo
 
 
 def test_write_failure_is_unavailable_and_the_store_recovers(
@@ -238,7 +289,8 @@ def test_recovery_truncates_torn_tail_and_converts(
         assert s.wait_converted(30)
     assert sorted(bodies(tmp_path)) == ["new", "r0", "r1", "r2"]
     assert f"at byte {len(good)}; truncated 5 tail bytes" in caplog.text
-    assert [f.lo for f in list_table_files(tmp_path, "logs")][0] == 42
+    los = [f.lo for f in list_table_files(tmp_path, "logs")]
+    assert len(los) == 2 and los[0] == 42 and los[1] > 42  # recovered segment keeps its name
 
 
 def test_replay_after_crash_before_wal_delete_is_idempotent(tmp_path: Path) -> None:
@@ -341,3 +393,32 @@ def test_conversion_failing_at_shutdown_leaves_the_segment_for_the_next_start(
     with Store(tmp_path, _opts()) as s2:
         assert s2.wait_converted(30)
     assert bodies(tmp_path) == ["kept"]
+
+
+def test_options_from_serve_settings() -> None:
+    import argparse
+
+    from collector.config import SERVE, add_settings
+
+    parser = argparse.ArgumentParser()
+    add_settings(parser, SERVE, environ={})
+    ns = parser.parse_args(
+        [
+            "--durability",
+            "none",
+            "--flush-interval",
+            "250ms",
+            "--retention",
+            "2d",
+            "--decode-workers",
+            "0",
+            "--node",
+            "edge-1",
+            "--disk-budget",
+            "1GiB",
+        ]
+    )
+    opts = StoreOptions.from_settings(ns, compact_grace=5.0)
+    assert (opts.durability, opts.flush_interval, opts.retention) == ("none", 0.25, 172800.0)
+    assert (opts.decode_workers, opts.node, opts.disk_budget) == (0, "edge-1", 1024**3)
+    assert opts.compact_grace == 5.0 and opts.memory_budget == 512 * 1024 * 1024

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pandas as pd
 import streamlit as st
@@ -14,8 +14,10 @@ st.title("🕸️ Mesh")
 
 extent = data.time_extent(controls.ddir())
 if extent is None:
-    st.info("No traffic in the store yet: point Envoy's access log service at `meshlens serve`, "
-            "or import access logs with `meshlens import`.")
+    st.info(
+        "No traffic in the store yet: point Envoy's access log service at `meshlens serve`, "
+        "or import access logs with `meshlens import`."
+    )
     st.stop()
 
 c1, c2 = st.columns(2)
@@ -28,26 +30,36 @@ namespace = c2.selectbox("Namespace", ns_options, index=0, key="mesh_namespace")
 first, last = extent
 span_s = controls.window_seconds()
 lo = min(first + timedelta(seconds=span_s), last)
-travel = st.toggle("Time travel", value=False, key="mesh_travel",
-                   help="Pick the end of the window instead of following live traffic")
+travel = st.toggle(
+    "Time travel",
+    value=False,
+    key="mesh_travel",
+    help="Pick the end of the window instead of following live traffic",
+)
+end: datetime | None = None
 if travel and last > lo:
     end = st.slider(
-        "Window end", min_value=lo.replace(microsecond=0), max_value=last.replace(microsecond=0)
-        + timedelta(seconds=1), value=last.replace(microsecond=0) + timedelta(seconds=1),
-        step=timedelta(minutes=1), format="YYYY-MM-DD HH:mm", key="mesh_end",
+        "Window end",
+        min_value=lo.replace(microsecond=0),
+        max_value=last.replace(microsecond=0) + timedelta(seconds=1),
+        value=last.replace(microsecond=0) + timedelta(seconds=1),
+        step=timedelta(minutes=1),
+        format="YYYY-MM-DD HH:mm",
+        key="mesh_end",
     )
-else:
-    end = None
 
 
 @st.fragment(run_every=None if travel else controls.refresh_every())
 def graph_view() -> None:
     window = controls.current_window(end)
-    graph = data.service_graph(controls.ddir(), window, str(level),
-                               None if namespace == "All" else str(namespace))
+    graph = data.service_graph(
+        controls.ddir(), window, str(level), None if namespace == "All" else str(namespace)
+    )
     nodes, edges = graph.get("nodes", []), graph.get("edges", [])
-    st.caption(f"{window.tw.start:%Y-%m-%d %H:%M:%S} → {window.tw.end:%H:%M:%S} UTC · "
-               f"{len(nodes)} nodes · {len(edges)} edges")
+    st.caption(
+        f"{window.tw.start:%Y-%m-%d %H:%M:%S} → {window.tw.end:%H:%M:%S} UTC · "
+        f"{len(nodes)} nodes · {len(edges)} edges"
+    )
     if not nodes:
         st.warning("No traffic in this window and namespace.")
         return
@@ -60,13 +72,27 @@ def graph_view() -> None:
     plain = [e for e in edges if float(e.get("mtls_ratio") or 0) < 0.999]
     m3.metric("Edges with plaintext", len(plain))
     st.graphviz_chart(to_dot(graph, level=str(level)), width="stretch")
-    legend = " ".join(f":{'green' if k == 'healthy' else 'orange' if k == 'degraded' else 'red'}"
-                      f"[■] {k}" for k in ("healthy", "degraded", "failure"))
-    st.caption(f"{legend} · grey: no health · {LOCK} all mTLS · dashed: some plaintext · "
-               f"colours {HEALTH_COLOURS['healthy']}/{HEALTH_COLOURS['failure']}")
+    legend = " ".join(
+        f":{'green' if k == 'healthy' else 'orange' if k == 'degraded' else 'red'}[■] {k}"
+        for k in ("healthy", "degraded", "failure")
+    )
+    st.caption(
+        f"{legend} · grey: no health · {LOCK} all mTLS · dashed: some plaintext · "
+        f"colours {HEALTH_COLOURS['healthy']}/{HEALTH_COLOURS['failure']}"
+    )
     with st.expander("Edges", expanded=False):
-        cols = ["source", "target", "protocol", "requests", "rps", "error_rate", "p50_ms",
-                "p95_ms", "p99_ms", "mtls_ratio"]
+        cols = [
+            "source",
+            "target",
+            "protocol",
+            "requests",
+            "rps",
+            "error_rate",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "mtls_ratio",
+        ]
         df = pd.DataFrame(edges)
         st.dataframe(df[[c for c in cols if c in df.columns]], hide_index=True)
 

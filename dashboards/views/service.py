@@ -23,9 +23,12 @@ def _chart(df: pd.DataFrame, value: str, title: str, fmt: str) -> alt.Chart:
     return (
         alt.Chart(df, title=title)
         .mark_line(point=len(df) < 60)
-        .encode(x=alt.X("bucket:T", title=None), y=alt.Y(f"{value}:Q", title=None,
-                                                          axis=alt.Axis(format=fmt)),
-                color=alt.Color("version:N"), tooltip=["bucket:T", "version:N", f"{value}:Q"])
+        .encode(
+            x=alt.X("bucket:T", title=None),
+            y=alt.Y(f"{value}:Q", title=None, axis=alt.Axis(format=fmt)),
+            color=alt.Color("version:N"),
+            tooltip=["bucket:T", "version:N", f"{value}:Q"],
+        )
         .properties(height=220)
     )
 
@@ -59,17 +62,25 @@ def body() -> None:
         st.caption("no requests")
         return
     heat = (
-        alt.Chart(codes).mark_rect()
-        .encode(x=alt.X("response_flags:N", title="response flags"),
-                y=alt.Y("response_code:N", title="response code"),
-                color=alt.Color("requests:Q", scale=alt.Scale(type="log")),
-                tooltip=["response_code", "response_flags", "requests"])
+        alt.Chart(codes)
+        .mark_rect()
+        .encode(
+            x=alt.X("response_flags:N", title="response flags"),
+            y=alt.Y("response_code:N", title="response code"),
+            color=alt.Color("requests:Q", scale=alt.Scale(type="log")),
+            tooltip=["response_code", "response_flags", "requests"],
+        )
         .properties(height=40 + 28 * codes["response_code"].nunique())
     )
     text = heat.mark_text(baseline="middle").encode(text="requests:Q", color=alt.value("black"))
     st.altair_chart(heat + text, width="stretch")
-    pivot = codes.pivot_table(index="response_code", columns="response_flags", values="requests",
-                              aggfunc="sum", fill_value=0)
+    pivot = codes.pivot_table(
+        index="response_code",
+        columns="response_flags",
+        values="requests",
+        aggfunc="sum",
+        fill_value=0,
+    )
     st.dataframe(pivot, key="codes_flags")
 
 

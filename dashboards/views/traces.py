@@ -20,8 +20,9 @@ min_ms = c4.number_input("Min latency (ms)", min_value=0.0, value=0.0, step=10.0
 svc = "" if service == "All" else str(service)
 
 st.subheader("Requests")
-found = data.search_requests(ddir, window, trace_id=trace_id, service=svc, status=str(status),
-                             min_ms=float(min_ms))
+found = data.search_requests(
+    ddir, window, trace_id=trace_id, service=svc, status=str(status), min_ms=float(min_ms)
+)
 st.caption(f"{len(found)} newest matching requests (max 200)")
 st.dataframe(found, hide_index=True, key="tr_requests")
 
@@ -65,22 +66,40 @@ def waterfall(df: pd.DataFrame) -> pd.DataFrame:
     t0 = pd.to_datetime(df["start_ts"]).min()
     out["start_ms"] = (pd.to_datetime(out["start_ts"]) - t0).dt.total_seconds() * 1000
     out["end_ms"] = out["start_ms"] + out["duration_ms"].fillna(0)
-    out["row"] = [f"{i:03d} " + "· " * d + f"{s}: {n}" for i, (s, n, d) in enumerate(
-        zip(out["service_name"], out["name"], out["depth"], strict=True))]
+    out["row"] = [
+        f"{i:03d} " + "· " * d + f"{s}: {n}"
+        for i, (s, n, d) in enumerate(
+            zip(out["service_name"], out["name"], out["depth"], strict=True)
+        )
+    ]
     return out
 
 
 wf = waterfall(spans)
 total = float(wf["end_ms"].max())
 st.caption(f"{len(wf)} spans · {wf['service_name'].nunique()} services · {total:.1f} ms")
-chart = alt.Chart(wf).mark_bar(height=14).encode(
-    y=alt.Y("row:N", sort=None, title=None, axis=alt.Axis(labelLimit=400)),
-    x=alt.X("start_ms:Q", title="ms since trace start"), x2="end_ms:Q",
-    color=alt.Color("service_name:N", title="service"),
-    stroke=alt.condition("datum.status_code == 'error'", alt.value("#c9190b"), alt.value(None)),
-    strokeWidth=alt.value(2),
-    tooltip=["service_name", "name", "kind", "duration_ms", "status_code", "http_status_code",
-             "span_id", "parent_span_id"],
-).properties(height=max(120, 22 * len(wf)))
+chart = (
+    alt.Chart(wf)
+    .mark_bar(height=14)
+    .encode(
+        y=alt.Y("row:N", sort=None, title=None, axis=alt.Axis(labelLimit=400)),
+        x=alt.X("start_ms:Q", title="ms since trace start"),
+        x2="end_ms:Q",
+        color=alt.Color("service_name:N", title="service"),
+        stroke=alt.condition("datum.status_code == 'error'", alt.value("#c9190b"), alt.value(None)),
+        strokeWidth=alt.value(2),
+        tooltip=[
+            "service_name",
+            "name",
+            "kind",
+            "duration_ms",
+            "status_code",
+            "http_status_code",
+            "span_id",
+            "parent_span_id",
+        ],
+    )
+    .properties(height=max(120, 22 * len(wf)))
+)
 st.altair_chart(chart, width="stretch")
 st.dataframe(wf.drop(columns=["row"]), hide_index=True, key="tr_spans")

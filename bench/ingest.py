@@ -1,0 +1,446 @@
+"""End-to-end receive-path throughput: a load generator process -> `meshlens serve` over gRPC.
+
+    .venv/bin/python bench/ingest.py [--seconds 10] [--concurrency 8] [--cpus 1 2] [--no-als]
+
+What runs, each in its own process:
+  * the load generator: pre-serialized ~600 KB ExportTraceServiceRequests (1000 SDK-style spans,
+    bench/decode_spans.py's shape) sent as fast as they are acknowledged by `--concurrency`
+    threads; for ALS, `--concurrency` client streams of pre-serialized StreamAccessLogsMessages
+    (100 Istio-like HTTP entries each, ~500 B per entry).
+  * `meshlens serve` (default flags: durability fsync, one decode worker), or the "bare" server:
+    grpc.aio that only parses each request and counts its items (the ceiling the receive path
+    can approach on this machine; no store).
+  * optionally pinned to 1 core or 2 (`--cpus`, via sched_setaffinity; the load generator is
+    not pinned) to show how throughput scales with cores.
+
+Columns: items acknowledged per second during the measured window (after a warm-up; for ALS,
+entries made durable by the server, from its /metrics), MB/s of request bytes, time to drain
+(until every acknowledged item was in Parquet, WAL pending = 0), whether the rows in Parquet
+equal the acknowledged count exactly, and the collector's peak RSS (process + decode workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SPANS_PER_REQUEST = 1000
+ENTRIES_PER_MESSAGE = 100
+TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+ALS_METHOD = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
+
+
+# ---- payloads ---------------------------------------------------------------------------------
+
+
+def trace_payloads(n: int) -> list[bytes]:
+    from bench.decode_spans import sdk_request
+
+    return [sdk_request(seed, SPANS_PER_REQUEST) for seed in range(n)]
+
+
+def als_payloads(n: int) -> tuple[bytes, list[bytes]]:
+    """(first message with the node identifier, later messages) of Istio-like HTTP entries."""
+    from google.protobuf.struct_pb2 import Struct
+
+    from collector.proto.gen import meshlens_als_pb2
+
+    rnd = random.Random(7)
+
+    def message(seed: int, first: bool) -> bytes:
+        msg = meshlens_als_pb2.StreamAccessLogsMessage()
+        if first:
+            node = msg.identifier.node
+            node.id = "sidecar~10.0.0.7~productpage-v1-6b746f74dc-9stvs.default~default.svc.cluster.local"
+            node.cluster = "productpage.default"
+            md = Struct()
+            md.update({"NAMESPACE": "default", "WORKLOAD_NAME": "productpage-v1",
+                       "SERVICE_ACCOUNT": "bookinfo-productpage",
+                       "LABELS": {"app": "productpage", "version": "v1"}})
+            node.metadata.CopyFrom(md)
+            msg.identifier.log_name = "envoy_accesslog"
+        for i in range(ENTRIES_PER_MESSAGE):
+            e = msg.http_logs.log_entry.add()
+            c = e.common_properties
+            c.start_time.FromNanoseconds(1_767_225_600 * 10**9 + (seed * 1000 + i) * 10**6)
+            c.duration.FromNanoseconds(rnd.randint(10**6, 10**8))
+            c.time_to_last_rx_byte.FromNanoseconds(50_000)
+            c.time_to_first_upstream_tx_byte.FromNanoseconds(150_000)
+            c.time_to_last_downstream_tx_byte.FromNanoseconds(rnd.randint(10**6, 10**8))
+            c.upstream_cluster = "outbound|9080|v1|reviews.default.svc.cluster.local"
+            c.downstream_remote_address.socket_address.address = f"10.0.0.{i % 200}"
+            c.downstream_remote_address.socket_address.port_value = 40000 + i
+            c.downstream_local_address.socket_address.address = "10.96.12.7"
+            c.downstream_local_address.socket_address.port_value = 9080
+            c.upstream_remote_address.socket_address.address = f"10.0.1.{i % 200}"
+            c.upstream_remote_address.socket_address.port_value = 9080
+            c.upstream_local_address.socket_address.address = "10.0.0.7"
+            c.upstream_local_address.socket_address.port_value = 50000 + i
+            tls = c.tls_properties
+            tls.tls_version = 4
+            tls.peer_certificate_properties.subject_alt_name.add(
+                uri="spiffe://cluster.local/ns/default/sa/bookinfo-reviews")
+            tls.local_certificate_properties.subject_alt_name.add(
+                uri="spiffe://cluster.local/ns/default/sa/bookinfo-productpage")
+            c.route_name = "default"
+            e.protocol_version = 2
+            e.request.request_method = 1
+            e.request.scheme = "http"
+            e.request.authority = "reviews:9080"
+            e.request.path = f"/reviews/{rnd.randint(0, 10**6)}"
+            e.request.user_agent = "python-requests/2.32.3"
+            e.request.request_id = "%032x" % rnd.getrandbits(128)
+            e.request.request_headers_bytes = 420
+            e.response.response_code.value = rnd.choice((200, 200, 200, 503))
+            e.response.response_headers_bytes = 180
+            e.response.response_body_bytes = rnd.randint(100, 5000)
+        return msg.SerializeToString()
+
+    return message(0, True), [message(s, False) for s in range(1, n + 1)]
+
+
+# ---- the load generator (its own process) -----------------------------------------------------
+
+
+def load(target: str, kind: str, seconds: float, warmup: float, concurrency: int) -> dict[str, Any]:
+    import grpc
+
+    stop = threading.Event()
+    counted = threading.Event()  # set once the warm-up is over
+    totals = {"items": 0, "bytes": 0, "items_all": 0, "errors": 0}
+    lock = threading.Lock()
+    channels = [
+        grpc.insecure_channel(target, options=[("grpc.max_send_message_length", -1)])
+        for _ in range(2)
+    ]
+
+    def add(items: int, nbytes: int) -> None:
+        with lock:
+            totals["items_all"] += items
+            if counted.is_set() and not stop.is_set():
+                totals["items"] += items
+                totals["bytes"] += nbytes
+
+    if kind == "traces":
+        payloads = trace_payloads(8)
+
+        def worker(i: int) -> None:
+            call = channels[i % 2].unary_unary(TRACE_METHOD, request_serializer=None,
+                                               response_deserializer=None)
+            j = i
+            while not stop.is_set():
+                p = payloads[j % len(payloads)]
+                j += 1
+                try:
+                    call(p, timeout=60)
+                except grpc.RpcError as exc:
+                    with lock:
+                        totals["errors"] += 1
+                    print(f"load: {exc.code()} {exc.details()}", file=sys.stderr)
+                    time.sleep(0.1)
+                    continue
+                add(SPANS_PER_REQUEST, len(p))
+    else:
+        first, later = als_payloads(16)
+
+        def worker(i: int) -> None:
+            call = channels[i % 2].stream_unary(ALS_METHOD, request_serializer=None,
+                                                response_deserializer=None)
+
+            def messages() -> Any:
+                yield first
+                add(ENTRIES_PER_MESSAGE, len(first))
+                j = i
+                while not stop.is_set():
+                    m = later[j % len(later)]
+                    j += 1
+                    yield m
+                    add(ENTRIES_PER_MESSAGE, len(m))
+
+            try:
+                call(messages(), timeout=seconds + warmup + 60)
+            except grpc.RpcError as exc:
+                with lock:
+                    totals["errors"] += 1
+                print(f"load: {exc.code()} {exc.details()}", file=sys.stderr)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    time.sleep(warmup)
+    t0 = time.monotonic()
+    counted.set()
+    print("measuring", flush=True)  # the parent samples server metrics from here
+    time.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    stop.set()
+    for t in threads:
+        t.join(timeout=120)
+    return {**totals, "seconds": elapsed}
+
+
+# ---- servers ----------------------------------------------------------------------------------
+
+
+def bare_server(port_file: str) -> None:
+    """gRPC that only parses: the receive path's ceiling on this machine."""
+    import asyncio
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from collector.proto.gen.meshlens_als_pb2 import StreamAccessLogsMessage
+
+    async def export(raw: bytes, context: Any) -> bytes:
+        req = ExportTraceServiceRequest.FromString(raw)
+        sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+        return b""
+
+    async def als(requests: Any, context: Any) -> bytes:
+        async for raw in requests:
+            m = StreamAccessLogsMessage.FromString(raw)
+            len(m.http_logs.log_entry)
+        return b""
+
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
+        server.add_generic_rpc_handlers([
+            grpc.method_handlers_generic_handler(
+                "opentelemetry.proto.collector.trace.v1.TraceService",
+                {"Export": grpc.unary_unary_rpc_method_handler(export)}),
+            grpc.method_handlers_generic_handler(
+                "envoy.service.accesslog.v3.AccessLogService",
+                {"StreamAccessLogs": grpc.stream_unary_rpc_method_handler(als)}),
+        ])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        Path(port_file).write_text(json.dumps({"pid": os.getpid(), "grpc_port": port}))
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    grpc_port: int
+    api_port: int | None
+    data_dir: Path | None
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.api_port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return str(r.read().decode())
+
+    def metric(self, name: str, labels: str = "") -> float:
+        pat = re.compile(rf"^{re.escape(name)}(\{{[^}}]*{re.escape(labels)}[^}}]*\}})? (\S+)$",
+                         re.MULTILINE)
+        return sum(float(m.group(2)) for m in pat.finditer(self.metrics()))
+
+    def rss_mib(self) -> float:
+        """RSS of the server and its children (decode workers)."""
+        pids = [self.proc.pid]
+        try:
+            for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+        total = 0
+        for pid in pids:
+            try:
+                m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+            except OSError:
+                continue
+            total += int(m.group(1)) if m else 0
+        return total / 1024
+
+
+def _pin(cpus: int | None) -> Any:
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, set(range(cpus)))
+
+
+def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            doc: dict[str, Any] = json.loads(path.read_text())
+            if doc.get("pid") == proc.pid:
+                return doc
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"server not ready after {timeout}s")
+
+
+def start_meshlens(tmp: Path, cpus: int | None, extra: list[str]) -> Server:
+    data_dir = Path(tempfile.mkdtemp(dir=tmp, prefix="data-"))
+    log = open(tmp / f"{data_dir.name}.log", "wb")  # noqa: SIM115 (lives as long as the server)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector", "serve", "--data-dir", str(data_dir),
+         "--grpc-port", "0", "--http-port", "-1", "--api-port", "0", "--log-level", "warning",
+         "--retention", "0", *extra],  # the payloads' timestamps are fixed, maybe old
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=_pin(cpus),
+    )
+    doc = _wait_file(data_dir / "serve.json", proc)
+    return Server(proc, doc["grpc_port"], doc["api_port"], data_dir)
+
+
+def start_bare(tmp: Path, cpus: int | None) -> Server:
+    port_file = tmp / f"bare-{time.time_ns()}.json"
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_bare",
+                             str(port_file)], cwd=ROOT, preexec_fn=_pin(cpus))
+    doc = _wait_file(port_file, proc)
+    return Server(proc, doc["grpc_port"], None, None)
+
+
+def count_parquet_rows(data_dir: Path, table: str) -> int:
+    import duckdb
+
+    from collector.store.layout import visible_files
+
+    files = [str(f) for f in visible_files(data_dir, table)]
+    if not files:
+        return 0
+    con = duckdb.connect()
+    try:
+        return int(con.execute("select count(*) from read_parquet(?)", [files]).fetchall()[0][0])
+    finally:
+        con.close()
+
+
+# ---- one measurement --------------------------------------------------------------------------
+
+
+def measure(server: Server, kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "_load", f"127.0.0.1:{server.grpc_port}",
+           kind, str(args.seconds), str(args.warmup), str(args.concurrency)]
+    gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT, text=True)
+    assert gen.stdout is not None
+    line = gen.stdout.readline()  # "measuring"
+    assert line.strip() == "measuring", line
+    is_meshlens = server.api_port is not None
+    labels = 'receiver="envoy_als"' if kind == "als" else 'receiver="otlp_grpc"'
+    name = "meshlens_receiver_accepted_items_total"
+    before = server.metric(name, labels) if is_meshlens else 0.0
+    t0 = time.monotonic()
+    peak = 0.0
+    while gen.poll() is None:
+        peak = max(peak, server.rss_mib())
+        time.sleep(0.25)
+        if time.monotonic() - t0 >= args.seconds:
+            break
+    after = server.metric(name, labels) if is_meshlens else 0.0
+    window = time.monotonic() - t0
+    out, _ = gen.communicate(timeout=300)
+    res = json.loads(out.strip().splitlines()[-1])
+    rate = res["items"] / res["seconds"]
+    if kind == "als" and is_meshlens:
+        rate = (after - before) / window  # durable entries, not merely sent
+    row: dict[str, Any] = {"rate": rate, "mbps": res["bytes"] / res["seconds"] / 1e6,
+                           "errors": res["errors"], "sent": res["items_all"], "rss": peak}
+    if is_meshlens:
+        t1 = time.monotonic()
+        while server.metric("meshlens_store_wal_bytes_pending") > 0 and time.monotonic() - t1 < 300:
+            peak = max(peak, server.rss_mib())
+            time.sleep(0.2)
+        row["drain"] = time.monotonic() - t1
+        row["rss"] = max(peak, server.rss_mib())
+    return row
+
+
+def stop(server: Server) -> int:
+    server.proc.send_signal(signal.SIGTERM)
+    return server.proc.wait(timeout=300)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_load":
+        target, kind, seconds, warmup, conc = argv[1:6]
+        print(json.dumps(load(target, kind, float(seconds), float(warmup), int(conc))),
+              flush=True)
+        return 0
+    if argv and argv[0] == "_bare":
+        bare_server(argv[1])
+        return 0
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=10.0, help="measured window per run")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--cpus", type=int, nargs="*", default=[2, 1],
+                   help="pin the server to this many cores (one run each)")
+    p.add_argument("--no-als", action="store_true")
+    p.add_argument("--no-bare", action="store_true")
+    p.add_argument("--serve-args", default="", help="extra flags for meshlens serve")
+    args = p.parse_args(argv)
+    kinds = ["traces"] if args.no_als else ["traces", "als"]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="meshlens-bench-") as tmpname:
+        tmp = Path(tmpname)
+        for cpus in args.cpus:
+            for kind in kinds:
+                if not args.no_bare:
+                    bare = start_bare(tmp, cpus)
+                    try:
+                        r = measure(bare, kind, args)
+                    finally:
+                        bare.proc.terminate()
+                        bare.proc.wait(30)
+                    rows.append(("bare parse", cpus, kind, r, ""))
+                srv = start_meshlens(tmp, cpus, args.serve_args.split())
+                try:
+                    r = measure(srv, kind, args)
+                finally:
+                    rc = stop(srv)
+                table = "spans" if kind == "traces" else "requests"
+                assert srv.data_dir is not None
+                stored = count_parquet_rows(srv.data_dir, table)
+                # every item the load generator saw acknowledged (traces) or sent and the
+                # stream closed cleanly (ALS) must be in Parquet exactly once
+                exact = "yes" if stored == r["sent"] and rc == 0 else f"no ({stored}/{r['sent']})"
+                rows.append(("meshlens serve", cpus, kind, r, exact))
+                print(f"... {rows[-1][0]} cpus={cpus} {kind}: {r['rate']:,.0f}/s", file=sys.stderr)
+    print()
+    print(f"{'server':<15} {'cpus':>4} {'signal':<7} {'items/s':>11} {'MB/s':>7} "
+          f"{'drain s':>8} {'exact':>6} {'peak RSS MiB':>13} {'errors':>6}")
+    for name, cpus, kind, r, exact in rows:
+        drain = f"{r['drain']:.1f}" if "drain" in r else "-"
+        print(f"{name:<15} {cpus:>4} {kind:<7} {r['rate']:>11,.0f} {r['mbps']:>7.1f} "
+              f"{drain:>8} {exact or '-':>6} {r['rss']:>13.0f} {r['errors']:>6}")
+    by = {(n, c, k): r["rate"] for n, c, k, r, _ in rows}
+    for cpus in args.cpus:
+        for kind in kinds:
+            a, b = by.get(("meshlens serve", cpus, kind)), by.get(("bare parse", cpus, kind))
+            if a and b:
+                print(f"meshlens / bare parse, {kind}, {cpus} cpu(s): {a / b:.0%}")
+    for kind in kinds:
+        one, two = by.get(("meshlens serve", 1, kind)), by.get(("meshlens serve", 2, kind))
+        if one and two:
+            print(f"meshlens {kind}: 2 cores / 1 core = {two / one:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

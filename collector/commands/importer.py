@@ -1,0 +1,204 @@
+"""`meshlens import accesslog FILE...`: Istio/Envoy access-log files into the `requests` table.
+
+Text (Istio's default format, Envoy's default format) and Istio's JSON format are detected per
+line; `kubectl logs` output works as is (`--timestamps` and `--prefix` prefixes are stripped),
+`-` reads stdin, `.gz` files are decompressed. Lines that are not access logs are skipped,
+counted, and the first few reported with file and line number. Rows are written straight to
+Parquet (writer node `import-<random>`), in batches, so a huge file needs bounded memory.
+
+    kubectl logs deploy/reviews-v1 -c istio-proxy --timestamps | meshlens import accesslog -
+    meshlens import accesslog --proxy-pod reviews-v1-7f9c8d6b5-x2x4p --proxy-namespace default a.log
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final
+
+from collector.config import Setting, add_settings, parse_bool
+from collector.decode import identity
+from collector.decode.access_log_text import parse_access_log_line
+from collector.decode.request_rows import rows_to_table
+from collector.store.writer import write_table
+
+log = logging.getLogger(__name__)
+
+IMPORT: Final = (
+    Setting("progress", True, "show a progress bar on stderr (when it is a terminal)", parse_bool),
+    Setting("proxy_pod", "", "pod whose istio-proxy wrote the log (names the reporting workload)"),
+    Setting("proxy_namespace", "", "namespace of --proxy-pod"),
+    Setting("batch_rows", 100_000, "rows per Parquet file written", int),
+)
+SHOW_BAD: Final = 5
+
+
+@dataclass(slots=True)
+class ImportStats:
+    lines: int = 0
+    rows: int = 0
+    skipped: int = 0
+    files_written: int = 0
+    bad_examples: list[str] = field(default_factory=list)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=["accesslog"], help="what to import")
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="access-log files ('-' = stdin; .gz allowed)"
+    )
+    add_settings(parser, IMPORT)
+
+
+def _open(name: str) -> tuple[IO[bytes], int | None]:
+    """(binary stream, size in bytes or None)."""
+    if name == "-":
+        return sys.stdin.buffer, None
+    path = Path(name)
+    if name.endswith(".gz"):
+        # progress counts decompressed bytes, so no total for .gz
+        return gzip.GzipFile(path, "rb"), None  # type: ignore[return-value]
+    return path.open("rb"), path.stat().st_size
+
+
+def _local_workload(pod: str, namespace: str) -> identity.Workload:
+    if not pod and not namespace:
+        return identity.UNKNOWN_WORKLOAD
+    return identity.Workload(
+        workload=identity.known(identity.workload_from_pod(pod) if pod else ""),
+        namespace=identity.known(namespace),
+        pod=identity.known(pod),
+    )
+
+
+class _Progress:
+    """tqdm over bytes read (only when enabled; tqdm itself hides on non-terminals)."""
+
+    def __init__(self, enabled: bool, total: int | None, desc: str) -> None:
+        self.bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                desc=desc,
+                unit="B",
+                unit_scale=True,
+                file=sys.stderr,
+                disable=None,
+                leave=False,
+            )
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _lines(stream: IO[bytes], progress: _Progress) -> Iterator[tuple[int, str]]:
+    for lineno, data in enumerate(stream, start=1):
+        progress.update(len(data))
+        yield lineno, data.decode("utf-8", errors="replace")
+
+
+def import_files(
+    data_dir: Path,
+    files: list[str],
+    *,
+    progress: bool = False,
+    local: identity.Workload = identity.UNKNOWN_WORKLOAD,
+    batch_rows: int = 100_000,
+    node: str | None = None,
+) -> ImportStats:
+    """Parse and write; returns the counts (no printing besides the progress bar)."""
+    node = node or f"import-{secrets.token_hex(3)}"
+    seq = time.time_ns() // 1000
+    stats = ImportStats()
+    rows: list[dict[str, Any]] = []
+    node_id = f"file:{local.pod}.{local.namespace}" if local.pod != identity.UNKNOWN else ""
+
+    def flush() -> None:
+        nonlocal seq, rows
+        if rows:
+            written = write_table(data_dir, "requests", rows_to_table(rows), node=node, lo=seq)
+            stats.files_written += len(written)
+            seq += 1
+            rows = []
+
+    for name in files:
+        stream, size = _open(name)
+        bar = _Progress(progress, size, os.path.basename(name) if name != "-" else "stdin")
+        try:
+            for lineno, line in _lines(stream, bar):
+                if not line.strip():
+                    continue
+                stats.lines += 1
+                row = parse_access_log_line(line, local=local, node_id=node_id)
+                if row is None:
+                    stats.skipped += 1
+                    if len(stats.bad_examples) < SHOW_BAD:
+                        shown = line.strip()
+                        shown = shown if len(shown) <= 120 else shown[:117] + "..."
+                        stats.bad_examples.append(f"{name}:{lineno}: {shown}")
+                    continue
+                rows.append(row)
+                stats.rows += 1
+                if len(rows) >= batch_rows:
+                    flush()
+        finally:
+            bar.close()
+            if stream is not sys.stdin.buffer:
+                stream.close()
+    flush()
+    return stats
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = [f for f in args.files if f != "-" and not Path(f).is_file()]
+    if missing:
+        print(f"meshlens import: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if args.batch_rows < 1:
+        print("meshlens import: --batch-rows must be at least 1", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    stats = import_files(
+        Path(args.data_dir),
+        list(args.files),
+        progress=bool(args.progress),
+        local=_local_workload(args.proxy_pod, args.proxy_namespace),
+        batch_rows=args.batch_rows,
+    )
+    took = time.monotonic() - started
+    if stats.skipped:
+        print(
+            f"skipped {stats.skipped} of {stats.lines} lines that are not access-log lines; "
+            f"first {len(stats.bad_examples)}:",
+            file=sys.stderr,
+        )
+        for example in stats.bad_examples:
+            print(f"  {example}", file=sys.stderr)
+    if stats.rows == 0:
+        print(
+            f"meshlens import: no access-log lines found in {stats.lines} lines of "
+            f"{', '.join(args.files)} (expected Istio's text or JSON access-log format)",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"imported {stats.rows} requests from {stats.lines} lines in {took:.1f}s "
+        f"into {args.data_dir} ({stats.files_written} Parquet files)",
+        file=sys.stderr,
+    )
+    return 0
