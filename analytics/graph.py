@@ -20,20 +20,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final, Literal
 
 import duckdb
 
-from analytics.catalog import (
-    IS_4XX,
-    IS_5XX,
-    IS_ERROR,
-    IS_GRPC_ERROR,
-    IS_NO_RESPONSE,
-    TRAFFIC_SQL,
-)
 from analytics.errors import GraphError
 from analytics.window import TimeWindow
 
@@ -41,6 +33,7 @@ Level = Literal["workload", "app", "versioned-app", "service"]
 Source = Literal["requests", "spans", "auto"]
 LEVELS: Final = ("workload", "app", "versioned-app", "service")
 SOURCES: Final = ("requests", "spans", "auto")
+DEDUPS: Final = ("series", "request")
 UNKNOWN: Final = "unknown"
 UNKNOWN_ID: Final = "unknown"
 
@@ -69,40 +62,49 @@ def _svc_name() -> str:
     )
 
 
-def _code_label() -> str:
-    # Kiali's HandleResponseCode: 0 -> '-', gRPC uses grpc status unless HTTP said 4xx/5xx.
-    return (
-        "CASE WHEN protocol = 'tcp' THEN '-' "
-        "WHEN coalesce(response_code, 0) = 0 THEN '-' "
-        "WHEN protocol = 'grpc' AND response_code < 400 AND coalesce(grpc_status, '') <> '' "
-        "THEN grpc_status ELSE response_code::VARCHAR END"
-    )
-
-
-def graph_sql(level: str, namespaces: Sequence[str] = ()) -> str:
-    """The single aggregate behind a requests graph at `level` (see the module doc)."""
+def _projection(level: str, namespaces: Sequence[str], dedup: str) -> str:
+    """Per-row key columns of `level` over the requests (or the exact `traffic` view)."""
     if level not in _LEVEL_KEYS:
         raise GraphError(f"unknown graph level {level!r}; choose from {', '.join(LEVELS)}")
+    if dedup not in DEDUPS:
+        raise GraphError(f"unknown dedup {dedup!r}; choose from {', '.join(DEDUPS)}")
     src_key, dst_key, dst_known = _LEVEL_KEYS[level]
     where = ""
     if namespaces:
         ns = ", ".join("'" + n.replace("'", "''") + "'" for n in namespaces)
         where = f"WHERE source_namespace IN ({ns}) OR destination_namespace IN ({ns})"
+    # With dedup='request' the traffic view already holds one row per request: no pick needed.
+    is_src = "reporter = 'source'" if dedup == "series" else "false"
+    table = "requests" if dedup == "series" else "traffic"
     return f"""
-WITH traffic AS ({TRAFFIC_SQL}),
-t AS (
-    SELECT *,
-        CASE WHEN {_SRC_UNKNOWN} THEN 'unknown' ELSE 'node' END AS s_type,
+WITH r AS NOT MATERIALIZED (
+    SELECT
+        {_SRC_UNKNOWN} AS s_unknown,
         CASE WHEN {_SRC_UNKNOWN} THEN {_U} ELSE coalesce(source_namespace, {_U}) END AS s_ns,
         CASE WHEN {_SRC_UNKNOWN} THEN {_U} ELSE coalesce({src_key}, {_U}) END AS s_key,
-        CASE WHEN {dst_known} THEN 'node' ELSE 'service' END AS d_type,
+        {dst_known} AS d_known,
         coalesce(destination_namespace, {_U}) AS d_ns,
-        CASE WHEN {dst_known} THEN coalesce({dst_key}, {_U}) ELSE {_svc_name()} END AS d_key
-    FROM traffic
+        CASE WHEN {dst_known} THEN coalesce({dst_key}, {_U}) ELSE {_svc_name()} END AS d_key,
+        protocol,
+        {is_src} AS is_src,
+        *
+    FROM {table}
     {where}
-)
-SELECT
-    s_type, s_ns, s_key, d_type, d_ns, d_key, protocol,
+)"""
+
+
+_EDGE_KEYS: Final = "s_unknown, s_ns, s_key, d_known, d_ns, d_key, protocol"
+
+
+def latency_sql(level: str, namespaces: Sequence[str] = (), dedup: str = "series") -> str:
+    """Per edge and reporter: latency quantiles, node attributes, first/last seen."""
+    return f"""{_projection(level, namespaces, dedup)}
+SELECT {_EDGE_KEYS}, is_src,
+    count(*) AS n,
+    quantile_cont(duration_ms, [0.5, 0.95, 0.99]) AS q,
+    avg(duration_ms) AS avg_ms,
+    min(ts) AS first_seen,
+    max(ts) AS last_seen,
     any_value(source_workload) AS s_workload,
     any_value(source_canonical_service) AS s_app,
     any_value(source_version) AS s_version,
@@ -110,30 +112,51 @@ SELECT
     any_value(destination_canonical_service) AS d_app,
     any_value(destination_version) AS d_version,
     any_value({_svc_name()}) AS d_service,
-    count(*) AS requests,
-    count(*) FILTER (WHERE {IS_ERROR}) AS errors,
-    count(*) FILTER (WHERE {IS_5XX}) AS errors_5xx,
-    count(*) FILTER (WHERE {IS_4XX}) AS errors_4xx,
-    count(*) FILTER (WHERE {IS_GRPC_ERROR}) AS errors_grpc,
-    count(*) FILTER (WHERE {IS_NO_RESPONSE}) AS no_response,
-    count(*) FILTER (WHERE protocol <> 'tcp' AND response_code >= 300 AND response_code < 400)
-        AS responses_3xx,
-    quantile_cont(duration_ms, [0.5, 0.95, 0.99]) AS q,
-    avg(duration_ms) AS avg_ms,
-    coalesce(sum(request_bytes), 0) AS request_bytes,
-    coalesce(sum(response_bytes), 0) AS response_bytes,
-    avg(CASE WHEN mtls THEN 1.0 ELSE 0.0 END) AS mtls_ratio,
-    mode(source_principal) AS source_principal,
-    mode(destination_principal) AS destination_principal,
-    histogram({_code_label()} || ' ' || coalesce(response_flags, '-') || ' '
-              || coalesce(destination_service, 'unknown')) AS responses,
-    count(*) FILTER (WHERE reporter = 'source') AS source_reported,
-    min(ts) AS first_seen,
-    max(ts) AS last_seen
-FROM t
+    any_value(source_principal) AS source_principal,
+    any_value(destination_principal) AS destination_principal
+FROM r
 GROUP BY ALL
-ORDER BY ALL
 """
+
+
+def series_sql(level: str, namespaces: Sequence[str] = (), dedup: str = "series") -> str:
+    """Per edge, reporter and series (code, gRPC status, flags, host): counts and bytes."""
+    return f"""{_projection(level, namespaces, dedup)}
+SELECT {_EDGE_KEYS}, is_src,
+    coalesce(response_code, 0) AS code,
+    coalesce(grpc_status, '') AS grpc,
+    coalesce(response_flags, '-') AS flags,
+    coalesce(destination_service, 'unknown') AS host,
+    count(*) AS n,
+    count(*) FILTER (WHERE mtls) AS n_mtls,
+    count(*) FILTER (WHERE reporter = 'source') AS n_src,
+    coalesce(sum(request_bytes), 0) AS request_bytes,
+    coalesce(sum(response_bytes), 0) AS response_bytes
+FROM r
+GROUP BY ALL
+"""
+
+
+def code_label(protocol: str, code: int, grpc: str) -> str:
+    """Kiali's HandleResponseCode: 0 -> '-', gRPC shows its status unless HTTP said 4xx/5xx."""
+    if protocol == "tcp" or code == 0:
+        return "-"
+    if protocol == "grpc" and code < 400 and grpc:
+        return grpc
+    return str(code)
+
+
+def classify(protocol: str, code: int, grpc: str) -> tuple[bool, bool, bool, bool, bool]:
+    """(5xx, 4xx, grpc error, no response, 3xx) — the same rules as catalog.IS_* in SQL."""
+    if protocol == "tcp":
+        return (False, False, False, False, False)
+    return (
+        code >= 500,
+        400 <= code < 500,
+        protocol == "grpc" and grpc not in ("", "0") and 0 < code < 400,
+        code == 0,
+        300 <= code < 400,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +173,7 @@ class Node:
     is_unknown: bool = False
     is_outside: bool = False  # outside the requested namespaces
     is_service_entry: bool = False  # an external host (no cluster namespace)
+    is_virtual: bool = False  # spans: a peer without spans of its own (user, db, peer.service)
     requests_in: int = 0
     requests_out: int = 0
     errors_in: int = 0
@@ -204,6 +228,7 @@ class Edge:
     first_seen: str | None
     last_seen: str | None
     health: str | None = None
+    connection_type: str = ""  # spans: '' | messaging_system | database | virtual_node
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -263,6 +288,8 @@ def node_id(node_type: str, level: str, namespace: str, key: str) -> str:
     """Readable, stable ids after Kiali's graph.Id (without the cluster and the sha256)."""
     if node_type == "unknown":
         return UNKNOWN_ID
+    if node_type == "virtual":
+        return f"virtual:{key}"
     if node_type == "service":
         return f"svc:{namespace}/{key}"
     prefix = {"workload": "wl", "app": "app", "versioned-app": "vapp", "service": "svc"}[level]
@@ -275,7 +302,7 @@ def _node_type(level: str) -> str:
     ]
 
 
-def _ratio(n: int, d: int) -> float:
+def _ratio(n: float, d: float) -> float:
     return n / d if d else 0.0
 
 
@@ -286,12 +313,140 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
-def _responses(hist: dict[str, int] | None) -> tuple[Response, ...]:
+@dataclass(frozen=True, slots=True)
+class NodeRef:
+    """A node as an aggregate row names it (before ids and traffic totals)."""
+
+    node_type: str  # workload | app | service | unknown
+    namespace: str
+    key: str  # workload name, app, app/version, or service name
+    workload: str = UNKNOWN
+    app: str = UNKNOWN
+    version: str = UNKNOWN
+    service: str = UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """Requests of one edge with one response code x gRPC status x flags x host."""
+
+    code: int
+    grpc: str
+    flags: str
+    host: str
+    requests: float
+    mtls: float = 0.0
+    request_bytes: float = 0.0
+    response_bytes: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeStats:
+    """Everything an edge needs, from any source (requests, spans, Prometheus)."""
+
+    source: NodeRef
+    target: NodeRef
+    protocol: str
+    series: tuple[Series, ...]
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    avg_ms: float | None = None
+    source_principal: str = UNKNOWN
+    destination_principal: str = UNKNOWN
+    source_reported: float = 0.0
+    first_seen: str | None = None
+    last_seen: str | None = None
+    failed: float | None = None  # spans: failed requests (status / configured codes)
+    connection_type: str = ""
+
+
+def _rows(conn: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    cur = conn.execute(sql)
+    cols = [d[0] for d in cur.description or ()]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def _node_refs(level: str, r: Mapping[str, Any]) -> tuple[NodeRef, NodeRef]:
+    kind = _node_type(level)
+    with_version = level in ("workload", "versioned-app")
+    if r["s_unknown"]:
+        src = NodeRef("unknown", UNKNOWN, UNKNOWN)
+    else:
+        src = NodeRef(
+            kind,
+            r["s_ns"],
+            r["s_key"],
+            workload=(r["s_workload"] or UNKNOWN) if level == "workload" else UNKNOWN,
+            app=r["s_app"] or UNKNOWN,
+            version=(r["s_version"] or UNKNOWN) if with_version else UNKNOWN,
+            service=(r["s_app"] or UNKNOWN) if level == "service" else UNKNOWN,
+        )
+    if not r["d_known"]:
+        dst = NodeRef("service", r["d_ns"], r["d_key"], service=r["d_key"])
+    else:
+        dst = NodeRef(
+            kind,
+            r["d_ns"],
+            r["d_key"],
+            workload=(r["d_workload"] or UNKNOWN) if level == "workload" else UNKNOWN,
+            app=r["d_app"] or UNKNOWN,
+            version=(r["d_version"] or UNKNOWN) if with_version else UNKNOWN,
+            service=r["d_service"] or UNKNOWN,
+        )
+    return src, dst
+
+
+def requests_edge_stats(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    level: str = "workload",
+    namespaces: Sequence[str] = (),
+    dedup: str = "series",
+) -> list[EdgeStats]:
+    """Two aggregate scans of the requests (latency per edge, counts per series), then
+    Kiali's reporter pick in Python on the small results: per series the destination's
+    report when it has one, else the source's; latency from the destination's reports when
+    the edge has any ("Response Times are reported using destination proxy telemetry, when
+    available")."""
+    key_cols = ("s_unknown", "s_ns", "s_key", "d_known", "d_ns", "d_key", "protocol")
+    lat: dict[tuple[Any, ...], dict[bool, dict[str, Any]]] = defaultdict(dict)
+    for r in _rows(conn, latency_sql(level, namespaces, dedup)):
+        lat[tuple(r[k] for k in key_cols)][bool(r["is_src"])] = r
+    series: dict[tuple[Any, ...], dict[tuple[Any, ...], dict[bool, dict[str, Any]]]] = (
+        defaultdict(lambda: defaultdict(dict))
+    )
+    for r in _rows(conn, series_sql(level, namespaces, dedup)):
+        key = tuple(r[k] for k in key_cols)
+        series[key][(r["code"], r["grpc"], r["flags"], r["host"])][bool(r["is_src"])] = r
     out = []
-    for label, count in (hist or {}).items():
-        code, flags, host = (label.split(" ", 2) + ["-", UNKNOWN])[:3]
-        out.append(Response(code, flags, host, int(count)))
-    return tuple(sorted(out, key=lambda r: (r.code, r.flags, r.host)))
+    for key, by_rep in lat.items():
+        main = by_rep.get(False) or by_rep[True]
+        both = [x for x in (by_rep.get(False), by_rep.get(True)) if x]
+        picked: list[Series] = []
+        source_reported = 0
+        for (code, grpc, flags, host), reps in sorted(series[key].items()):
+            row = reps.get(False) or reps[True]
+            source_reported += row["n_src"]
+            picked.append(
+                Series(int(code), grpc, flags, host, int(row["n"]), int(row["n_mtls"]),
+                       int(row["request_bytes"]), int(row["response_bytes"]))
+            )
+        q = main["q"] or [None, None, None]
+        src, dst = _node_refs(level, main)
+        out.append(
+            EdgeStats(
+                src, dst, key[-1], tuple(picked),
+                p50_ms=_num(q[0]), p95_ms=_num(q[1]), p99_ms=_num(q[2]),
+                avg_ms=_num(main["avg_ms"]),
+                source_principal=main["source_principal"] or UNKNOWN,
+                destination_principal=main["destination_principal"] or UNKNOWN,
+                source_reported=source_reported,
+                first_seen=min(x["first_seen"] for x in both).isoformat(),
+                last_seen=max(x["last_seen"] for x in both).isoformat(),
+            )
+        )
+    return out
 
 
 def requests_graph(
@@ -300,134 +455,122 @@ def requests_graph(
     *,
     level: str = "workload",
     namespaces: Sequence[str] = (),
+    dedup: str = "series",
 ) -> Graph:
-    rows = conn.execute(graph_sql(level, namespaces)).fetchall()
-    cols = [d[0] for d in conn.description or ()]
-    return build_graph([dict(zip(cols, r, strict=True)) for r in rows], window, level=level,
-                       source="requests", namespaces=namespaces)
+    stats = requests_edge_stats(conn, level=level, namespaces=namespaces, dedup=dedup)
+    return build_graph(stats, window, level=level, source="requests", namespaces=namespaces)
 
 
 def build_graph(
-    rows: Sequence[dict[str, Any]],
+    stats: Sequence[EdgeStats],
     window: TimeWindow,
     *,
     level: str,
     source: str,
     namespaces: Sequence[str] = (),
 ) -> Graph:
-    """Nodes and edges from aggregate rows (one per source key, target key, protocol)."""
+    """Nodes (with ids, totals, flags) and edges (rates, ratios, breakdown) from edge stats."""
     seconds = window.seconds
     nodes: dict[str, Node] = {}
     ns_set = set(namespaces)
 
-    def add_node(nid: str, **attrs: Any) -> None:
+    def add_node(ref: NodeRef) -> str:
+        nid = node_id(ref.node_type, level, ref.namespace, ref.key)
         if nid not in nodes:
-            ns = attrs.get("namespace", UNKNOWN)
             nodes[nid] = Node(
                 id=nid,
-                is_outside=bool(ns_set) and ns not in ns_set and nid != UNKNOWN_ID,
-                **attrs,
+                node_type=ref.node_type,
+                namespace=ref.namespace,
+                workload=ref.workload,
+                app=ref.app,
+                version=ref.version,
+                service=ref.service,
+                is_unknown=ref.node_type == "unknown" or ref.key in ("user", UNKNOWN),
+                is_virtual=ref.node_type == "virtual",
+                is_service_entry=ref.node_type == "service" and ref.namespace == UNKNOWN,
+                is_outside=bool(ns_set) and ref.namespace not in ns_set and nid != UNKNOWN_ID,
             )
+        return nid
 
-    pending: list[tuple[dict[str, Any], str, str]] = []
-    for r in rows:
-        s_type = "unknown" if r["s_type"] == "unknown" else _node_type(level)
-        sid = node_id(s_type, level, r["s_ns"], r["s_key"])
-        d_type = "service" if r["d_type"] == "service" else _node_type(level)
-        did = node_id(d_type, level, r["d_ns"], r["d_key"])
-        if s_type == "unknown":
-            add_node(sid, node_type="unknown", namespace=UNKNOWN, is_unknown=True)
-        else:
-            add_node(
-                sid,
-                node_type=s_type,
-                namespace=r["s_ns"],
-                workload=r["s_workload"] if level == "workload" else UNKNOWN,
-                app=r["s_app"] or UNKNOWN,
-                version=r["s_version"] if level in ("workload", "versioned-app") else UNKNOWN,
-                service=r["s_app"] if level == "service" else UNKNOWN,
-            )
-        if d_type == "service":
-            add_node(
-                did,
-                node_type="service",
-                namespace=r["d_ns"],
-                service=r["d_key"],
-                is_service_entry=r["d_ns"] == UNKNOWN,
-            )
-        else:
-            add_node(
-                did,
-                node_type=d_type,
-                namespace=r["d_ns"],
-                workload=r["d_workload"] if level == "workload" else UNKNOWN,
-                app=r["d_app"] or UNKNOWN,
-                version=r["d_version"] if level in ("workload", "versioned-app") else UNKNOWN,
-                service=r["d_service"] or UNKNOWN,
-            )
-        pending.append((r, sid, did))
-
-    out_by_proto: dict[tuple[str, str], int] = defaultdict(int)
-    for r, sid, _did in pending:
-        out_by_proto[(sid, r["protocol"])] += int(r["requests"])
+    ids = [(add_node(st.source), add_node(st.target), st) for st in stats]
+    out_by_proto: dict[tuple[str, str], float] = defaultdict(float)
+    for sid, _did, st in ids:
+        out_by_proto[(sid, st.protocol)] += sum(x.requests for x in st.series)
 
     edges: list[Edge] = []
-    for r, sid, did in pending:
-        n = int(r["requests"])
-        q = r["q"] or [None, None, None]
-        resp = _responses(r["responses"])
+    seen: set[tuple[str, str, str]] = set()
+    for sid, did, st in ids:
+        if (sid, did, st.protocol) in seen:
+            raise GraphError(f"duplicate edge {sid} -> {did} ({st.protocol})")
+        seen.add((sid, did, st.protocol))
+        counts = [0.0] * 5
+        n = req_b = resp_b = mtls = 0.0
+        responses = []
+        for x in st.series:
+            n += x.requests
+            req_b += x.request_bytes
+            resp_b += x.response_bytes
+            mtls += x.mtls
+            for i, hit in enumerate(classify(st.protocol, x.code, x.grpc)):
+                if hit:
+                    counts[i] += x.requests
+            responses.append(
+                Response(code_label(st.protocol, x.code, x.grpc), x.flags, x.host, x.requests)
+            )
+        e5, e4, eg, nr, r3 = counts
+        errors = e5 + eg + nr if st.failed is None else st.failed
         edges.append(
             Edge(
                 source=sid,
                 target=did,
-                protocol=r["protocol"],
-                requests=n,
+                protocol=st.protocol,
+                requests=_int(n),
                 rps=n / seconds,
-                errors=int(r["errors"]),
-                error_rate=_ratio(r["errors"], n),
-                errors_5xx=int(r["errors_5xx"]),
-                errors_4xx=int(r["errors_4xx"]),
-                errors_grpc=int(r["errors_grpc"]),
-                no_response=int(r["no_response"]),
-                responses_3xx=int(r["responses_3xx"]),
-                error_rate_5xx=_ratio(r["errors_5xx"], n),
-                error_rate_4xx=_ratio(r["errors_4xx"], n),
-                error_rate_grpc=_ratio(r["errors_grpc"], n),
-                no_response_rate=_ratio(r["no_response"], n),
-                p50_ms=_num(q[0]),
-                p95_ms=_num(q[1]),
-                p99_ms=_num(q[2]),
-                avg_ms=_num(r["avg_ms"]),
-                request_bytes=int(r["request_bytes"]),
-                response_bytes=int(r["response_bytes"]),
-                throughput_bps=(int(r["request_bytes"]) + int(r["response_bytes"])) / seconds,
-                share=_ratio(n, out_by_proto[(sid, r["protocol"])]),
-                mtls_ratio=float(r["mtls_ratio"] or 0.0),
-                source_principal=r["source_principal"] or UNKNOWN,
-                destination_principal=r["destination_principal"] or UNKNOWN,
-                hosts=tuple(sorted({x.host for x in resp})),
-                responses=resp,
-                source_reported=int(r["source_reported"]),
-                first_seen=r["first_seen"].isoformat() if r["first_seen"] else None,
-                last_seen=r["last_seen"].isoformat() if r["last_seen"] else None,
+                errors=_int(errors),
+                error_rate=_ratio(errors, n),
+                errors_5xx=_int(e5),
+                errors_4xx=_int(e4),
+                errors_grpc=_int(eg),
+                no_response=_int(nr),
+                responses_3xx=_int(r3),
+                error_rate_5xx=_ratio(e5, n),
+                error_rate_4xx=_ratio(e4, n),
+                error_rate_grpc=_ratio(eg, n),
+                no_response_rate=_ratio(nr, n),
+                p50_ms=st.p50_ms,
+                p95_ms=st.p95_ms,
+                p99_ms=st.p99_ms,
+                avg_ms=st.avg_ms,
+                request_bytes=_int(req_b),
+                response_bytes=_int(resp_b),
+                throughput_bps=(req_b + resp_b) / seconds,
+                share=_ratio(n, out_by_proto[(sid, st.protocol)]),
+                mtls_ratio=_ratio(mtls, n),
+                source_principal=st.source_principal,
+                destination_principal=st.destination_principal,
+                hosts=tuple(sorted({x.host for x in st.series})),
+                responses=_merge_responses(responses),
+                source_reported=_int(st.source_reported),
+                first_seen=st.first_seen,
+                last_seen=st.last_seen,
+                connection_type=st.connection_type,
             )
         )
-    edges = _merge_duplicate_edges(edges)
-    return Graph(level, source, window, _with_traffic(nodes, edges, seconds),
-                 tuple(sorted(edges, key=lambda e: (e.source, e.target, e.protocol))),
+    edges.sort(key=lambda e: (e.source, e.target, e.protocol))
+    return Graph(level, source, window, _with_traffic(nodes, edges, seconds), tuple(edges),
                  tuple(namespaces))
 
 
-def _merge_duplicate_edges(edges: list[Edge]) -> list[Edge]:
-    # Keys are unique per aggregate row, so duplicates cannot happen at the SQL level; guard
-    # anyway (e.g. two service hosts folding into one node) by refusing silently wrong merges.
-    seen: dict[tuple[str, str, str], Edge] = {}
-    for e in edges:
-        k = (e.source, e.target, e.protocol)
-        if k in seen:
-            raise GraphError(f"duplicate edge {k}: aggregate keys are not unique")
-        seen[k] = e
-    return edges
+def _int(x: float) -> int:
+    # Counts from requests are integers; from Prometheus rates they are estimates: round.
+    return round(x)
+
+
+def _merge_responses(responses: Sequence[Response]) -> tuple[Response, ...]:
+    merged: dict[tuple[str, str, str], float] = defaultdict(float)
+    for r in responses:
+        merged[(r.code, r.flags, r.host)] += r.count
+    return tuple(Response(c, f, h, _int(n)) for (c, f, h), n in sorted(merged.items()))
 
 
 def _with_traffic(nodes: dict[str, Node], edges: Sequence[Edge], seconds: float) -> tuple[Node, ...]:
@@ -492,6 +635,7 @@ def service_graph(
     namespace: str | Sequence[str] | None = None,
     source: str = "requests",
     health_config: Any = None,
+    dedup: str = "series",
 ) -> Graph:
     """The graph for `window` from proxy requests, spans, or whichever has data (`auto`),
     with health per node and edge (analytics.health, Kiali's tolerances unless given)."""
@@ -508,7 +652,7 @@ def service_graph(
         has_requests = conn.execute("SELECT count(*) > 0 FROM (SELECT 1 FROM requests LIMIT 1)")
         source = "requests" if has_requests.fetchone() == (True,) else "spans"
     if source == "requests":
-        graph = requests_graph(conn, window, level=level, namespaces=namespaces)
+        graph = requests_graph(conn, window, level=level, namespaces=namespaces, dedup=dedup)
     else:
         from analytics.graph_spans import spans_graph
 

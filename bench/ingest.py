@@ -67,12 +67,19 @@ def als_payloads(n: int) -> tuple[bytes, list[bytes]]:
         msg = meshlens_als_pb2.StreamAccessLogsMessage()
         if first:
             node = msg.identifier.node
-            node.id = "sidecar~10.0.0.7~productpage-v1-6b746f74dc-9stvs.default~default.svc.cluster.local"
+            node.id = (
+                "sidecar~10.0.0.7~productpage-v1-6b746f74dc-9stvs.default~default.svc.cluster.local"
+            )
             node.cluster = "productpage.default"
             md = Struct()
-            md.update({"NAMESPACE": "default", "WORKLOAD_NAME": "productpage-v1",
-                       "SERVICE_ACCOUNT": "bookinfo-productpage",
-                       "LABELS": {"app": "productpage", "version": "v1"}})
+            md.update(
+                {
+                    "NAMESPACE": "default",
+                    "WORKLOAD_NAME": "productpage-v1",
+                    "SERVICE_ACCOUNT": "bookinfo-productpage",
+                    "LABELS": {"app": "productpage", "version": "v1"},
+                }
+            )
             node.metadata.CopyFrom(md)
             msg.identifier.log_name = "envoy_accesslog"
         for i in range(ENTRIES_PER_MESSAGE):
@@ -95,9 +102,11 @@ def als_payloads(n: int) -> tuple[bytes, list[bytes]]:
             tls = c.tls_properties
             tls.tls_version = 4
             tls.peer_certificate_properties.subject_alt_name.add(
-                uri="spiffe://cluster.local/ns/default/sa/bookinfo-reviews")
+                uri="spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
+            )
             tls.local_certificate_properties.subject_alt_name.add(
-                uri="spiffe://cluster.local/ns/default/sa/bookinfo-productpage")
+                uri="spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
+            )
             c.route_name = "default"
             e.protocol_version = 2
             e.request.request_method = 1
@@ -105,7 +114,7 @@ def als_payloads(n: int) -> tuple[bytes, list[bytes]]:
             e.request.authority = "reviews:9080"
             e.request.path = f"/reviews/{rnd.randint(0, 10**6)}"
             e.request.user_agent = "python-requests/2.32.3"
-            e.request.request_id = "%032x" % rnd.getrandbits(128)
+            e.request.request_id = f"{rnd.getrandbits(128):032x}"
             e.request.request_headers_bytes = 420
             e.response.response_code.value = rnd.choice((200, 200, 200, 503))
             e.response.response_headers_bytes = 180
@@ -141,8 +150,9 @@ def load(target: str, kind: str, seconds: float, warmup: float, concurrency: int
         payloads = trace_payloads(8)
 
         def worker(i: int) -> None:
-            call = channels[i % 2].unary_unary(TRACE_METHOD, request_serializer=None,
-                                               response_deserializer=None)
+            call = channels[i % 2].unary_unary(
+                TRACE_METHOD, request_serializer=None, response_deserializer=None
+            )
             j = i
             while not stop.is_set():
                 p = payloads[j % len(payloads)]
@@ -160,8 +170,9 @@ def load(target: str, kind: str, seconds: float, warmup: float, concurrency: int
         first, later = als_payloads(16)
 
         def worker(i: int) -> None:
-            call = channels[i % 2].stream_unary(ALS_METHOD, request_serializer=None,
-                                                response_deserializer=None)
+            call = channels[i % 2].stream_unary(
+                ALS_METHOD, request_serializer=None, response_deserializer=None
+            )
 
             def messages() -> Any:
                 yield first
@@ -222,14 +233,18 @@ def bare_server(port_file: str) -> None:
 
     async def main() -> None:
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
-        server.add_generic_rpc_handlers([
-            grpc.method_handlers_generic_handler(
-                "opentelemetry.proto.collector.trace.v1.TraceService",
-                {"Export": grpc.unary_unary_rpc_method_handler(export)}),
-            grpc.method_handlers_generic_handler(
-                "envoy.service.accesslog.v3.AccessLogService",
-                {"StreamAccessLogs": grpc.stream_unary_rpc_method_handler(als)}),
-        ])
+        server.add_generic_rpc_handlers(
+            [
+                grpc.method_handlers_generic_handler(
+                    "opentelemetry.proto.collector.trace.v1.TraceService",
+                    {"Export": grpc.unary_unary_rpc_method_handler(export)},
+                ),
+                grpc.method_handlers_generic_handler(
+                    "envoy.service.accesslog.v3.AccessLogService",
+                    {"StreamAccessLogs": grpc.stream_unary_rpc_method_handler(als)},
+                ),
+            ]
+        )
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         Path(port_file).write_text(json.dumps({"pid": os.getpid(), "grpc_port": port}))
@@ -251,26 +266,27 @@ class Server:
             return str(r.read().decode())
 
     def metric(self, name: str, labels: str = "") -> float:
-        pat = re.compile(rf"^{re.escape(name)}(\{{[^}}]*{re.escape(labels)}[^}}]*\}})? (\S+)$",
-                         re.MULTILINE)
+        pat = re.compile(
+            rf"^{re.escape(name)}(\{{[^}}]*{re.escape(labels)}[^}}]*\}})? (\S+)$", re.MULTILINE
+        )
         return sum(float(m.group(2)) for m in pat.finditer(self.metrics()))
 
-    def rss_mib(self) -> float:
-        """RSS of the server and its children (decode workers)."""
+    def rss_mib(self) -> tuple[float, float]:
+        """(RSS of the server process, RSS of it and its children, the decode workers)."""
         pids = [self.proc.pid]
         try:
             for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
                 pids += [int(p) for p in (task / "children").read_text().split()]
         except OSError:
             pass
-        total = 0
+        sizes = []
         for pid in pids:
             try:
                 m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
             except OSError:
                 continue
-            total += int(m.group(1)) if m else 0
-        return total / 1024
+            sizes.append(int(m.group(1)) / 1024 if m else 0.0)
+        return (sizes[0] if sizes else 0.0), sum(sizes)
 
 
 def _pin(cpus: int | None) -> Any:
@@ -298,10 +314,29 @@ def start_meshlens(tmp: Path, cpus: int | None, extra: list[str]) -> Server:
     data_dir = Path(tempfile.mkdtemp(dir=tmp, prefix="data-"))
     log = open(tmp / f"{data_dir.name}.log", "wb")  # noqa: SIM115 (lives as long as the server)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "collector", "serve", "--data-dir", str(data_dir),
-         "--grpc-port", "0", "--http-port", "-1", "--api-port", "0", "--log-level", "warning",
-         "--retention", "0", *extra],  # the payloads' timestamps are fixed, maybe old
-        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=_pin(cpus),
+        [
+            sys.executable,
+            "-m",
+            "collector",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "-1",
+            "--api-port",
+            "0",
+            "--log-level",
+            "warning",
+            "--retention",
+            "0",
+            *extra,
+        ],  # the payloads' timestamps are fixed, maybe old
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        preexec_fn=_pin(cpus),
     )
     doc = _wait_file(data_dir / "serve.json", proc)
     return Server(proc, doc["grpc_port"], doc["api_port"], data_dir)
@@ -309,8 +344,11 @@ def start_meshlens(tmp: Path, cpus: int | None, extra: list[str]) -> Server:
 
 def start_bare(tmp: Path, cpus: int | None) -> Server:
     port_file = tmp / f"bare-{time.time_ns()}.json"
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_bare",
-                             str(port_file)], cwd=ROOT, preexec_fn=_pin(cpus))
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "_bare", str(port_file)],
+        cwd=ROOT,
+        preexec_fn=_pin(cpus),
+    )
     doc = _wait_file(port_file, proc)
     return Server(proc, doc["grpc_port"], None, None)
 
@@ -334,8 +372,16 @@ def count_parquet_rows(data_dir: Path, table: str) -> int:
 
 
 def measure(server: Server, kind: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_load", f"127.0.0.1:{server.grpc_port}",
-           kind, str(args.seconds), str(args.warmup), str(args.concurrency)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "_load",
+        f"127.0.0.1:{server.grpc_port}",
+        kind,
+        str(args.seconds),
+        str(args.warmup),
+        str(args.concurrency),
+    ]
     gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT, text=True)
     assert gen.stdout is not None
     line = gen.stdout.readline()  # "measuring"
@@ -345,9 +391,9 @@ def measure(server: Server, kind: str, args: argparse.Namespace) -> dict[str, An
     name = "meshlens_receiver_accepted_items_total"
     before = server.metric(name, labels) if is_meshlens else 0.0
     t0 = time.monotonic()
-    peak = 0.0
+    peak = (0.0, 0.0)
     while gen.poll() is None:
-        peak = max(peak, server.rss_mib())
+        peak = _max2(peak, server.rss_mib())
         time.sleep(0.25)
         if time.monotonic() - t0 >= args.seconds:
             break
@@ -358,16 +404,25 @@ def measure(server: Server, kind: str, args: argparse.Namespace) -> dict[str, An
     rate = res["items"] / res["seconds"]
     if kind == "als" and is_meshlens:
         rate = (after - before) / window  # durable entries, not merely sent
-    row: dict[str, Any] = {"rate": rate, "mbps": res["bytes"] / res["seconds"] / 1e6,
-                           "errors": res["errors"], "sent": res["items_all"], "rss": peak}
+    row: dict[str, Any] = {
+        "rate": rate,
+        "mbps": res["bytes"] / res["seconds"] / 1e6,
+        "errors": res["errors"],
+        "sent": res["items_all"],
+        "rss": peak,
+    }
     if is_meshlens:
         t1 = time.monotonic()
         while server.metric("meshlens_store_wal_bytes_pending") > 0 and time.monotonic() - t1 < 300:
-            peak = max(peak, server.rss_mib())
+            peak = _max2(peak, server.rss_mib())
             time.sleep(0.2)
         row["drain"] = time.monotonic() - t1
-        row["rss"] = max(peak, server.rss_mib())
+        row["rss"] = _max2(peak, server.rss_mib())
     return row
+
+
+def _max2(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    return max(a[0], b[0]), max(a[1], b[1])
 
 
 def stop(server: Server) -> int:
@@ -379,24 +434,31 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_load":
         target, kind, seconds, warmup, conc = argv[1:6]
-        print(json.dumps(load(target, kind, float(seconds), float(warmup), int(conc))),
-              flush=True)
+        print(json.dumps(load(target, kind, float(seconds), float(warmup), int(conc))), flush=True)
         return 0
     if argv and argv[0] == "_bare":
         bare_server(argv[1])
         return 0
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="measured window per run")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--cpus", type=int, nargs="*", default=[2, 1],
-                   help="pin the server to this many cores (one run each)")
+    p.add_argument(
+        "--cpus",
+        type=int,
+        nargs="*",
+        default=[2, 1],
+        help="pin the server to this many cores (one run each)",
+    )
     p.add_argument("--no-als", action="store_true")
     p.add_argument("--no-bare", action="store_true")
     p.add_argument("--serve-args", default="", help="extra flags for meshlens serve")
     args = p.parse_args(argv)
     kinds = ["traces"] if args.no_als else ["traces", "als"]
     rows = []
+    load_before = f"{os.getloadavg()[0]:.2f}"
     with tempfile.TemporaryDirectory(prefix="meshlens-bench-") as tmpname:
         tmp = Path(tmpname)
         for cpus in args.cpus:
@@ -423,12 +485,21 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(("meshlens serve", cpus, kind, r, exact))
                 print(f"... {rows[-1][0]} cpus={cpus} {kind}: {r['rate']:,.0f}/s", file=sys.stderr)
     print()
-    print(f"{'server':<15} {'cpus':>4} {'signal':<7} {'items/s':>11} {'MB/s':>7} "
-          f"{'drain s':>8} {'exact':>6} {'peak RSS MiB':>13} {'errors':>6}")
+    print(
+        f"load average at start: {load_before}; now: {os.getloadavg()[0]:.2f} (2 cores; other "
+        "processes on the machine distort the numbers)"
+    )
+    print(
+        f"{'server':<15} {'cpus':>4} {'signal':<7} {'items/s':>11} {'MB/s':>7} "
+        f"{'drain s':>8} {'exact':>6} {'RSS MiB main':>13} {'+workers':>9} {'errors':>6}"
+    )
     for name, cpus, kind, r, exact in rows:
         drain = f"{r['drain']:.1f}" if "drain" in r else "-"
-        print(f"{name:<15} {cpus:>4} {kind:<7} {r['rate']:>11,.0f} {r['mbps']:>7.1f} "
-              f"{drain:>8} {exact or '-':>6} {r['rss']:>13.0f} {r['errors']:>6}")
+        print(
+            f"{name:<15} {cpus:>4} {kind:<7} {r['rate']:>11,.0f} {r['mbps']:>7.1f} "
+            f"{drain:>8} {exact or '-':>6} {r['rss'][0]:>13.0f} {r['rss'][1]:>9.0f} "
+            f"{r['errors']:>6}"
+        )
     by = {(n, c, k): r["rate"] for n, c, k, r, _ in rows}
     for cpus in args.cpus:
         for kind in kinds:

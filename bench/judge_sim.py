@@ -37,14 +37,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analytics.judge import netflix, sequential  # noqa: E402
+from analytics.judge import netflix, sequential
+from analytics.judge.analyze import metric_alphas
+from analytics.judge.config import default_config
+from analytics.judge.evaluate import MIN_BLOCKS
 
 DURATION_S = 1800
 LOOK_S = 60
 RPS = 20.0
-BLOCK_S = 15.0
-ALPHA = 0.01
-METRICS = 4  # error rate, p99, p50, distribution (alpha is split over them)
+CONFIG = default_config()  # error rate + p99 (critical), p50 + distribution; alpha 0.01
 MEDIAN_MS = 50.0
 SIGMA = 0.5
 P_SLOW = 0.03  # share of requests on the Pareto slow path
@@ -58,6 +59,7 @@ class Scenario:
     canary_err: float = BASE_ERR
     canary_slow_scale: float = 1.0  # multiplies slow-path latencies of the canary
     own_bursts: bool = False  # error bursts that hit one version only
+    own_drift_sd: float = 0.08  # sd of the per-version AR(1) log-latency level
     regression: bool = False
 
 
@@ -117,7 +119,7 @@ def simulate(rng: np.random.Generator, sc: Scenario) -> tuple[Side, Side]:
     shared_err = _bursts(rng, 1 / 600)
     out = []
     for is_canary in (False, True):
-        own = _ar1(rng, DURATION_S, 0.95, 0.08)
+        own = _ar1(rng, DURATION_S, 0.95, sc.own_drift_sd)
         counts = rng.poisson(rate)
         sec = np.repeat(secs, counts)
         n = sec.size
@@ -136,35 +138,32 @@ def simulate(rng: np.random.Generator, sc: Scenario) -> tuple[Side, Side]:
 
 
 def sequential_first_fail(b: Side, c: Side) -> int | None:
-    """Minute of the first `fail` verdict, or None (the rules of analytics.judge.scoring)."""
-    alpha_m = ALPHA / METRICS
-    nblocks = int(DURATION_S / BLOCK_S)
-    nb, eb = sequential.block_counts(b.ts, b.err, 0.0, BLOCK_S, nblocks)
-    nc, ec = sequential.block_counts(c.ts, c.err, 0.0, BLOCK_S, nblocks)
+    """Minute of the first `fail` verdict, or None (the rules of analytics.judge.scoring with
+    the default config: a critical metric failing, or a score below the marginal 75)."""
+    a_err, a_p99, a_p50, a_dist = metric_alphas(CONFIG)
+    block = CONFIG.block_s
+    nblocks = int(DURATION_S / block)
+    nb, eb = sequential.block_counts(b.ts, b.err, 0.0, block, nblocks)
+    nc, ec = sequential.block_counts(c.ts, c.err, 0.0, block, nblocks)
     log_e_err = sequential.rate_ratio_eprocess(eb, nb, ec, nc, theta0=1.0, direction="increase")
-    gb = sequential.split_blocks(b.ts, b.lat, 0.0, BLOCK_S, nblocks)
-    gc = sequential.split_blocks(c.ts, c.lat, 0.0, BLOCK_S, nblocks)
-    d99 = sequential.exceedance_diffs(gb, gc, 0.99)
-    d50 = sequential.exceedance_diffs(gb, gc, 0.5)
-    dcl = sequential.cles_diffs(gb, gc)
-    per_look = int(LOOK_S / BLOCK_S)
-    horizon = 600 / BLOCK_S
-    thr = math.log(1 / alpha_m)
+    gb = sequential.split_blocks(b.ts, b.lat, 0.0, block, nblocks)
+    gc = sequential.split_blocks(c.ts, c.lat, 0.0, block, nblocks)
+    tests = (
+        (sequential.exceedance_diffs(gb, gc, 0.99), a_p99),
+        (sequential.exceedance_diffs(gb, gc, 0.5), a_p50),
+        (sequential.cles_diffs(gb, gc), a_dist),
+    )
+    per_look = int(LOOK_S / block)
     for minute in range(1, DURATION_S // LOOK_S + 1):
         k = minute * per_look
-        err_fail = log_e_err[k - 1] >= thr
-        if err_fail:
+        if log_e_err[k - 1] >= math.log(1 / a_err):
             return minute
-        if k < 6:  # MIN_BLOCKS: latency metrics are nodata, a critical nodata -> inconclusive
+        if k < MIN_BLOCKS:  # latency metrics are nodata: a critical nodata is inconclusive
             continue
-        fails = [
-            sequential.mean_test(d[:k], alpha=alpha_m, horizon_blocks=horizon).rejected
-            for d in (d99, d50, dcl)
-        ]
+        fails = [sequential.mean_test(d[:k], alpha=a, with_ci=False).rejected for d, a in tests]
         if fails[0]:  # p99 is critical
             return minute
-        score = 100.0 * (4 - sum(fails)) / 4
-        if score < 75.0:
+        if 100.0 * (4 - sum(fails)) / 4 < CONFIG.thresholds.marginal:
             return minute
     return None
 
@@ -198,7 +197,7 @@ def kayenta_first_fail(b: Side, c: Side, step: float) -> int | None:
     sb, sc = _steps(b, step), _steps(c, step)
     per_look = LOOK_S / step
     for minute in range(1, DURATION_S // LOOK_S + 1):
-        k = int(round(minute * per_look))
+        k = round(minute * per_look)
         scored = []
         for name, params in _KP.items():
             r = netflix.classify_metric(sc[name][:k], sb[name][:k], params)
@@ -219,6 +218,12 @@ def run(rollouts: int, seed: int, kayenta_step: float) -> list[dict[str, object]
         Scenario("identical + one-version bursts", own_bursts=True),
         Scenario("errors 1% -> 2%", canary_err=0.02, regression=True),
         Scenario("p99 +25% (tail only)", canary_slow_scale=scale, regression=True),
+        Scenario(
+            "p99 +25%, no per-version drift",
+            canary_slow_scale=scale,
+            regression=True,
+            own_drift_sd=0.0,
+        ),
     ]
     rows = []
     for i, sc in enumerate(scenarios):
@@ -233,15 +238,20 @@ def run(rollouts: int, seed: int, kayenta_step: float) -> list[dict[str, object]
         for method, fails in res.items():
             failed = [m for m in fails if m is not None]
             within10 = [m for m in failed if m <= 10]
-            rows.append({
-                "scenario": sc.name, "method": method, "regression": sc.regression,
-                "rollouts": rollouts,
-                "fail_rate": len(failed) / rollouts,
-                "within_10min": len(within10) / rollouts,
-                "median_ttd_min": float(np.median(failed)) if failed else math.nan,
-                "p90_ttd_min": float(np.quantile(failed, 0.9)) if failed else math.nan,
-                "fail_minutes": fails, "seconds": elapsed,
-            })
+            rows.append(
+                {
+                    "scenario": sc.name,
+                    "method": method,
+                    "regression": sc.regression,
+                    "rollouts": rollouts,
+                    "fail_rate": len(failed) / rollouts,
+                    "within_10min": len(within10) / rollouts,
+                    "median_ttd_min": float(np.median(failed)) if failed else math.nan,
+                    "p90_ttd_min": float(np.quantile(failed, 0.9)) if failed else math.nan,
+                    "fail_minutes": fails,
+                    "seconds": elapsed,
+                }
+            )
     return rows
 
 
@@ -255,24 +265,33 @@ def _ci(p: float, n: int) -> str:
 
 
 def print_table(rows: list[dict[str, object]], kayenta_step: float) -> None:
-    print(f"\n30-minute rollouts, judged every minute; 20 rps/version; kayenta step "
-          f"{kayenta_step:g}s")
-    head = (f"{'scenario':32} {'method':10} {'fail rate':>9} {'95% CI':>13} "
-            f"{'<=10 min':>8} {'median TTD':>10} {'p90 TTD':>7}")
+    print(
+        f"\n30-minute rollouts, judged every minute; 20 rps/version; kayenta step {kayenta_step:g}s"
+    )
+    head = (
+        f"{'scenario':32} {'method':10} {'fail rate':>9} {'95% CI':>13} "
+        f"{'<=10 min':>8} {'median TTD':>10} {'p90 TTD':>7}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         n = int(r["rollouts"])  # type: ignore[call-overload]
         fr = float(r["fail_rate"])  # type: ignore[arg-type]
-        w10 = float(r["within_10min"])  # type: ignore[arg-type]
-        med = float(r["median_ttd_min"])  # type: ignore[arg-type]
-        p90 = float(r["p90_ttd_min"])  # type: ignore[arg-type]
-        print(f"{r['scenario']!s:32} {r['method']!s:10} {100 * fr:8.1f}% {_ci(fr, n):>13} "
-              f"{100 * w10 if r['regression'] else math.nan:7.1f}% "
-              f"{med if r['regression'] else math.nan:9.1f}m {p90 if r['regression'] else math.nan:6.1f}m")
-    print("\nfail rate: share of rollouts with a fail verdict at any look (identical versions:"
-          " false fails; goal <= 1%).\n<=10 min: share of regressed rollouts failed within 10"
-          " minutes (goal >= 95%). TTD: time to detect, minutes.")
+        if r["regression"]:
+            w10 = f"{100 * float(r['within_10min']):7.1f}%"  # type: ignore[arg-type]
+            med = f"{float(r['median_ttd_min']):9.1f}m"  # type: ignore[arg-type]
+            p90 = f"{float(r['p90_ttd_min']):6.1f}m"  # type: ignore[arg-type]
+        else:
+            w10, med, p90 = f"{'-':>8}", f"{'-':>10}", f"{'-':>7}"
+        print(
+            f"{r['scenario']!s:32} {r['method']!s:10} {100 * fr:8.1f}% {_ci(fr, n):>13} "
+            f"{w10} {med} {p90}"
+        )
+    print(
+        "\nfail rate: share of rollouts with a fail verdict at any look (identical versions:"
+        " false fails; goal <= 1%).\n<=10 min: share of regressed rollouts failed within 10"
+        " minutes (goal >= 95%). TTD: time to detect, minutes."
+    )
 
 
 def plot(rows: list[dict[str, object]], path: str) -> None:
@@ -303,7 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rollouts", type=int, default=300, help="simulated rollouts per scenario")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--kayenta-step", type=float, default=60.0, help="step of Kayenta's series (s)")
+    p.add_argument(
+        "--kayenta-step",
+        type=float,
+        default=10.0,
+        help="step (s) of the per-step series Kayenta judges",
+    )
     p.add_argument("--plot", default="", help="write a PNG (needs matplotlib)")
     args = p.parse_args(argv)
     started = time.perf_counter()

@@ -28,6 +28,8 @@ PAGES = [
     st.Page("views/canary.py", title="Canary", icon="🐤"),
     st.Page("views/sql.py", title="SQL", icon="🧮"),
     st.Page("views/traces.py", title="Requests & traces", icon="🔎"),
+    st.Page("views/security.py", title="Security", icon="🛡️"),
+    st.Page("views/routing.py", title="Routing", icon="🔀"),
 ]
 
 page = st.navigation(PAGES)

@@ -119,108 +119,17 @@ def namespaces(ddir: str, window: Window) -> list[str]:
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def service_graph(ddir: str, window: Window, level: str, namespace: str | None) -> dict[str, Any]:
-    """analytics.graph's JSON: {"nodes": [...], "edges": [...]} (Kiali semantics)."""
+    """analytics.graph's JSON: {"nodes": [...], "edges": [...]} (Kiali semantics), from proxy
+    requests, or from spans when the window has no requests."""
+    from analytics.graph import service_graph as build
+
     conn = connect(Path(ddir), window.tw)
     try:
-        try:
-            from analytics.graph import service_graph as build
-        except ImportError:  # an older analytics without the graph module: a simpler graph
-            return _simple_graph(conn, window, level, namespace or None)
         graph = build(conn, window.tw, level=level, namespace=namespace or None, source="auto")
     finally:
         conn.close()
     data: dict[str, Any] = graph.to_json()
     return data
-
-
-_NODE_KEYS: Final = {
-    "workload": ("{s}_namespace || '/' || {s}_workload", "{s}_workload"),
-    "app": ("{s}_namespace || '/' || {s}_canonical_service", "{s}_canonical_service"),
-    "versioned-app": (
-        "{s}_namespace || '/' || {s}_canonical_service || '/' || {s}_version",
-        "{s}_canonical_service",
-    ),
-}
-
-
-def _simple_graph(conn: Any, window: Window, level: str, namespace: str | None) -> dict[str, Any]:
-    """Edges of the de-duplicated `traffic` view grouped by node keys; health from the error
-    ratio of each node's inbound traffic (Kiali's defaults: >= 10% failure, > 0 degraded)."""
-    key, name = _NODE_KEYS.get(level, _NODE_KEYS["workload"])
-    src, dst = key.format(s="source"), key.format(s="destination")
-    where = "ts >= $start AND ts < $end"
-    params = _p(window)
-    if namespace:
-        where += " AND (source_namespace = $ns OR destination_namespace = $ns)"
-        params["ns"] = namespace
-    df = _df(
-        conn,
-        f"""
-        SELECT {src} AS source, {dst} AS target, protocol,
-               any_value(source_namespace) AS s_ns, any_value({name.format(s="source")}) AS s_name,
-               any_value(source_version) AS s_ver,
-               any_value(destination_namespace) AS d_ns,
-               any_value({name.format(s="destination")}) AS d_name,
-               any_value(destination_version) AS d_ver,
-               any_value(destination_service_name) AS d_svc,
-               count(*) AS requests, count(*) / $secs AS rps,
-               count(*) FILTER (WHERE {IS_ERROR}) / count(*) AS error_rate,
-               quantile_cont(duration_ms, 0.5) AS p50_ms,
-               quantile_cont(duration_ms, 0.95) AS p95_ms,
-               quantile_cont(duration_ms, 0.99) AS p99_ms,
-               avg(CASE WHEN mtls THEN 1.0 ELSE 0.0 END) AS mtls_ratio
-        FROM traffic WHERE {where} GROUP BY ALL ORDER BY requests DESC""",
-        {**params, "secs": window.seconds},
-    )
-    nodes: dict[str, dict[str, Any]] = {}
-    inbound: dict[str, list[float]] = {}
-    for r in df.to_dict("records"):
-        for side, ns, nm, ver in (
-            ("source", "s_ns", "s_name", "s_ver"),
-            ("target", "d_ns", "d_name", "d_ver"),
-        ):
-            nodes.setdefault(
-                r[side],
-                {
-                    "id": r[side],
-                    "namespace": r[ns],
-                    "workload": r[nm],
-                    "app": r[nm],
-                    "version": r[ver],
-                    "service": r["d_svc"] if side == "target" else r[nm],
-                },
-            )
-        if r["protocol"] != "tcp":
-            acc = inbound.setdefault(r["target"], [0.0, 0.0])
-            acc[0] += r["requests"]
-            acc[1] += r["requests"] * r["error_rate"]
-    for node_id, node in nodes.items():
-        n, errors = inbound.get(node_id, [0.0, 0.0])
-        ratio = errors / n if n else 0.0
-        node["health"] = (
-            "failure"
-            if ratio >= 0.1
-            else "degraded"
-            if ratio > 0
-            else "healthy"
-            if n
-            else "unknown"
-        )
-    edges = df[
-        [
-            "source",
-            "target",
-            "protocol",
-            "requests",
-            "rps",
-            "error_rate",
-            "p50_ms",
-            "p95_ms",
-            "p99_ms",
-            "mtls_ratio",
-        ]
-    ].to_dict("records")
-    return {"nodes": list(nodes.values()), "edges": edges}
 
 
 # -- service -------------------------------------------------------------------------------
@@ -578,3 +487,39 @@ def recent_traces(ddir: str, window: Window, service: str = "", limit: int = 50)
         )
     finally:
         conn.close()
+
+
+# -- Istio config against traffic (Security and Routing pages) -----------------------------
+ISTIO_CONFIG_ENV: Final = "MESHLENS_ISTIO_CONFIG"
+
+
+def istio_config_text() -> str:
+    """The Istio YAML the pages start from: the file or directory in MESHLENS_ISTIO_CONFIG
+    (the demo sets it), else empty."""
+    raw = os.environ.get(ISTIO_CONFIG_ENV, "")
+    if not raw:
+        return ""
+    path = Path(raw)
+    files = sorted(path.rglob("*.y*ml")) if path.is_dir() else [path]
+    return "\n---\n".join(f.read_text() for f in files if f.is_file())
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutcome:
+    report: dict[str, Any] | None
+    error: str = ""
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=16)
+def istio_check(ddir: str, window: Window, check: str, config_yaml: str) -> CheckOutcome:
+    """`meshlens check <check>` over the window: the report JSON, or the error to show."""
+    from analytics.errors import AnalyticsError
+    from analytics.istio.checks import run_check
+    from analytics.istio.resources import parse_documents
+
+    try:
+        config = parse_documents(config_yaml, "config")
+        report = run_check(check, Path(ddir), window.tw, config)
+    except AnalyticsError as exc:
+        return CheckOutcome(None, str(exc))
+    return CheckOutcome(report.to_json())

@@ -85,9 +85,16 @@ def edge_colour(edge: Mapping[str, Any]) -> str:
     return "#f0ab00" if err < 0.1 else "#c9190b"
 
 
+def _traffic(node: Mapping[str, Any]) -> float:
+    total = _num(node.get("requests_in")) + _num(node.get("requests_out"))
+    return total if math.isfinite(total) else 0.0
+
+
 def to_dot(graph: Mapping[str, Any], *, level: str = "workload", title: str = "") -> str:
     """The DOT text of a service graph. Nodes beyond MAX_NODES (least traffic) are dropped."""
-    nodes = list(graph.get("nodes", []))[:MAX_NODES]
+    nodes = list(graph.get("nodes", []))
+    if len(nodes) > MAX_NODES:
+        nodes = sorted(nodes, key=_traffic, reverse=True)[:MAX_NODES]
     keep = {str(n.get("id")) for n in nodes}
     lines = [
         "digraph mesh {",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -31,13 +32,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     a.add_argument("--baseline", required=True, help="baseline version/subset/workload")
     a.add_argument("--canary", required=True, help="canary version/subset/workload")
-    a.add_argument(
-        "--config",
-        dest="canary_config_flag",
-        default=None,
-        help="canary config file (YAML, or a Kayenta canary-config JSON); "
-        "default: the judge's defaults (env MESHLENS_CANARY_CONFIG)",
-    )
     a.add_argument("--mode", choices=MODES, default=None, help="override the config's mode")
     a.add_argument(
         "--expected-share",
@@ -45,7 +39,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the canary's expected traffic share (request_share metrics)",
     )
-    add_settings(a, CANARY_SETTINGS)
+    add_settings(a, CANARY_SETTINGS[:2])
+    cfg = CANARY_SETTINGS[2]
+    a.add_argument(
+        "--config",
+        "--canary-config",
+        dest=cfg.name,
+        default=cfg.resolve(os.environ),
+        help=f"{cfg.help}; default: the judge's defaults (env {cfg.env})",
+    )
     from analytics.window import add_window_arguments
 
     add_window_arguments(a)
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from analytics.window import window_from_args
 
     try:
-        path = args.canary_config_flag or args.canary_config
+        path = args.canary_config
         config = load_config(path) if path else default_config()
         if args.mode:
             config = replace(config, mode=args.mode)

@@ -213,7 +213,6 @@ def frame_for(config: CanaryConfig, start: float, end: float) -> ev.Frame:
         step_s=config.step_s,
         alpha=config.alpha,
         min_requests=config.min_requests,
-        horizon_s=config.horizon_s,
         kayenta_tolerance=config.kayenta_tolerance,
         kayenta_conf_level=config.kayenta_conf_level,
     )

@@ -7,7 +7,6 @@ YAML form (every key optional except metrics[].name/kind; defaults shown):
     min_requests: 200         # fewer requests on a side -> nodata -> inconclusive
     block: 15s                # time block = one observation of the block tests
     step: 60s                 # kayenta mode: step of the per-step series
-    horizon: 10m              # sequential: analysis length the mixtures are tuned for
     source: requests          # requests | spans | prometheus (default data of the metrics)
     prometheus_url: ""        # for source prometheus / kind promql
     thresholds: {pass: 95, marginal: 75}
@@ -42,7 +41,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import yaml
 
@@ -53,6 +52,7 @@ from analytics.judge.model import (
     MODES,
     SOURCES,
     CanaryConfig,
+    Direction,
     KayentaOptions,
     MetricSpec,
     Thresholds,
@@ -65,7 +65,6 @@ _TOP_KEYS: Final = {
     "min_requests",
     "block",
     "step",
-    "horizon",
     "source",
     "prometheus_url",
     "thresholds",
@@ -299,7 +298,7 @@ def parse_config(data: Any, path: str = "<config>") -> CanaryConfig:
         kw["alpha"] = ctx.number(data["alpha"], "alpha", lo=0.0, hi=0.5, lo_open=True)
     if "min_requests" in data:
         kw["min_requests"] = int(ctx.number(data["min_requests"], "min_requests", lo=1))
-    for key, attr in (("block", "block_s"), ("step", "step_s"), ("horizon", "horizon_s")):
+    for key, attr in (("block", "block_s"), ("step", "step_s")):
         if key in data:
             kw[attr] = ctx.duration(data[key], key)
     if "source" in data:
@@ -405,8 +404,8 @@ def _guess_kind(name: str, query: Mapping[str, Any]) -> dict[str, Any]:
                 return {"kind": "latency", "quantile": q}
         return {"kind": "latency", "quantile": None}
     if query.get("type") == "prometheus":
-        q = query.get("customInlineTemplate") or query.get("metricName") or ""
-        return {"kind": "promql", "query": str(q).removeprefix("PromQL:")}
+        promql = query.get("customInlineTemplate") or query.get("metricName") or ""
+        return {"kind": "promql", "query": str(promql).removeprefix("PromQL:")}
     return {"kind": "sql", "query": str(query.get("query", ""))}
 
 
@@ -470,7 +469,7 @@ def from_kayenta(data: Mapping[str, Any], path: str = "<kayenta>") -> CanaryConf
         metrics.append(
             MetricSpec(
                 name=name,
-                direction=direction,
+                direction=cast(Direction, direction),
                 critical=bool(canary.get("critical", False)),
                 muted=bool(canary.get("muted", False)),
                 groups=groups,

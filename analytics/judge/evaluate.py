@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from analytics.judge import netflix, sequential
 from analytics.judge.data import RequestData, Series, error_mask
 from analytics.judge.model import MetricResult, MetricSpec
 
-MIN_BLOCKS = 6  # the block tests' asymptotics need a few blocks before they may fail
+MIN_BLOCKS = 6  # block tests judge nothing before this many blocks (minimum-sample guard)
 FLAGGER_SUCCESS_MIN = 99.0  # Flagger's documented request-success-rate example (percent)
 FLAGGER_DURATION_MAX = 500.0  # Flagger's documented request-duration example (ms, P99)
 
@@ -31,7 +32,6 @@ class Frame:
     step_s: float
     alpha: float  # per-metric level (the analysis's alpha split over the metrics)
     min_requests: int
-    horizon_s: float
     kayenta_tolerance: float = 0.25
     kayenta_conf_level: float = 0.98
 
@@ -42,10 +42,6 @@ class Frame:
     @property
     def n_steps(self) -> int:
         return max(1, math.ceil((self.end - self.start) / self.step_s - 1e-9))
-
-    @property
-    def horizon_blocks(self) -> float:
-        return max(self.horizon_s / self.block_s, 1.0)
 
 
 def pct(x: float | None, digits: int = 2) -> str:
@@ -63,7 +59,7 @@ def _qname(q: float | None) -> str:
 
 
 def _base(spec: MetricSpec, **kw: object) -> MetricResult:
-    defaults: dict[str, object] = {
+    defaults: dict[str, Any] = {
         "baseline": None,
         "canary": None,
         "effect": None,
@@ -86,7 +82,7 @@ def _base(spec: MetricSpec, **kw: object) -> MetricResult:
         groups=spec.groups,
         muted=spec.muted,
         **defaults,
-    )  # type: ignore[arg-type]
+    )
 
 
 def _min_guard(spec: MetricSpec, n_b: int, n_c: int, fr: Frame) -> str:
@@ -118,7 +114,9 @@ def seq_error_rate(spec: MetricSpec, b: RequestData, c: RequestData, fr: Frame) 
         "n_canary": c.n,
         "unit": "ratio",
         "effect_unit": "relative change of the error rate (canary/baseline - 1)",
-        "statistic": f"mixture SPRT on the rate ratio, errors conditioned per {fr.block_s:g}s block",
+        "statistic": (
+            f"mixture SPRT on the rate ratio, errors conditioned per {fr.block_s:g}s block"
+        ),
     }
     rb = float(eb_mask.mean()) if b.n else None
     rc = float(ec_mask.mean()) if c.n else None
@@ -185,7 +183,7 @@ def seq_latency(spec: MetricSpec, b: RequestData, c: RequestData, fr: Frame) -> 
         "baseline": vb,
         "canary": vc,
         "statistic": (
-            f"asymptotic CS / Gaussian-mixture e-value on per-{fr.block_s:g}s-block "
+            f"t-mixture e-value on per-{fr.block_s:g}s-block "
             + (
                 "P(canary > baseline) - 1/2"
                 if q is None
@@ -218,11 +216,10 @@ def seq_latency(spec: MetricSpec, b: RequestData, c: RequestData, fr: Frame) -> 
             ),
             **common,
         )
-    r = sequential.mean_test(
-        d, alpha=fr.alpha, margin=margin, direction=spec.direction, horizon_blocks=fr.horizon_blocks
-    )
+    r = sequential.mean_test(d, alpha=fr.alpha, margin=margin, direction=spec.direction)
     change = (vc / vb - 1) if vb and vc is not None else None
-    values = f"{label if q is not None else 'median'} {ms(vc)} canary vs {ms(vb)} baseline ({_rel(change)})"
+    name = label if q is not None else "median"
+    values = f"{name} {ms(vc)} canary vs {ms(vb)} baseline ({_rel(change)})"
     if q is None:
         detail = (
             f"P(canary slower) - 1/2 = {r.mean:+.3f}, "
@@ -268,7 +265,7 @@ def seq_request_share(spec: MetricSpec, b: RequestData, c: RequestData, fr: Fram
         "baseline": spec.expected_share,
         "canary": share,
         "effect_unit": "canary share - expected share",
-        "statistic": f"asymptotic CS on the per-{fr.block_s:g}s-block canary share",
+        "statistic": f"t-mixture e-value on the per-{fr.block_s:g}s-block canary share",
     }
     if spec.expected_share is None:
         return _base(
@@ -290,9 +287,7 @@ def seq_request_share(spec: MetricSpec, b: RequestData, c: RequestData, fr: Fram
             spec, reason=f"not enough blocks with traffic: {d.size} of {MIN_BLOCKS}", **common
         )
     margin = spec.tolerance * spec.expected_share if spec.tolerance else 0.2 * spec.expected_share
-    r = sequential.mean_test(
-        d, alpha=fr.alpha, margin=margin, direction=spec.direction, horizon_blocks=fr.horizon_blocks
-    )
+    r = sequential.mean_test(d, alpha=fr.alpha, margin=margin, direction=spec.direction)
     text = f"canary got {pct(share)} of requests, expected {pct(spec.expected_share)}"
     if r.rejected:
         cls = _direction_label(spec, r.mean)
@@ -329,7 +324,7 @@ def seq_series(spec: MetricSpec, b: Series, c: Series, fr: Frame) -> MetricResul
         "baseline": mb,
         "canary": mc,
         "effect_unit": "relative difference of the means (canary/baseline - 1)",
-        "statistic": f"asymptotic CS on paired per-{fr.block_s:g}s-block mean differences",
+        "statistic": f"t-mixture e-value on paired per-{fr.block_s:g}s-block mean differences",
     }
     if b.n == 0 or c.n == 0:
         return _base(spec, reason=f"no data: baseline {b.n} and canary {c.n} points", **common)
@@ -350,7 +345,6 @@ def seq_series(spec: MetricSpec, b: Series, c: Series, fr: Frame) -> MetricResul
         alpha=fr.alpha,
         margin=spec.tolerance * scale,
         direction=spec.direction,
-        horizon_blocks=fr.horizon_blocks,
     )
     rel = r.mean / scale
     ci = (r.ci[0] / scale, r.ci[1] / scale)

@@ -228,7 +228,6 @@ class CanaryConfig:
     min_requests the minimum-sample guard: fewer requests on either side -> nodata (inconclusive)
     block_s      length of the time blocks that latency/series tests treat as one observation
     step_s       kayenta mode: step of the per-step series built from request-level data
-    horizon_s    sequential mode: the analysis length the mixtures are tuned for
     """
 
     metrics: tuple[MetricSpec, ...]
@@ -238,7 +237,6 @@ class CanaryConfig:
     min_requests: int = 200
     block_s: float = 15.0
     step_s: float = 60.0
-    horizon_s: float = 600.0
     source: str = "requests"
     prometheus_url: str = ""
     group_weights: dict[str, float] = field(default_factory=dict, hash=False, compare=False)

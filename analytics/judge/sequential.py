@@ -3,10 +3,10 @@
 A gate looks every minute; a fixed-level test checked at every look raises false alarms far
 above its nominal level. These tests produce e-values (nonnegative supermartingales under the
 null, so P(sup_t E_t >= 1/alpha) <= alpha by Ville's inequality) and confidence sequences
-(intervals that hold at every look simultaneously). References: Robbins' normal mixture;
-Lindon, Sanden & Shirikian, "Rapid Regression Detection in Software Deployments through
-Sequential Testing" (KDD 2022) for counting processes; Waudby-Smith, Arbour, Sinha, Kennedy &
-Ramdas, "Time-uniform central limit theory and asymptotic confidence sequences" (2021).
+(intervals that hold at every look simultaneously). References: Lindon, Sanden & Shirikian,
+"Rapid Regression Detection in Software Deployments through Sequential Testing" (KDD 2022) for
+counting processes; Lai (1976) and Perez-Ortiz, Lardy, de Heide & Grunwald, "E-statistics,
+group invariance and anytime valid testing" (2022) for the scale-invariant t-mixture.
 
 Two tests:
 
@@ -20,18 +20,20 @@ Two tests:
    drift and to error bursts that hit both versions (a dependency outage): those change the
    block totals, not the split. Exact for Poisson counts; for Bernoulli requests the true
    conditional law (hypergeometric) is less dispersed than the binomial, so the e-value stays a
-   supermartingale (Hoeffding 1963). Not protected: bursts that hit only one version with the
-   same deployed code (e.g. one sick node) look like a real difference.
+   supermartingale (Hoeffding 1963). Blocks with far more errors than usual (bursts) are
+   tempered (`burst_weights`), which keeps validity. Not fully protected: bursts that hit only
+   one version of identical code (e.g. one sick node) still look like a real difference.
 
 2. `mean_test` - any per-block difference d_k (canary minus baseline): exceedance of a pooled
    latency quantile, P(canary > baseline) - 1/2, a saturation series, the canary's traffic
    share. Blocks are the unit, so autocorrelation and bursts inside a block are absorbed in the
-   block's variance; the variance of the sum is estimated with a Newey-West (Bartlett) long-run
-   estimator over a few lags, so correlation between neighbouring blocks is accounted for too.
-   The e-value is Robbins' Gaussian mixture with that plug-in variance; the confidence
-   sequence is the asymptotic CS of Waudby-Smith et al. Assumption: block differences are
-   weakly dependent with a stable variance (asymptotic validity: needs a few blocks, hence the
-   minimum-block guard in the caller).
+   block's variance. The e-value is the scale-invariant Gaussian mixture ("sequential t-test":
+   unknown variance, no plug-in), tempered by a dependence factor (long-run variance over
+   plain variance, from Newey-West and AR(1) prewhitening) for correlation between
+   neighbouring blocks; the confidence sequence inverts the same test. Assumptions: block
+   differences are roughly Gaussian and weakly dependent; the tempering is an effective-
+   sample-size correction, valid only approximately - the benchmark (bench/judge_sim.py)
+   measures the resulting false-fail rate on autocorrelated, heavy-tailed traffic.
 """
 
 from __future__ import annotations
@@ -168,10 +170,8 @@ def rate_ratio_test(
     sb, sc, tb, tc = float(eb.sum()), float(ec.sum()), float(nb.sum()), float(nc.sum())
     rate_b = sb / tb if tb else math.nan
     rate_c = sc / tc if tc else math.nan
-    if rate_b > 0:
-        ratio = rate_c / rate_b
-    else:
-        ratio = math.inf if rate_c > 0 else math.nan
+    # Baseline without errors: any canary error is an infinite ratio; none at all is undefined.
+    ratio = rate_c / rate_b if rate_b > 0 else (math.inf if rate_c > 0 else math.nan)
     return RateRatioResult(
         ratio,
         ci,
@@ -281,16 +281,15 @@ def mean_test(
     alpha: float,
     margin: float = 0.0,
     direction: str = "increase",
-    horizon_blocks: float = 40.0,
     lags: int = 4,
     c: float = T_PRIOR_C,
+    with_ci: bool = True,
 ) -> MeanTestResult:
     """Sequential test on the mean of per-block differences d (canary minus baseline).
 
     increase: H0 mean <= margin; decrease: H0 mean >= -margin; either: both (e-values averaged).
     The e-value is the t-mixture of the centred differences, tempered by the dependence
-    factor; the confidence sequence inverts the same two-sided test over a grid of means.
-    `horizon_blocks` is kept for API stability (the t-mixture needs no tuning horizon)."""
+    factor; the confidence sequence inverts the same two-sided test over a grid of means."""
     d = np.asarray(d, float)
     d = d[np.isfinite(d)]
     t = d.size
@@ -312,8 +311,8 @@ def mean_test(
         m = max(a, b)
         log_e = m + math.log((math.exp(a - m) + math.exp(b - m)) / 2)
     e_value = math.exp(min(log_e, 700.0))
-    return MeanTestResult(mean, _mean_cs(d, alpha, f, c), e_value,
-                          log_e >= math.log(1.0 / alpha), t, sigma, f)
+    ci = _mean_cs(d, alpha, f, c) if with_ci else (-math.inf, math.inf)
+    return MeanTestResult(mean, ci, e_value, log_e >= math.log(1.0 / alpha), t, sigma, f)
 
 
 def _mean_cs(d: np.ndarray, alpha: float, f: float, c: float) -> tuple[float, float]:

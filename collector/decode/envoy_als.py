@@ -373,10 +373,20 @@ def decode_columns(msg: Any, ident: Any | None, default_ts_us: int = 0) -> dict[
     node_id, local = local_workload(ident) if ident is not None else ("", identity.UNKNOWN_WORKLOAD)
     idents = _Identities(local)
     kind = msg.WhichOneof("log_entries")
+    # Intermediate entries (periodic flushes of long-lived streams/connections) are skipped:
+    # the final entry covers the whole stream, and a row is one request or connection.
     if kind == "http_logs":
-        pairs = [_http_values(e, idents, default_ts_us) for e in msg.http_logs.log_entry]
+        pairs = [
+            _http_values(e, idents, default_ts_us)
+            for e in msg.http_logs.log_entry
+            if not e.common_properties.intermediate_log_entry
+        ]
     elif kind == "tcp_logs":
-        pairs = [_tcp_values(e, idents, default_ts_us) for e in msg.tcp_logs.log_entry]
+        pairs = [
+            _tcp_values(e, idents, default_ts_us)
+            for e in msg.tcp_logs.log_entry
+            if not e.common_properties.intermediate_log_entry
+        ]
     else:
         pairs = []
     n = len(pairs)

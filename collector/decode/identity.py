@@ -4,8 +4,17 @@ Inputs are what a sidecar tells us about one request: its own node (id + Istio n
 the upstream cluster name (`outbound|9080|v1|reviews.default.svc.cluster.local` on the client
 side, `inbound|9080||` on the server side), the certificates of the connection (SPIFFE URI SANs),
 the TLS SNI (Istio's `outbound_.9080_.v1_.reviews.default.svc.cluster.local` when a sidecar
-originates mTLS) and, when present, Istio's peer metadata filter state (`upstream_peer`,
-`downstream_peer`). Output: the reporter and the source_*/destination_* columns of `requests`.
+originates mTLS) and, when present, Istio's peer metadata: the `upstream_peer` /
+`downstream_peer` filter state, or the metadata-exchange header `x-envoy-peer-metadata` when it
+is logged. Output: the reporter and the source_*/destination_* columns of `requests`.
+
+Peer metadata wire formats handled (istio/proxy extensions/common/metadata_object.{h,cc} and
+Envoy's CelState::serializeAsProto): an Any holding a google.protobuf.Struct keyed either by
+WorkloadMetadataObject tokens (namespace, workload, service, revision, app, version, name,
+cluster, identity) or node-metadata style (NAMESPACE, WORKLOAD_NAME, NAME, LABELS{...}); a
+StringValue/BytesValue holding `k=v,...` pairs (serializeAsString, baggage keys) or a serialized
+Struct; the header's base64 Struct. Not decoded: the FlatBuffers `FlatNode` of the old Wasm
+metadata exchange (`wasm.upstream_peer`, older Istio releases) - those rows keep 'unknown' peers.
 
 Unknown identity text is 'unknown' (Istio's convention), never None. `mtls` is the exception:
 it is None when the report cannot see the connection that matters (a client-side report only

@@ -43,6 +43,35 @@ REVIEWS: Final = "reviews.default.svc.cluster.local"
 V1_SHARE: Final = 20  # reviews v1 keeps a fixed relative weight the gate does not own
 
 
+DEMO_ISTIO_CONFIG: Final = """\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: productpage-viewer, namespace: default}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  action: ALLOW
+  rules:
+    - from:
+        - source: {principals: ["cluster.local/ns/default/sa/istio-ingressgateway"]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+    - {name: v1, labels: {version: v1}}
+    - {name: v2, labels: {version: v2}}
+    - {name: v3, labels: {version: v3}}
+"""
+
+
 class DemoError(Exception):
     """A demo that cannot start: the message says why and what to do."""
 
@@ -255,6 +284,14 @@ class DemoStack:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
+    def write_istio_config(self) -> Path:
+        """What the demo mesh would be configured with in Istio: the Security and Routing
+        pages (and `meshlens check --config`) compare it with the traffic."""
+        path = self.opts.data_dir / "demo" / "istio.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(DEMO_ISTIO_CONFIG)
+        return path
+
     def start(self) -> None:
         self.preflight()
         self.start_collector()
@@ -273,7 +310,8 @@ class DemoStack:
         self.rollout_config = self.write_rollout(admin)
         self._spawn("gate", self._meshlens("gate", "run", "--config", str(self.rollout_config)))
         if self.opts.ui:
-            ui = self._spawn("ui", self._meshlens("ui", "--port", str(self.opts.ui_port)))
+            env = {"MESHLENS_ISTIO_CONFIG": str(self.write_istio_config())}
+            ui = self._spawn("ui", self._meshlens("ui", "--port", str(self.opts.ui_port)), env)
             _wait_http(f"http://127.0.0.1:{self.opts.ui_port}/_stcore/health", 60, ui.proc)
 
     # -- status and stop -----------------------------------------------------------------------

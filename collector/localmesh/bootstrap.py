@@ -9,7 +9,8 @@ What it mimics of an Istio sidecar (so the telemetry it sends is what a mesh sen
 - one plaintext outbound listener per upstream service (the app calls 127.0.0.1:<listen port>
   instead of being redirected by iptables), routing to `outbound|<port>|<subset>|<host>`
   clusters that originate mTLS to the peer sidecars with Istio's SNI
-  `outbound_.<port>_.<subset>_.<host>` and verify the peer's SPIFFE URI SAN;
+  `outbound_.<port>_.<subset>_.<host>` and verify the peer's SPIFFE URI SAN; each request keeps
+  its protocol end to end (HTTP/1.1, or HTTP/2 for gRPC apps), like Istio's inbound clusters;
 - access logs through `envoy.access_loggers.http_grpc` (and `tcp_grpc` for TCP) to meshlens'
   gRPC ALS and `envoy.access_loggers.open_telemetry` with Istio's default text line as the body
   (what `envoyHttpAls`, `envoyTcpAls` and `envoyOtelAls` providers render);
@@ -432,7 +433,7 @@ def inbound_listener(spec: SidecarSpec) -> dict[str, Any]:
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
             "DownstreamTlsContext",
             "require_client_certificate": True,
-            "common_tls_context": {**_tls_common(spec, ""), "alpn_protocols": ["http/1.1"]},
+            "common_tls_context": {**_tls_common(spec, ""), "alpn_protocols": ["h2", "http/1.1"]},
         },
     }
     if spec.tcp:
@@ -544,10 +545,9 @@ def outbound_clusters(spec: SidecarSpec, up: Upstream) -> list[dict[str, Any]]:
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
                 "UpstreamTlsContext",
                 "sni": up.sni(s),
-                "common_tls_context": {
-                    **_tls_common(spec, s.principal),
-                    "alpn_protocols": ["http/1.1"],
-                },
+                # No ALPN: the server sidecar's codec detects HTTP/1.1 or HTTP/2 from the
+                # first bytes, so each request keeps its downstream protocol end to end.
+                "common_tls_context": _tls_common(spec, s.principal),
             },
         }
         endpoints = [(s.address, s.port)] if s.port is not None else []
@@ -556,6 +556,7 @@ def outbound_clusters(spec: SidecarSpec, up: Upstream) -> list[dict[str, Any]]:
                 up.cluster_name(s),
                 endpoints,
                 transport_socket=tls,
+                typed_extension_protocol_options=_DOWNSTREAM_PROTOCOL,
                 metadata={
                     "filter_metadata": {
                         "istio": {
@@ -572,6 +573,19 @@ def outbound_clusters(spec: SidecarSpec, up: Upstream) -> list[dict[str, Any]]:
             )
         )
     return out
+
+
+# Like Istio's inbound clusters: the upstream protocol follows the downstream one, so gRPC
+# (HTTP/2) and HTTP/1.1 apps both work through the same sidecars.
+_DOWNSTREAM_PROTOCOL: Final = {
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "use_downstream_protocol_config": {
+            "http_protocol_options": {},
+            "http2_protocol_options": {},
+        },
+    }
+}
 
 
 def collector_cluster(c: Collector) -> dict[str, Any]:
@@ -592,7 +606,11 @@ def build_bootstrap(spec: SidecarSpec) -> dict[str, Any]:
     """The whole Envoy bootstrap (JSON-serialisable dict) of one sidecar."""
     listeners = [inbound_listener(spec)]
     clusters = [
-        _static_cluster(f"inbound|{spec.service_port}||", [("127.0.0.1", spec.app_port)]),
+        _static_cluster(
+            f"inbound|{spec.service_port}||",
+            [("127.0.0.1", spec.app_port)],
+            typed_extension_protocol_options=_DOWNSTREAM_PROTOCOL,
+        ),
         collector_cluster(spec.collector),
     ]
     # Export spans every flush interval (Envoy's default is 5 s).

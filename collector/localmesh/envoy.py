@@ -9,12 +9,14 @@ picked by Envoy (port 0, read back from `--admin-address-path`) and `--disable-h
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -27,6 +29,19 @@ from typing import Any
 from collector.localmesh.bootstrap import SidecarSpec, build_bootstrap, weight_runtime_key
 
 log = logging.getLogger(__name__)
+
+# Envoys this process started and has not stopped: stopped at interpreter exit too, so a test
+# run or demo that dies of an exception leaves no orphan proxies holding ports.
+_RUNNING: set[EnvoyProcess] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for envoy in running:
+        envoy.stop(timeout=2.0)
 
 
 class EnvoyError(RuntimeError):
@@ -112,6 +127,8 @@ class EnvoyProcess:
             cwd=self.workdir,
             env={**os.environ},
         )
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -181,6 +198,8 @@ class EnvoyProcess:
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`. Idempotent."""
         proc = self.proc
+        with _RUNNING_LOCK:
+            _RUNNING.discard(self)
         if proc is None or proc.poll() is not None:
             return
         proc.terminate()

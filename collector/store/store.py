@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from collector.errors import Overloaded, StoreUnavailable
 from collector.store import compaction, retention, wal
-from collector.store.converter import ConvertResult, convert_segment, warm_up
+from collector.store.converter import DEAD_LETTER_DIR, ConvertResult, convert_segment, warm_up
 from collector.store.layout import check_node, parse_wal_segment_name, wal_dir, wal_segment_path
 from collector.store.records import Record, RecordKind
 from collector.store.writer import fsync_dir
@@ -160,6 +160,7 @@ class Store:
         self._in_flight = 0
         self._seq = 0
         self._reserved = 0  # persisted bound: sequence numbers up to it may have been used
+        self._reserve_lock = threading.Lock()
         self._active: wal.SegmentFile | None = None
         self._active_seq = 0
         self._active_opened = 0.0
@@ -358,9 +359,11 @@ class Store:
         fsynced write an hour). Numbers must never repeat or go back, even when the WAL is empty
         and the clock stepped back: a lower number could fall inside a compacted file's range
         and be hidden by it."""
-        if seq <= self._reserved:
-            return
-        value = seq + RESERVE_AHEAD_US
+        with self._reserve_lock:
+            if seq > self._reserved:
+                self._write_reservation(seq + RESERVE_AHEAD_US)
+
+    def _write_reservation(self, value: int) -> None:
         path = self._seq_path()
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "w") as f:
@@ -707,6 +710,36 @@ class Store:
         ints = {k for k, f in StoreStats.__dataclass_fields__.items() if f.type in ("int", int)}
         fields: dict[str, Any] = {k: (int(x) if k in ints else float(x)) for k, x in v.items()}
         return StoreStats(**fields)
+
+    def requeue_dead_letters(self) -> int:
+        """Move the records that failed to decode (`<data>/deadletter/`) back into the WAL as
+        new segments, to be converted again, e.g. after a decoder fix. Returns how many files
+        were moved. Records that fail again are dead-lettered again."""
+        d = self.data_dir / DEAD_LETTER_DIR
+        if not d.is_dir():
+            return 0
+        moved = 0
+        for path in sorted(d.iterdir()):
+            parsed = parse_wal_segment_name(path.name)
+            if parsed is None or parsed[0] != self.options.node:
+                continue
+            with self._lock:
+                if self._state != "running":
+                    raise StoreUnavailable(str(self._wal_dir), f"store is {self._state}")
+                seq = max(self._seq + 1, time.time_ns() // 1000)
+                self._seq = seq
+            self._reserve(seq)
+            dest = wal_segment_path(self.data_dir, self.options.node, seq)
+            os.rename(path, dest)  # atomic: the records are in exactly one of the two places
+            fsync_dir(self._wal_dir)
+            fsync_dir(d)
+            with self._lock:
+                self._segments[seq] = _Segment(dest, dest.stat().st_size, _first_received_ns(dest))
+                heapq.heappush(self._queue, (0.0, seq))
+                self._conv.notify()
+            moved += 1
+            log.info("requeued dead letters %s as WAL segment %s", path.name, dest.name)
+        return moved
 
     def wait_converted(self, timeout: float = 30.0) -> bool:
         """Roll the active segment and wait until everything appended so far is in Parquet."""

@@ -93,7 +93,11 @@ class Browser:
             if value:
                 return value
             time.sleep(0.25)
-        raise AssertionError(f"timed out waiting for {expression} (last value {value!r})")
+        page = self.evaluate("document.body ? document.body.innerText.slice(0, 2000) : ''")
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {expression} (last value {value!r});"
+            f" page text:\n{page}"
+        )
 
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", format="png")["data"]

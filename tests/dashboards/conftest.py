@@ -4,7 +4,6 @@ two rollouts and one live gate state file."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -205,5 +204,4 @@ def seeded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def data_env(seeded_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MESHLENS_DATA_DIR", str(seeded_dir))
-    monkeypatch.setitem(os.environ, "MESHLENS_DATA_DIR", str(seeded_dir))
     return seeded_dir

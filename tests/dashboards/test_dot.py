@@ -72,3 +72,9 @@ def test_partial_mtls_shows_its_share() -> None:
 def test_levels_label_nodes_differently() -> None:
     assert "front v1" in to_dot(GRAPH, level="versioned-app")
     assert "front-v1" in to_dot(GRAPH, level="workload")
+
+
+def test_big_graphs_keep_the_busiest_nodes() -> None:
+    nodes = [{"id": f"n{i}", "requests_in": i, "requests_out": 0} for i in range(400)]
+    dot = to_dot({"nodes": nodes, "edges": []})
+    assert '"n399"' in dot and '"n100"' in dot and '"n99"' not in dot

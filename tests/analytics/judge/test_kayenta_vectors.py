@@ -14,13 +14,17 @@ from analytics.judge.kayenta import remote_judge
 from tests.analytics.judge.conftest import load_vectors
 
 _V = load_vectors() or {}
-_ABSENT = pytest.mark.skipif(not _V, reason="reference vectors absent: ../shared/reference/"
-                             "kayenta_vectors.json (never copied into the repo)")
+_ABSENT = pytest.mark.skipif(
+    not _V,
+    reason="reference vectors absent: ../shared/reference/"
+    "kayenta_vectors.json (never copied into the repo)",
+)
 
 
 def _cases(section: str) -> list[Any]:
     return [pytest.param(c, id=c["id"]) for c in _V.get(section, [])] or [
-        pytest.param(None, id="absent")]
+        pytest.param(None, id="absent")
+    ]
 
 
 def _floats(xs: list[Any]) -> list[float]:
@@ -31,11 +35,17 @@ def _params(p: dict[str, Any]) -> netflix.KayentaParams:
     dec, inc = p.get("effectSizeThresholds_decrease_increase", [None, None])
     cdec, cinc = p.get("criticalThresholds_decrease_increase", [None, None])
     return netflix.KayentaParams(
-        tolerance=p["tolerance"], conf_level=p["confLevel"], direction=p["direction"],
+        tolerance=p["tolerance"],
+        conf_level=p["confLevel"],
+        direction=p["direction"],
         nan_strategy=p.get("nanStrategy", "remove"),
-        effect_measure=p.get("effectSizeMeasure", "meanRatio"), allowed_increase=inc,
-        allowed_decrease=dec, critical_increase=cinc, critical_decrease=cdec,
-        critical=p.get("isCriticalMetric", False))
+        effect_measure=p.get("effectSizeMeasure", "meanRatio"),
+        allowed_increase=inc,
+        allowed_decrease=dec,
+        critical_increase=cinc,
+        critical_decrease=cdec,
+        critical=p.get("isCriticalMetric", False),
+    )
 
 
 @_ABSENT
@@ -43,12 +53,10 @@ def _params(p: dict[str, Any]) -> netflix.KayentaParams:
 def test_classifier(case: dict[str, Any]) -> None:
     p, exp = case["params"], case["expected"]
     if case["classifier"] == "MeanInequalityClassifier":
-        got = netflix.classify_mean_inequality(case["experiment"], case["control"],
-                                               p["direction"])
+        got = netflix.classify_mean_inequality(case["experiment"], case["control"], p["direction"])
         assert got == exp["classification"]
         return
-    r = netflix.classify_metric(_floats(case["experiment"]), _floats(case["control"]),
-                                _params(p))
+    r = netflix.classify_metric(_floats(case["experiment"]), _floats(case["control"]), _params(p))
     if exp.get("classification") is not None:
         assert r.label == exp["classification"]
     if "critical" in exp:
@@ -72,9 +80,11 @@ def test_mann_whitney(case: dict[str, Any]) -> None:
     y = np.asarray(case["control_y"], float)
     if "wilcoxonDiff(mu=0,q=0)" in exp:
         assert netflix.wilcoxon_diff(x, y, 0.0, 0.0) == pytest.approx(
-            exp["wilcoxonDiff(mu=0,q=0)"], abs=tol)
+            exp["wilcoxonDiff(mu=0,q=0)"], abs=tol
+        )
         assert netflix.wilcoxon_diff(x, y, 5.0, 0.0) == pytest.approx(
-            exp["wilcoxonDiff(mu=5,q=0)"], abs=tol)
+            exp["wilcoxonDiff(mu=5,q=0)"], abs=tol
+        )
         return
     level = case["confidence_level"]
     if "mu_min" in exp:  # intermediate values of the CI computation
@@ -85,10 +95,8 @@ def test_mann_whitney(case: dict[str, Any]) -> None:
         assert zq == pytest.approx(exp["zq_lower"], abs=tol)
         assert netflix.wilcoxon_diff(x, y, mu_min, zq) == pytest.approx(exp["f_lower_1"], abs=tol)
         assert netflix.wilcoxon_diff(x, y, mu_max, zq) == pytest.approx(exp["f_upper_1"], abs=tol)
-        assert netflix.wilcoxon_diff(x, y, mu_min, -zq) == pytest.approx(exp["f_lower_2"],
-                                                                          abs=tol)
-        assert netflix.wilcoxon_diff(x, y, mu_max, -zq) == pytest.approx(exp["f_upper_2"],
-                                                                          abs=tol)
+        assert netflix.wilcoxon_diff(x, y, mu_min, -zq) == pytest.approx(exp["f_lower_2"], abs=tol)
+        assert netflix.wilcoxon_diff(x, y, mu_max, -zq) == pytest.approx(exp["f_upper_2"], abs=tol)
         ci = netflix.mann_whitney_ci(x, y, level)
         assert ci.ci_low == pytest.approx(exp["ci_root_at_zq_lower(+1.96)"], abs=tol)
         assert ci.ci_high == pytest.approx(exp["ci_root_at_zq_upper(-1.96)"], abs=tol)
@@ -97,15 +105,18 @@ def test_mann_whitney(case: dict[str, Any]) -> None:
     ci = netflix.mann_whitney_ci(x, y, level)
     assert ci.ci_low == pytest.approx(exp["ci_low"], abs=tol)
     assert ci.ci_high == pytest.approx(exp["ci_high"], abs=tol)
-    assert ci.estimate == pytest.approx(exp["hodges_lehmann_estimate"],
-                                        abs=case.get("estimate_abs_tolerance", tol))
+    assert ci.estimate == pytest.approx(
+        exp["hodges_lehmann_estimate"], abs=case.get("estimate_abs_tolerance", tol)
+    )
 
 
 @_ABSENT
 @pytest.mark.parametrize("case", _cases("kayenta_weighted_sum_scorer_cases"))
 def test_scorer(case: dict[str, Any]) -> None:
-    results = [netflix.ScoredMetric(m["classification"], tuple(m["groups"]), m["critical"])
-               for m in case["metric_results"]]
+    results = [
+        netflix.ScoredMetric(m["classification"], tuple(m["groups"]), m["critical"])
+        for m in case["metric_results"]
+    ]
     score = netflix.weighted_sum_score(results, case["group_weights"])
     assert score.score == pytest.approx(case["expected"]["summary_score"], abs=1e-9)
 
@@ -116,8 +127,9 @@ def test_detectors(case: dict[str, Any]) -> None:
     if case["detector"] == "KSigma":
         mask = netflix.ksigma_outliers(case["data"], case["k"])
     else:
-        mask = netflix.iqr_outliers(case["data"], case["factor"],
-                                    reduce_sensitivity=case.get("reduceSensitivity", False))
+        mask = netflix.iqr_outliers(
+            case["data"], case["factor"], reduce_sensitivity=case.get("reduceSensitivity", False)
+        )
     assert mask.tolist() == case["expected_outlier_mask"]
 
 
@@ -135,8 +147,7 @@ def test_statistics(case: dict[str, Any]) -> None:
             assert s["count"] == exp["count"]
         for key, value in exp.items():
             if key.startswith("p"):
-                assert netflix.percentile_r7(data, float(key[1:])) == pytest.approx(value,
-                                                                                    abs=tol)
+                assert netflix.percentile_r7(data, float(key[1:])) == pytest.approx(value, abs=tol)
         return
     e = np.asarray(case["experiment"], float)
     c = np.asarray(case["control"], float)
@@ -174,8 +185,11 @@ def test_transforms(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", _cases("community_reported_counterexamples"))
 def test_community_cases_reproduce_kayenta(case: dict[str, Any]) -> None:
     """Kayenta's behaviour (not the reporter's expectation) is what compatibility means."""
-    r = netflix.classify_metric(_floats(case["experiment"]), _floats(case["control"]),
-                                _params({**case["params"], "nanStrategy": "remove"}))
+    r = netflix.classify_metric(
+        _floats(case["experiment"]),
+        _floats(case["control"]),
+        _params({**case["params"], "nanStrategy": "remove"}),
+    )
     kb = case["kayenta_behaviour"]
     assert r.label == kb["classification"]
     assert r.ci is not None
@@ -190,14 +204,27 @@ def test_remote_judge_answers_like_the_classifier(case: dict[str, Any]) -> None:
     """The same vectors through the RemoteJudge payload path (judge defaults 0.25/0.98 there,
     so only the label's presence and the result shape are compared)."""
     body = {
-        "canaryConfig": {"name": "v", "judge": {"name": "NetflixACAJudge-v1.0"},
-                         "metrics": [{"name": "m", "query": {"type": "prometheus"},
-                                      "groups": ["g"],
-                                      "analysisConfigurations": {"canary": {}}}],
-                         "classifier": {"groupWeights": {"g": 100}}},
-        "metricSetPairList": [{"name": "m", "id": "1", "tags": {},
-                               "values": {"control": case["control"],
-                                          "experiment": case["experiment"]}}],
+        "canaryConfig": {
+            "name": "v",
+            "judge": {"name": "NetflixACAJudge-v1.0"},
+            "metrics": [
+                {
+                    "name": "m",
+                    "query": {"type": "prometheus"},
+                    "groups": ["g"],
+                    "analysisConfigurations": {"canary": {}},
+                }
+            ],
+            "classifier": {"groupWeights": {"g": 100}},
+        },
+        "metricSetPairList": [
+            {
+                "name": "m",
+                "id": "1",
+                "tags": {},
+                "values": {"control": case["control"], "experiment": case["experiment"]},
+            }
+        ],
         "scoreThresholds": {"pass": 95, "marginal": 75},
     }
     out = remote_judge(body)

@@ -17,8 +17,9 @@ def test_rank_sum_z_matches_scipy_mannwhitneyu() -> None:
     y = np.round(rng.normal(11, 2, 35), 1)
     z = netflix.wilcoxon_diff(x, y, 0.0, 0.0)
     p_ours = 2 * stats.norm.sf(abs(z))
-    p_scipy = stats.mannwhitneyu(x, y, alternative="two-sided", use_continuity=True,
-                                 method="asymptotic").pvalue
+    p_scipy = stats.mannwhitneyu(
+        x, y, alternative="two-sided", use_continuity=True, method="asymptotic"
+    ).pvalue
     assert p_ours == pytest.approx(p_scipy, rel=1e-9)
 
 
@@ -47,13 +48,15 @@ def test_cles_matches_mannwhitney_u() -> None:
 def test_binomial_likelihood_ratio_matches_scipy() -> None:
     # One block: 12 errors, 9 on the canary, equal traffic: LR(theta=2 vs 1) is the binomial
     # likelihood ratio with q = 2/3 against q = 1/2.
-    ll = sequential.rate_ratio_log_lr(np.array([3.0]), np.array([500.0]), np.array([9.0]),
-                                      np.array([500.0]), 1.0, np.array([2.0]))
+    ll = sequential.rate_ratio_log_lr(
+        np.array([3.0]), np.array([500.0]), np.array([9.0]), np.array([500.0]), 1.0, np.array([2.0])
+    )
     want = stats.binom.logpmf(9, 12, 2 / 3) - stats.binom.logpmf(9, 12, 0.5)
     assert ll[0, 0] == pytest.approx(want)
     # Unequal traffic: pi = 100 / 400.
-    ll = sequential.rate_ratio_log_lr(np.array([6.0]), np.array([300.0]), np.array([4.0]),
-                                      np.array([100.0]), 1.0, np.array([3.0]))
+    ll = sequential.rate_ratio_log_lr(
+        np.array([6.0]), np.array([300.0]), np.array([4.0]), np.array([100.0]), 1.0, np.array([3.0])
+    )
     q1 = 3 * 0.25 / (3 * 0.25 + 0.75)
     want = stats.binom.logpmf(4, 10, q1) - stats.binom.logpmf(4, 10, 0.25)
     assert ll[0, 0] == pytest.approx(want)
@@ -101,8 +104,9 @@ def test_t_mixture_matches_the_bayes_factor_by_numeric_integration() -> None:
     def lik(delta: float, sigma: float) -> float:
         return float(np.prod(stats.norm.pdf(x, delta * sigma, sigma))) / sigma
 
-    num = dblquad(lambda d, s: lik(d, s) * stats.norm.pdf(d, 0, 1 / math.sqrt(c)),
-                  1e-3, 20, -12, 12)[0]
+    num = dblquad(
+        lambda d, s: lik(d, s) * stats.norm.pdf(d, 0, 1 / math.sqrt(c)), 1e-3, 20, -12, 12
+    )[0]
     den = quad(lambda s: lik(0.0, s), 1e-3, 20)[0]
     got = math.exp(sequential.t_mixture_log_e(x, c))
     assert got == pytest.approx(num / den, rel=1e-4)
@@ -151,3 +155,21 @@ def test_mean_test_rejects_a_shift_and_covers_zero_without_one() -> None:
     assert shifted.rejected and shifted.ci[0] > 0
     ident = sequential.mean_test(np.zeros(30), alpha=0.01)
     assert not ident.rejected and ident.e_value <= 1.0
+
+
+def test_directions() -> None:
+    rng = np.random.default_rng(13)
+    n = np.full(40, 300.0)
+    eb = rng.binomial(300, 0.03, 40).astype(float)
+    ec = rng.binomial(300, 0.005, 40).astype(float)  # the canary has FEWER errors
+    assert not sequential.rate_ratio_test(eb, n, ec, n, alpha=0.01).rejected
+    assert sequential.rate_ratio_test(eb, n, ec, n, alpha=0.01, direction="decrease").rejected
+    assert sequential.rate_ratio_test(eb, n, ec, n, alpha=0.01, direction="either").rejected
+    d = rng.normal(-1.0, 1.0, 40)
+    assert not sequential.mean_test(d, alpha=0.01).rejected
+    assert sequential.mean_test(d, alpha=0.01, direction="decrease").rejected
+    assert sequential.mean_test(d, alpha=0.01, direction="either").rejected
+    # A tolerance (margin) absorbs a small real shift.
+    small = rng.normal(0.1, 0.2, 60)
+    assert sequential.mean_test(small, alpha=0.01).rejected
+    assert not sequential.mean_test(small, alpha=0.01, margin=0.3).rejected

@@ -236,3 +236,23 @@ def test_decode_records_concatenates_requests() -> None:
     ]
     out = decode_records(Record(RecordKind.OTLP_TRACES, 1, p) for p in payloads)
     assert out["spans"].num_rows == 7 and out["spans"].schema == SPANS
+
+
+def test_bad_status_bytes_name_the_place() -> None:
+    span = b"\x7a\x02\xff\xff"  # field 15 (status), 2 bytes that are not a Status
+    scope_spans = b"\x12" + bytes([len(span)]) + span
+    resource_spans = b"\x12" + bytes([len(scope_spans)]) + scope_spans
+    payload = b"\x0a" + bytes([len(resource_spans)]) + resource_spans
+    with pytest.raises(DecodeError, match=r"invalid span in resource_spans\[0\]\.scope_spans\[0\]"):
+        decode_traces(payload)
+
+
+def test_status_message_and_codes() -> None:
+    req = ExportTraceServiceRequest()
+    spans = req.resource_spans.add().scope_spans.add().spans
+    spans.add().status.code = 2
+    spans.add().status.message = "only a message"
+    spans.add().status.SetInParent()
+    table = decode_traces(req.SerializeToString())
+    assert table.column("status_code").to_pylist() == ["error", "unset", "unset"]
+    assert table.column("status_message").to_pylist() == ["", "only a message", ""]

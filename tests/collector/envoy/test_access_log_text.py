@@ -305,7 +305,8 @@ def test_otel_envoy_builtin_resource_labels() -> None:
         "log_name": "otel_envoy_accesslog",
         "zone_name": "",
         "cluster_name": "reviews.bookinfo",
-        "node_name": "sidecar~10.0.0.3~reviews-v2-7f9c8d6b5-x2x4p.bookinfo~bookinfo.svc.cluster.local",
+        "node_name": "sidecar~10.0.0.3~reviews-v2-7f9c8d6b5-x2x4p.bookinfo~"
+        "bookinfo.svc.cluster.local",
     }
     row = otel_access_log_to_request(ISTIO_DOC_IN, {}, resource, 0)
     assert row is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from google.protobuf import struct_pb2
 
@@ -195,3 +197,39 @@ def test_message_info_and_errors() -> None:
         decode_als_record(Record(RecordKind.ENVOY_ALS, 0, b"\x12\x05abc"))
     with pytest.raises(DecodeError, match="identifier"):
         decode_als_record(Record(RecordKind.ENVOY_ALS, 0, b"", b"\x0a\xff"))
+
+
+def test_intermediate_entries_are_skipped() -> None:
+    msg = meshlens_als_pb2.StreamAccessLogsMessage()
+    for intermediate in (True, True, False):
+        e = msg.tcp_logs.log_entry.add()
+        e.common_properties.upstream_cluster = "outbound|3306||mysql.db.svc.cluster.local"
+        e.common_properties.intermediate_log_entry = intermediate
+        e.connection_properties.received_bytes = 10
+    t = decode_als_record(_record(msg))["requests"]
+    assert t.num_rows == 1
+
+
+def test_our_protos_leave_opentelemetry_protos_intact() -> None:
+    # the xds-protos trap: an old opentelemetry copy overwrote the current one
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    from collector.proto.gen import meshlens_als_pb2_grpc
+
+    assert "scope_spans" in trace_pb2.ResourceSpans.DESCRIPTOR.fields_by_name
+    assert hasattr(meshlens_als_pb2_grpc, "AccessLogServiceServicer")
+    svc = meshlens_als_pb2.DESCRIPTOR.services_by_name["AccessLogService"]
+    assert svc.full_name == "envoy.service.accesslog.v3.AccessLogService"
+    method = svc.methods_by_name["StreamAccessLogs"]
+    assert method.client_streaming and not method.server_streaming
+
+
+def test_generated_code_is_current(tmp_path: Path) -> None:
+    from collector.proto import generate
+
+    generate.generate(tmp_path)
+    gen = Path(generate.GEN)
+    for produced in (tmp_path / generate.PACKAGE_PATH).iterdir():
+        assert produced.read_text() == (gen / produced.name).read_text(), (
+            f"{produced.name} is stale: run `make proto`"
+        )

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from collector.localmesh.app import TinyApp
 from collector.localmesh.bootstrap import Collector
@@ -24,10 +27,10 @@ PP = "spiffe://cluster.local/ns/default/sa/productpage"
 REVIEWS = "spiffe://cluster.local/ns/default/sa/reviews"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 N_OK = 3  # 200s, then one 404 from the app, then one UH
-# rows per origin: both sidecars report each HTTP request (the UH only the client) and the TCP
-# connection
-EXPECTED = 2 * (N_OK + 1) + 1 + 2
-EXPECTED_SPANS = 2 * (N_OK + 1) + 1  # HTTP only
+# rows per origin: both sidecars report each HTTP request (the UH only the client), the TCP
+# connection and the two gRPC calls
+EXPECTED = 2 * (N_OK + 1) + 1 + 2 + 2 * 2
+EXPECTED_SPANS = 2 * (N_OK + 1) + 1 + 2 * 2  # HTTP and gRPC
 MONGO = "spiffe://cluster.local/ns/default/sa/mongodb"
 
 
@@ -41,6 +44,22 @@ def _get(url: str, path: str, headers: dict[str, str]) -> int:
         return resp.status
     finally:
         conn.close()
+
+
+def _grpc_calls(url: str) -> list[str]:
+    """Health/Check for the server (SERVING) and for an unknown service (NOT_FOUND)."""
+    target = url.removeprefix("http://")
+    options = [("grpc.default_authority", "ratings:9090")]
+    codes = []
+    with grpc.insecure_channel(target, options=options) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "no.such.Service"):
+            try:
+                stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+                codes.append("OK")
+            except grpc.RpcError as exc:
+                codes.append(exc.code().name)
+    return codes
 
 
 def _table(data_dir: Path, table: str) -> list[dict[str, Any]]:
@@ -58,12 +77,19 @@ def mesh_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     reviews_app = TinyApp("reviews-v1").start()
     pp_app = TinyApp("productpage-v1").start()
     db_app = TinyApp("mongodb-v1").start()
+    # a gRPC app (HTTP/2 end to end through both sidecars): the standard health service
+    grpc_app = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), grpc_app)
+    grpc_port = grpc_app.add_insecure_port("127.0.0.1:0")
+    grpc_app.start()
     mesh = LocalMesh(work, Collector("127.0.0.1", serve.grpc_port, flush_interval_s=0.1))
     mesh.add_workload("reviews", "v1", app_port=reviews_app.port)
     pp = mesh.add_workload("productpage", "v1", app_port=pp_app.port)
     mesh.add_workload("mongodb", "v1", app_port=db_app.port, service_port=27017, tcp=True)
     mesh.connect(pp, "reviews", weights={"v1": 100, "v9": 0}, extra_subsets=("v9",))
+    mesh.add_workload("ratings", "v1", app_port=grpc_port, service_port=9090)
     mesh.connect(pp, "mongodb")
+    mesh.connect(pp, "ratings")
     try:
         mesh.start()
         url = mesh.outbound_url(pp, "reviews")
@@ -75,6 +101,7 @@ def mesh_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         codes.append(_get(url, "/broken", {"Host": "reviews:9080"}))
         # one TCP connection through the TCP proxies (bytes, not requests, are seen)
         tcp_code = _get(mesh.outbound_url(pp, "mongodb"), "/tcp", {"Connection": "close"})
+        grpc_codes = _grpc_calls(mesh.outbound_url(pp, "ratings"))
 
         def rows_by_origin() -> dict[str, list[dict[str, Any]]] | None:
             rows = _table(data, "requests")
@@ -89,6 +116,7 @@ def mesh_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         yield {
             "codes": codes,
             "tcp_code": tcp_code,
+            "grpc_codes": grpc_codes,
             "keys": keys,
             "runtime": mesh.sidecar(pp).runtime(),
             "als": by_origin["envoy_als"],
@@ -100,6 +128,7 @@ def mesh_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         reviews_app.stop()
         pp_app.stop()
         db_app.stop()
+        grpc_app.stop(grace=0)
         rc = serve.stop()
         assert rc == 0, serve.log()
 
@@ -223,9 +252,28 @@ def test_tcp_rows(mesh_run: dict[str, Any], source: str) -> None:
     assert dest["request_bytes"] == src["request_bytes"]
 
 
+@pytest.mark.parametrize("source", ["als", "otel"])
+def test_grpc_rows(mesh_run: dict[str, Any], source: str) -> None:
+    assert mesh_run["grpc_codes"] == ["OK", "NOT_FOUND"]
+    for reporter in ("source", "destination"):
+        rows = _pick(mesh_run[source], reporter, "grpc")
+        assert [r["grpc_status"] for r in rows] == ["0", "5"]
+        assert [r["response_code"] for r in rows] == [200, 200]
+        for r in rows:
+            assert r["path"] == "/grpc.health.v1.Health/Check"
+            assert r["method"] == "POST"
+            assert r["destination_service"] == "ratings.default.svc.cluster.local"
+            assert r["destination_workload"] == "ratings-v1"
+            assert r["source_workload"] == "productpage-v1"
+
+
 def test_spans_from_both_sidecars(mesh_run: dict[str, Any]) -> None:
     spans = mesh_run["spans"]
-    assert {s["service_name"] for s in spans} == {"productpage.default", "reviews.default"}
+    assert {s["service_name"] for s in spans} == {
+        "productpage.default",
+        "reviews.default",
+        "ratings.default",
+    }
     traced = [s for s in spans if s["trace_id"] == TRACE_ID]
     # client (egress) and server (ingress) span of each of the N_OK + 1 traced requests
     assert len(traced) == 2 * (N_OK + 1)

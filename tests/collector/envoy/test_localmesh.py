@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,8 @@ from collector.localmesh.bootstrap import (
 )
 from collector.localmesh.certs import DemoCA
 from collector.localmesh.envoy import EnvoyError, EnvoyProcess
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +146,38 @@ def test_envoy_admin_runtime(tmp_path: Path) -> None:
         with pytest.raises(EnvoyError, match="404"):
             envoy.admin("/no-such-endpoint")
     assert not envoy.running()
+
+
+def test_envoys_are_stopped_when_the_starter_exits(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from collector.localmesh.envoy import EnvoyProcess\n"
+        "cfg = {'admin': {'address': {'socket_address': "
+        "{'address': '127.0.0.1', 'port_value': 0}}}}\n"
+        f"e = EnvoyProcess('orphan', cfg, Path({str(tmp_path)!r})).start()\n"
+        "print(e.proc.pid, flush=True)\n"
+        "raise SystemExit(3)  # no stop(): the atexit hook must do it\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert proc.returncode == 3, proc.stderr
+    pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by init) counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

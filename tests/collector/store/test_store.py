@@ -15,9 +15,9 @@ from collector.errors import Overloaded, StoreUnavailable
 from collector.store import wal
 from collector.store.converter import DEAD_LETTER_DIR
 from collector.store.layout import list_table_files, wal_dir, wal_segment_path
-from collector.store.records import Record
+from collector.store.records import Record, RecordKind
 from collector.store.store import Store, StoreOptions
-from tests.collector.store.fake_decoder import DECODERS, KIND
+from tests.collector.store.fake_decoder import DECODERS, KIND, LENIENT
 from tests.collector.store.rows import bodies, read_table
 
 
@@ -422,3 +422,35 @@ def test_options_from_serve_settings() -> None:
     assert (opts.durability, opts.flush_interval, opts.retention) == ("none", 0.25, 172800.0)
     assert (opts.decode_workers, opts.node, opts.disk_budget) == (0, "edge-1", 1024**3)
     assert opts.compact_grace == 5.0 and opts.memory_budget == 512 * 1024 * 1024
+
+
+def test_real_otlp_traces_through_worker_processes(tmp_path: Path) -> None:
+    from tests.collector.receivers.payloads import traces_request
+
+    opts = StoreOptions(decode_workers=1, flush_interval=0.1, maintenance_interval=3600)
+    with Store(tmp_path, opts) as s:
+        for seed in range(5):
+            s.append(
+                RecordKind.OTLP_TRACES, traces_request(40, seed=seed).SerializeToString(), items=40
+            )
+        assert s.wait_converted(60)
+        assert s.stats().rows_written == 200
+    spans = read_table(tmp_path, "spans")
+    assert spans.num_rows == 200
+    assert len(set(spans.column("span_id").to_pylist())) == 200
+    assert set(spans.column("service_name").to_pylist()) == {"checkout"}
+
+
+def test_dead_letters_can_be_requeued_after_a_decoder_fix(tmp_path: Path) -> None:
+    with Store(tmp_path, _opts()) as s:
+        s.append(KIND, b"good")
+        s.append(KIND, b"bad-1")
+        assert s.wait_converted(30)
+        assert s.stats().decode_errors == 1
+    assert bodies(tmp_path) == ["good"]
+    with Store(tmp_path, _opts(decoders=LENIENT)) as s:
+        assert s.requeue_dead_letters() == 1
+        assert s.wait_converted(30)
+        assert s.requeue_dead_letters() == 0
+    assert sorted(bodies(tmp_path)) == ["good", "ok-1"]
+    assert list((tmp_path / DEAD_LETTER_DIR).iterdir()) == []

@@ -1,0 +1,63 @@
+"""`meshlens graph`: the service graph for a time window (table, json, dot, mermaid)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from analytics.commands.common import (
+    HEALTH_CONFIG,
+    LEVEL,
+    NAMESPACE,
+    PROMETHEUS_URL,
+    SOURCE,
+    add_common,
+    run_safely,
+)
+from analytics.commands.output import format_table, json_text
+from analytics.graph import Graph
+from analytics.graph_render import EDGE_COLUMNS, edge_rows, to_dot, to_mermaid
+from analytics.window import window_from_args
+from collector.config import add_settings
+
+FORMATS = ("table", "json", "dot", "mermaid")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_common(parser, FORMATS)
+    add_settings(parser, (LEVEL, NAMESPACE, SOURCE, HEALTH_CONFIG, PROMETHEUS_URL))
+
+
+def load_graph(args: argparse.Namespace) -> Graph:
+    from analytics.api import graph_for
+
+    return graph_for(
+        args.data_dir,
+        window_from_args(args),
+        level=args.level,
+        namespaces=args.namespace,
+        source=args.source,
+        health_config=args.health_config or None,
+        prometheus_url=args.prometheus_url or None,
+    )
+
+
+def render(graph: Graph, fmt: str) -> str:
+    if fmt == "json":
+        return json_text(graph.to_json())
+    if fmt == "dot":
+        return to_dot(graph)
+    if fmt == "mermaid":
+        return to_mermaid(graph)
+    head = (f"# {graph.level} graph from {graph.source}, "
+            f"{graph.window.start.isoformat()} .. {graph.window.end.isoformat()}: "
+            f"{len(graph.nodes)} nodes, {len(graph.edges)} edges\n")
+    return head + format_table(EDGE_COLUMNS, edge_rows(graph))
+
+
+def run(args: argparse.Namespace) -> int:
+    def body() -> int:
+        sys.stdout.write(render(load_graph(args), args.format))
+        return 0
+
+    return run_safely("graph", body)

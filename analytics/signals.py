@@ -1,0 +1,215 @@
+"""Golden signals per service / workload / version / namespace / app over time buckets.
+
+Rate, errors and latency come from the requests with the two reporters de-duplicated like the
+graph does (per series the destination's report when it has one, else the source's; latency
+from destination reports when the bucket has any), so a request that never reached its
+destination (UF, UH, ...) still counts as an error of the service it was meant for. TCP
+connections are left out (no request semantics). Errors: 5xx, no response (code 0), gRPC
+status other than OK. Buckets are aligned to the window start; empty buckets are absent.
+
+Saturation, where the metrics table has it (averaged per bucket and service), from:
+  cpu_utilization    process.cpu.utilization, container.cpu.utilization,
+                     k8s.pod.cpu.utilization, system.cpu.utilization (0..1)
+  memory_bytes       process.memory.usage, container.memory.usage,
+                     container_memory_working_set_bytes, process_resident_memory_bytes
+  inflight_requests  http.server.active_requests, envoy_cluster_upstream_rq_active,
+                     envoy_http_downstream_rq_active
+  active_connections envoy_cluster_upstream_cx_active, db.client.connection.count,
+                     db.client.connections.usage, envoy_http_downstream_cx_active
+Metric rows match a signal row by service_name (= the service / app value) and, when `version`
+is a dimension, the resource's service.version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import duckdb
+import polars as pl
+
+from analytics.errors import AnalyticsError
+from analytics.window import TimeWindow
+
+DIMENSIONS: Final[dict[str, str]] = {
+    "service": "destination_service_name",
+    "workload": "destination_workload",
+    "version": "destination_version",
+    "namespace": "destination_namespace",
+    "app": "destination_canonical_service",
+    "source": "source_workload",
+}
+
+SATURATION: Final[dict[str, tuple[str, ...]]] = {
+    "cpu_utilization": (
+        "process.cpu.utilization", "container.cpu.utilization", "k8s.pod.cpu.utilization",
+        "system.cpu.utilization",
+    ),
+    "memory_bytes": (
+        "process.memory.usage", "container.memory.usage", "container_memory_working_set_bytes",
+        "process_resident_memory_bytes",
+    ),
+    "inflight_requests": (
+        "http.server.active_requests", "envoy_cluster_upstream_rq_active",
+        "envoy_http_downstream_rq_active",
+    ),
+    "active_connections": (
+        "envoy_cluster_upstream_cx_active", "db.client.connection.count",
+        "db.client.connections.usage", "envoy_http_downstream_cx_active",
+    ),
+}
+QUANTILES: Final = (0.5, 0.9, 0.95, 0.99)
+
+
+def _check(by: Sequence[str], step_s: float) -> None:
+    if not by:
+        raise AnalyticsError("signals need at least one --by dimension")
+    bad = [b for b in by if b not in DIMENSIONS]
+    if bad:
+        raise AnalyticsError(
+            f"unknown --by dimension {bad[0]!r}; choose from {', '.join(DIMENSIONS)}"
+        )
+    if step_s <= 0:
+        raise AnalyticsError(f"--step must be positive, got {step_s}")
+
+
+def _ts(window_start: object) -> str:
+    from datetime import UTC, datetime
+
+    assert isinstance(window_start, datetime)
+    return f"TIMESTAMPTZ '{window_start.astimezone(UTC).isoformat()}'"
+
+
+def _base(window: TimeWindow, by: Sequence[str], step_s: float, service: str | None) -> str:
+    dims = ", ".join(f"coalesce({DIMENSIONS[b]}, 'unknown') AS {b}" for b in by)
+    where = "protocol <> 'tcp'"
+    if service is not None:
+        svc = service.replace("'", "''")
+        where += (f" AND (destination_service_name = '{svc}' OR destination_service = '{svc}'"
+                  f" OR destination_canonical_service = '{svc}')")
+    micros = int(step_s * 1_000_000)
+    return f"""
+WITH r AS NOT MATERIALIZED (
+    SELECT time_bucket(to_microseconds({micros}), ts, {_ts(window.start)}) AS bucket, {dims},
+        reporter = 'source' AS is_src, *
+    FROM requests WHERE {where}
+)"""
+
+
+def golden_signals(
+    conn: duckdb.DuckDBPyConnection,
+    window: TimeWindow,
+    *,
+    by: Sequence[str] = ("service",),
+    step_s: float = 60,
+    service: str | None = None,
+    saturation: bool = True,
+) -> pl.DataFrame:
+    """One row per bucket x dimension values: bucket, <by>, requests, rps, errors, error_ratio,
+    p50_ms, p90_ms, p95_ms, p99_ms [, cpu_utilization, memory_bytes, inflight_requests,
+    active_connections when metrics have them]."""
+    by = tuple(by)
+    _check(by, step_s)
+    base = _base(window, by, step_s, service)
+    keys = ["bucket", *by]
+    cols = ", ".join(keys)
+    qs = ", ".join(str(q) for q in QUANTILES)
+    lat = conn.sql(
+        f"{base} SELECT {cols}, is_src, count(*) AS n, "
+        f"quantile_cont(duration_ms, [{qs}]) AS q FROM r GROUP BY ALL"
+    ).pl()
+    schema = {k: lat.schema[k] for k in keys} if lat.height else None
+    if lat.height == 0:
+        return _empty(by, schema)
+    counts = _pick_counts(conn, base, keys)
+    picked_lat = (
+        lat.sort("is_src")  # destination (False) first
+        .group_by(keys, maintain_order=True)
+        .first()
+        .select([*keys, "q"])
+    )
+    out = counts.join(picked_lat, on=keys, how="left")
+    bucket_end = pl.min_horizontal(
+        pl.col("bucket") + pl.duration(microseconds=int(step_s * 1_000_000)),
+        pl.lit(window.end),
+    )
+    seconds = (bucket_end - pl.col("bucket")).dt.total_microseconds() / 1_000_000
+    out = out.with_columns(
+        rps=pl.col("requests") / seconds,
+        error_ratio=pl.col("errors") / pl.col("requests"),
+        **{
+            f"p{int(q * 100)}_ms": pl.col("q").list.get(i, null_on_oob=True)
+            for i, q in enumerate(QUANTILES)
+        },
+    ).drop("q")
+    out = out.select(
+        [*keys, "requests", "rps", "errors", "error_ratio", "p50_ms", "p90_ms", "p95_ms", "p99_ms"]
+    ).sort(keys)
+    if saturation:
+        out = _with_saturation(conn, out, window, by, step_s)
+    return out
+
+
+def _pick_counts(conn: duckdb.DuckDBPyConnection, base: str, keys: Sequence[str]) -> pl.DataFrame:
+    cols = ", ".join(keys)
+    err = (
+        "response_code >= 500 OR coalesce(response_code, 0) = 0 OR (protocol = 'grpc' AND "
+        "coalesce(grpc_status, '') NOT IN ('', '0') AND response_code < 400)"
+    )
+    # Per series (code, gRPC status, flags): destination rows if any, else source rows.
+    return conn.sql(
+        f"""{base},
+        s AS (
+            SELECT {cols}, response_code, grpc_status, response_flags,
+                count(*) FILTER (WHERE NOT is_src) AS n_dst,
+                count(*) FILTER (WHERE is_src) AS n_src,
+                bool_or({err}) AS is_err
+            FROM r GROUP BY ALL
+        )
+        SELECT {cols},
+            sum(CASE WHEN n_dst > 0 THEN n_dst ELSE n_src END)::BIGINT AS requests,
+            sum(CASE WHEN NOT is_err THEN 0 WHEN n_dst > 0 THEN n_dst ELSE n_src END)::BIGINT
+                AS errors
+        FROM s GROUP BY ALL"""
+    ).pl()
+
+
+def _empty(by: Sequence[str], schema: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
+    cols: dict[str, pl.DataType] = {"bucket": pl.Datetime("us", "UTC")}
+    cols.update({b: pl.String() for b in by})
+    cols.update({"requests": pl.Int64(), "rps": pl.Float64(), "errors": pl.Int64(),
+                 "error_ratio": pl.Float64(), "p50_ms": pl.Float64(), "p90_ms": pl.Float64(),
+                 "p95_ms": pl.Float64(), "p99_ms": pl.Float64()})
+    return pl.DataFrame(schema=cols)
+
+
+def _with_saturation(
+    conn: duckdb.DuckDBPyConnection,
+    out: pl.DataFrame,
+    window: TimeWindow,
+    by: Sequence[str],
+    step_s: float,
+) -> pl.DataFrame:
+    join_dim = next((b for b in by if b in ("service", "app", "workload")), None)
+    if join_dim is None or out.height == 0:
+        return out
+    names = {n: col for col, ns in SATURATION.items() for n in ns}
+    listing = ", ".join(f"'{n}'" for n in names)
+    case = " ".join(f"WHEN name = '{n}' THEN '{c}'" for n, c in names.items())
+    version = (
+        ", coalesce(json_extract_string(resource_attributes, '$.\"service.version\"'), "
+        "'unknown') AS version" if "version" in by else ""
+    )
+    micros = int(step_s * 1_000_000)
+    m = conn.sql(
+        f"""SELECT time_bucket(to_microseconds({micros}), ts, {_ts(window.start)}) AS bucket,
+            service_name AS {join_dim}{version}, CASE {case} END AS signal,
+            avg(coalesce(value, CASE WHEN count > 0 THEN sum / count END)) AS v
+        FROM metrics WHERE name IN ({listing}) GROUP BY ALL"""
+    ).pl()
+    if m.height == 0:
+        return out
+    keys = ["bucket", join_dim] + (["version"] if "version" in by else [])
+    wide = m.pivot(on="signal", index=keys, values="v")
+    wide = wide.with_columns(pl.col("bucket").cast(out.schema["bucket"]))
+    return out.join(wide, on=keys, how="left")
