@@ -22,6 +22,7 @@ from typing import Final
 import duckdb
 import pyarrow as pa
 
+from analytics.objectstore_source import remote_location
 from analytics.window import TimeWindow
 from collector.store.layout import visible_files
 from collector.store.schema import TABLES, TIME_COLUMN
@@ -165,12 +166,13 @@ def apply_sandbox(
     """DuckDB's own guards (its "Securing DuckDB" page): only the store directory is readable,
     no extensions are installed or loaded, and the configuration is locked so a query cannot
     undo any of this."""
-    root = str(data_dir.resolve())
+    # An object store location has no local directory to allow: pyarrow reads its objects.
+    allowed = "" if remote_location(data_dir) else _quote(str(data_dir.resolve()) + "/")
     for stmt in (
         f"SET memory_limit = {_quote(memory_limit)}",
         "SET autoinstall_known_extensions = false",
         "SET autoload_known_extensions = false",
-        f"SET allowed_directories = [{_quote(root + '/')}]",
+        f"SET allowed_directories = [{allowed}]",
         "SET enable_external_access = false",
         "SET lock_configuration = true",
     ):
@@ -178,22 +180,29 @@ def apply_sandbox(
 
 
 def connect(
-    data_dir: Path,
+    data_dir: Path | str,
     window: TimeWindow | None = None,
     *,
     sandbox: bool = False,
     memory_limit: str = "2GB",
     threads: int | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory connection with the views of the public schema over `data_dir`."""
+    """A fresh in-memory connection with the views of the public schema over `data_dir`
+    (a local directory, or `s3://bucket/prefix`: see analytics.objectstore_source)."""
+    remote = remote_location(data_dir)
     data_dir = Path(data_dir)
     conn = duckdb.connect(":memory:")
     conn.execute("SET TimeZone = 'UTC'")
     conn.execute("SET enable_progress_bar = false")
     if threads is not None:
         conn.execute(f"SET threads = {int(threads)}")
-    for table in BASE_VIEWS:
-        conn.execute(f"CREATE VIEW {table} AS {base_view_sql(data_dir, table, window)}")
+    if remote is not None:
+        from analytics.objectstore_source import create_remote_views
+
+        create_remote_views(conn, remote, window)
+    else:
+        for table in BASE_VIEWS:
+            conn.execute(f"CREATE VIEW {table} AS {base_view_sql(data_dir, table, window)}")
     conn.execute(f"CREATE VIEW traffic AS {TRAFFIC_SQL}")
     conn.execute(f"CREATE VIEW edges AS {EDGES_SQL}")
     conn.execute(f"CREATE VIEW signals AS {SIGNALS_SQL}")

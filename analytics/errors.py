@@ -177,3 +177,12 @@ class ClusterAccessError(AnalyticsError):
         super().__init__(f"Kubernetes API {url}: {reason}")
         self.url = url
         self.reason = reason
+
+
+class ObjectStoreError(AnalyticsError):
+    """The store's object storage (`--data-dir s3://...`) could not be listed or read."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"object store {location}: {reason}")
+        self.location = location
+        self.reason = reason

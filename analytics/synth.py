@@ -135,6 +135,10 @@ def synthetic_requests(
     has_src = src_sidecar
     has_dst = dst_sidecar & (outcome != _UNREACHED)
     reports = has_src.astype(np.int64) + has_dst.astype(np.int64)
+    # Keep just enough calls for n rows, so their times spread over the whole duration.
+    calls = int(np.searchsorted(np.cumsum(reports), n)) + 1
+    edge, outcome, u = edge[:calls], outcome[:calls], u[:calls]
+    has_src, has_dst, reports = has_src[:calls], has_dst[:calls], reports[:calls]
     # Rows in call order, the source report first; cut at exactly n rows.
     call_of_row = np.repeat(np.arange(calls), reports)[:n]
     first = np.r_[True, call_of_row[1:] != call_of_row[:-1]]
@@ -172,9 +176,7 @@ def synthetic_requests(
     rid = pc.binary_join_element_wise(f"req-{seed}-", ids, "")
     rid = pc.if_else(pa.array(proto == "tcp"), pa.scalar("", pa.string()), rid)
     mtls = np.array([e.mtls for e in edges])[edge_r]
-    cluster_names = [
-        f"outbound|{e.port}||{e.service}" if e.destination.sidecar or True else "" for e in edges
-    ]
+    cluster_names = [f"outbound|{e.port}||{e.service}" for e in edges]
     inbound = [f"inbound|{e.port}||" for e in edges]
     upstream = pc.if_else(
         pa.array(is_source),

@@ -141,6 +141,36 @@ SERVE: Final = (
 )
 
 
+def parse_object_store(text: str) -> str:
+    """'' (off) or an `s3://bucket[/prefix]` location, normalized."""
+    if not str(text).strip():
+        return ""
+    # Imported here: the URL rules live with the shipper; config stays import-light.
+    from collector.store.objectstore import StoreUrl
+
+    return str(StoreUrl.parse(text))
+
+
+# Scale-out: ship finished Parquet files to S3-compatible object storage (collector/store/
+# objectstore.py). Readers take the endpoint and region from the same environment variables.
+OBJECT_STORE: Final = (
+    Setting(
+        "object_store",
+        "",
+        "ship finished Parquet files to s3://bucket/prefix ('' = off)",
+        parse_object_store,
+    ),
+    Setting(
+        "s3_endpoint_url",
+        "",
+        "endpoint of an S3-compatible store, e.g. http://minio:9000 ('' = AWS)",
+        str,
+    ),
+    Setting("s3_region", "us-east-1", "region of the object store", str),
+    Setting("ship_interval", 5.0, "how often new Parquet files are shipped (s)", parse_duration),
+)
+
+
 def add_settings(
     parser: argparse.ArgumentParser,
     settings: Iterable[Setting],
@@ -159,4 +189,4 @@ def add_settings(
         )
 
 
-ALL_SETTINGS: list[Setting] = [*COMMON, *SERVE]
+ALL_SETTINGS: list[Setting] = [*COMMON, *SERVE, *OBJECT_STORE]

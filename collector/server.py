@@ -42,6 +42,7 @@ from collector.receivers.grpc_server import GrpcOptions, GrpcReceiver, server_cr
 from collector.receivers.ingest import Ingest
 from collector.receivers.otlp_http import otlp_http_routes
 from collector.selfmetrics import CONTENT_TYPE, SelfMetrics, StoreStatsCollector
+from collector.store.objectstore import Shipper, shipper_from_settings
 from collector.store.store import Store, StoreOptions
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Collector:
         self._grpc: GrpcReceiver | None = None
         self._ingest: Ingest | None = None
         self.store: Store | None = None
+        self.shipper: Shipper | None = None  # --object-store: ships Parquet files to S3
         self.ports: BoundPorts | None = None
 
     @property
@@ -148,6 +150,10 @@ class Collector:
         self.store = Store(self.data_dir, StoreOptions.from_settings(s))
         self.store.start()
         self.metrics.register(StoreStatsCollector(self.store.stats))
+        self.shipper = shipper_from_settings(s, self.data_dir)
+        if self.shipper is not None:
+            self.shipper.start()
+            self.metrics.register(self.shipper.metric_collector())
         exporter = optional_module("analytics.exporter")
         if exporter is not None:
             for c in exporter.metric_collectors(self.data_dir):
@@ -200,6 +206,9 @@ class Collector:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self.shipper is not None:  # after the store's last conversion: ship everything
+            self.shipper.stop(final=True)
+            self.shipper = None
         if self._api is not None:
             self._api.stop()
             self._api = None

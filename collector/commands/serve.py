@@ -13,16 +13,20 @@ shutdown (stop accepting, drain, flush the store).
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from collector.config import SERVE, Setting, add_settings, parse_duration
+from collector.config import OBJECT_STORE, SERVE, Setting, add_settings, parse_duration
+from collector.errors import ConfigError
 from collector.server import BoundPorts, Collector
 
 log = logging.getLogger(__name__)
@@ -36,7 +40,32 @@ SERVE_ONLY: Final = (
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_settings(parser, (*SERVE, *SERVE_ONLY))
+    add_settings(parser, (*SERVE, *SERVE_ONLY, *OBJECT_STORE))
+
+
+# glibc's mallopt parameter number for the arena cap (malloc.h: M_ARENA_MAX = -8).
+_M_ARENA_MAX: Final = -8
+MALLOC_ARENAS: Final = 2
+
+
+def limit_malloc_arenas() -> None:
+    """Cap glibc malloc arenas, for this process and (via the environment) its decode workers.
+
+    Why: the receive path handles ~600 KB requests on many threads. glibc gives each thread
+    its own arena (up to 8 per core) and, after the first large free, raises its mmap threshold
+    so such buffers are carved from those arenas, which then keep the memory: measured 1.5 GiB
+    RSS at 270k spans/s with the defaults, ~350 MiB with 2 arenas at the same rate. Must run
+    before threads start. An operator's own MALLOC_ARENA_MAX wins."""
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    os.environ["MALLOC_ARENA_MAX"] = str(MALLOC_ARENAS)  # spawned decode workers read this
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "mallopt"):
+            libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
+    except OSError:  # not glibc (musl has no arenas to cap)
+        pass
 
 
 def state_path(data_dir: Path) -> Path:
@@ -58,6 +87,11 @@ def write_state(data_dir: Path, ports: BoundPorts) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if str(args.data_dir).startswith("s3:/"):  # the WAL must be on a local disk
+        raise ConfigError(
+            "--data-dir", str(args.data_dir), "serve needs a local directory; use --object-store"
+        )
+    limit_malloc_arenas()
     stop = threading.Event()
     received: list[int] = []
 

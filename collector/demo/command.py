@@ -36,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-port", type=int, default=4318)
     parser.add_argument("--api-port", type=int, default=8080)
     parser.add_argument("--ui-port", type=int, default=8501)
-    parser.add_argument("--rps", type=float, default=20.0, help="requests/s into productpage")
+    parser.add_argument("--rps", type=float, default=30.0, help="requests/s into productpage")
     parser.add_argument(
         "--interval", type=parse_duration, default=10.0, help="the gate's analysis interval"
     )

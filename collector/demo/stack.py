@@ -43,6 +43,18 @@ REVIEWS: Final = "reviews.default.svc.cluster.local"
 V1_SHARE: Final = 20  # reviews v1 keeps a fixed relative weight the gate does not own
 
 
+# The judge for the demo: the default sequential tests, with a smaller minimum sample so a
+# rollout at demo traffic (tens of requests/s) completes in a few minutes.
+DEMO_JUDGE_CONFIG: Final = """\
+mode: sequential
+min_requests: 60
+block: 5s
+metrics:
+  - {name: error-rate, kind: error_rate, error_codes: [5xx, no_response], critical: true}
+  - {name: p99, kind: latency, quantile: 0.99, critical: true, tolerance: 0.2}
+  - {name: latency, kind: latency}
+"""
+
 DEMO_ISTIO_CONFIG: Final = """\
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -86,7 +98,7 @@ class DemoOptions:
     ui_port: int = 8501
     duration_s: float = 0.0  # 0 = until Ctrl-C
     ui: bool = True
-    rps: float = 20.0
+    rps: float = 30.0
     interval_s: float = 10.0
     steps: tuple[int, ...] = (10, 25, 50)
     log_level: str = "warning"
@@ -264,15 +276,18 @@ class DemoStack:
 
     def write_rollout(self, admin_url: str) -> Path:
         o = self.opts
+        judge = o.data_dir / "demo" / "canary.yaml"
+        judge.write_text(DEMO_JUDGE_CONFIG)
         config = {
             "rollout": "reviews-v3",
             "service": REVIEWS,
             "baseline": "v2",
             "canary": "v3",
             "selector": "version",
+            "judge": {"config": str(judge)},
             "analysis": {
                 "interval": f"{o.interval_s:g}s",
-                "window": "step",
+                "window": "rollout",
                 "stepWeights": list(o.steps),
                 "failureLimit": 2,
                 "inconclusive": "hold",

@@ -39,6 +39,7 @@ class MeshWorkload:
     app_port: int
     certs: CertFiles
     upstreams: list[Upstream] = field(default_factory=list)
+    collector: Collector | None = None  # None: the mesh's default
     tcp: bool = False  # a TCP service (the sidecars proxy bytes, ALS sends TCP entries)
 
     @property
@@ -147,7 +148,7 @@ class LocalMesh:
             inbound_port=w.inbound_port,
             app_port=w.app_port,
             certs=w.certs,
-            collector=self.collector,
+            collector=w.collector or self.collector,
             upstreams=tuple(w.upstreams),
             tcp=w.tcp,
         )

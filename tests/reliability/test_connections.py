@@ -104,24 +104,18 @@ def test_a_client_that_never_starts_tls_does_not_block_the_others(
 
 def test_a_burst_of_connections_is_accepted_promptly(running_serve: ServeProcess) -> None:
     """200 clients connecting at once to the OTLP/HTTP and API ports are all accepted within
-    a second each. A listen backlog of 5 (socketserver's default request_queue_size) drops
-    SYNs under such a burst and each dropped client waits for a SYN retransmit (1 s, 3 s...)."""
+    5 s. With a listen backlog of 5 (socketserver's default `request_queue_size`, which
+    collector/httpd.py's _Server keeps) the kernel drops SYNs under such a burst and each
+    dropped client waits for a SYN retransmit (1 s, 3 s, ...): ~30 s for 200 clients."""
     for port in (running_serve.http_port, running_serve.api_port):
-        slow: list[float] = []
         socks: list[socket.socket] = []
         t0 = time.monotonic()
         try:
-            for _ in range(200):
-                t = time.monotonic()
-                try:
-                    socks.append(socket.create_connection(("127.0.0.1", port), timeout=0.9))
-                except TimeoutError:
-                    slow.append(time.monotonic() - t)
-                    if len(slow) >= 3:
-                        break
+            while len(socks) < 200 and time.monotonic() - t0 < 5:
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            elapsed = time.monotonic() - t0
         finally:
             for s in socks:
                 s.close()
-        assert not slow, (
-            f"port {port}: {len(slow)} of {len(socks) + len(slow)} connects took > 0.9 s "
-            f"(burst of {len(socks)} accepted in {time.monotonic() - t0:.1f}s)")
+        assert len(socks) == 200, (
+            f"port {port}: only {len(socks)} of 200 connections accepted in {elapsed:.1f}s")

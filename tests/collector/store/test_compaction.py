@@ -219,7 +219,7 @@ def test_readers_never_see_duplicates_or_lose_rows_during_ingest_and_compaction(
         s.maintain()
         stop.set()
         reader.join(30)
-        assert s.stats().compactions >= 2
+        assert s.stats().compactions >= 1
     assert not errors, errors
     assert seen and all(n == d for n, d in seen), "a scan counted a row twice"
     counts = [n for n, _ in seen]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.errors import Overloaded, StoreUnavailable
+from collector.errors import Overloaded, PayloadTooLarge, StoreUnavailable
 from collector.store import wal
 from collector.store.converter import DEAD_LETTER_DIR
 from collector.store.layout import list_table_files, wal_dir, wal_segment_path
@@ -454,3 +454,12 @@ def test_dead_letters_can_be_requeued_after_a_decoder_fix(tmp_path: Path) -> Non
         assert s.requeue_dead_letters() == 0
     assert sorted(bodies(tmp_path)) == ["good", "ok-1"]
     assert list((tmp_path / DEAD_LETTER_DIR).iterdir()) == []
+
+
+def test_a_record_over_the_frame_limit_is_refused(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wal, "MAX_FRAME_BYTES", 1000)
+    with pytest.raises(PayloadTooLarge, match="exceeds the limit of 936 bytes"):
+        store.append(KIND, b"x" * 937)
+    store.append(KIND, b"x" * 936)

@@ -1,0 +1,229 @@
+"""The analytics HTTP API on the collector's API port (and the library calls the CLI shares).
+
+    GET  /api/v1/graph    ?since=15m | from=&to= , level, namespace (comma list), source
+    GET  /api/v1/signals  ?since | from&to , by (comma list), step, service
+    GET  /api/v1/health   ?since | from&to , level, namespace, source
+    POST /api/v1/sql      {"sql": "...", "max_rows": 1000, "timeout": 30}
+
+They return the same JSON as `meshlens graph|signals|health --format json` and, for SQL,
+{"columns", "types", "rows": [{...}], "row_count", "truncated", "elapsed_s"}.
+Errors: 400 for a bad argument or a rejected query, 408 for a query timeout.
+`api_routes` also collects the routes of analytics.judge.api, analytics.gate.api and
+analytics.istio.api when those modules exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from analytics.errors import AnalyticsError, QueryRejected, QueryTimeout
+from analytics.graph import Graph
+from analytics.health import (
+    HealthConfig,
+    default_health_config,
+    graph_health,
+    load_health_config,
+)
+from analytics.window import TimeWindow, parse_window
+from collector.config import parse_duration
+from collector.httpd import HttpError, Request, Response, Route
+
+log = logging.getLogger(__name__)
+
+OPTIONAL_ROUTES = (
+    ("analytics.judge.api", "judge_routes"),
+    ("analytics.gate.api", "gate_routes"),
+    ("analytics.istio.api", "istio_routes"),
+)
+
+
+def _health(config: str | HealthConfig | None) -> HealthConfig:
+    if config is None or config == "":
+        return default_health_config()
+    if isinstance(config, HealthConfig):
+        return config
+    return load_health_config(config)
+
+
+def graph_for(
+    data_dir: Path | str,
+    window: TimeWindow,
+    *,
+    level: str = "workload",
+    namespaces: Sequence[str] = (),
+    source: str = "requests",
+    health_config: str | HealthConfig | None = None,
+    prometheus_url: str | None = None,
+) -> Graph:
+    """The graph from the store (or from Prometheus when a URL is given), with health."""
+    from analytics.health import annotate_graph
+
+    config = _health(health_config)
+    if prometheus_url:
+        from analytics.prometheus_source import prometheus_graph
+
+        graph = prometheus_graph(prometheus_url, window, level=level, namespaces=namespaces)
+        return annotate_graph(graph, config)  # type: ignore[no-any-return]
+    from analytics.catalog import connect
+    from analytics.graph import service_graph
+
+    conn = connect(Path(data_dir), window)
+    try:
+        return service_graph(conn, window, level=level, namespace=tuple(namespaces),
+                             source=source, health_config=config)
+    finally:
+        conn.close()
+
+
+def signals_for(
+    data_dir: Path | str,
+    window: TimeWindow,
+    *,
+    by: Sequence[str] = ("service",),
+    step_s: float = 60,
+    service: str | None = None,
+    prometheus_url: str | None = None,
+) -> pl.DataFrame:
+    if prometheus_url:
+        from analytics.prometheus_source import prometheus_signals
+
+        return prometheus_signals(prometheus_url, window, by=by, step_s=step_s, service=service)
+    from analytics.catalog import connect
+    from analytics.signals import golden_signals
+
+    conn = connect(Path(data_dir), window)
+    try:
+        return golden_signals(conn, window, by=by, step_s=step_s, service=service)
+    finally:
+        conn.close()
+
+
+def signals_json(df: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows as objects; bucket as ISO 8601; NaN/None as null."""
+    out = []
+    for row in df.iter_rows(named=True):
+        rec = {}
+        for k, v in row.items():
+            if isinstance(v, datetime):
+                v = v.astimezone(UTC).isoformat()
+            elif isinstance(v, float) and v != v:
+                v = None
+            rec[k] = v
+        out.append(rec)
+    return out
+
+
+def health_json(graph: Graph, config: str | HealthConfig | None = None) -> dict[str, Any]:
+    report = graph_health(graph, _health(config))
+    return {"level": graph.level, "source": graph.source, "window": graph.window.to_json(),
+            **report.to_json()}
+
+
+# ---- HTTP ----------------------------------------------------------------------------------
+
+
+def _get(settings: Any, name: str, default: Any) -> Any:
+    if isinstance(settings, Mapping):
+        return settings.get(name, default)
+    return getattr(settings, name, default)
+
+
+def _window(req: Request, now: datetime | None = None) -> TimeWindow:
+    return parse_window(req.arg("since"), req.arg("from"), req.arg("to"),
+                        now=now or datetime.now(UTC))
+
+
+def _list(text: str | None) -> tuple[str, ...]:
+    return tuple(x.strip() for x in (text or "").split(",") if x.strip())
+
+
+def _bad_request(exc: AnalyticsError) -> HttpError:
+    return HttpError(400, str(exc))
+
+
+def api_routes(settings: Any) -> list[Route]:
+    """Routes for the API port. `settings`: the serve namespace or a mapping with data_dir
+    (and optionally prometheus_url, health_config)."""
+    data_dir = Path(_get(settings, "data_dir", "meshlens-data"))
+    prometheus_url = _get(settings, "prometheus_url", "") or None
+    health_config = _get(settings, "health_config", "") or None
+
+    def graph(req: Request) -> Response:
+        try:
+            g = graph_for(
+                data_dir, _window(req), level=req.arg("level", "workload") or "workload",
+                namespaces=_list(req.arg("namespace")), source=req.arg("source", "requests")
+                or "requests", health_config=health_config, prometheus_url=prometheus_url,
+            )
+        except AnalyticsError as exc:
+            raise _bad_request(exc) from None
+        return Response.json(g.to_json())
+
+    def signals(req: Request) -> Response:
+        try:
+            step = parse_duration(req.arg("step", "60") or "60")
+        except ValueError as exc:
+            raise HttpError(400, f"step: {exc}") from None
+        try:
+            df = signals_for(
+                data_dir, _window(req), by=_list(req.arg("by")) or ("service",), step_s=step,
+                service=req.arg("service"), prometheus_url=prometheus_url,
+            )
+        except AnalyticsError as exc:
+            raise _bad_request(exc) from None
+        return Response.json(signals_json(df))
+
+    def health(req: Request) -> Response:
+        try:
+            g = graph_for(
+                data_dir, _window(req), level=req.arg("level", "workload") or "workload",
+                namespaces=_list(req.arg("namespace")), source=req.arg("source", "requests")
+                or "requests", health_config=health_config, prometheus_url=prometheus_url,
+            )
+            return Response.json(health_json(g, health_config))
+        except AnalyticsError as exc:
+            raise _bad_request(exc) from None
+
+    def sql(req: Request) -> Response:
+        from analytics.sql import run_query
+
+        body = req.json()
+        if not isinstance(body, Mapping) or not isinstance(body.get("sql"), str):
+            raise HttpError(400, 'body must be a JSON object with "sql": "SELECT ..."')
+        try:
+            max_rows = int(body.get("max_rows", 1000))
+            timeout = float(body.get("timeout", 30))
+        except (TypeError, ValueError) as exc:
+            raise HttpError(400, f"max_rows/timeout: {exc}") from None
+        try:
+            result = run_query(data_dir, body["sql"], max_rows=max_rows, timeout_s=timeout)
+        except QueryTimeout as exc:
+            raise HttpError(408, str(exc)) from None
+        except (QueryRejected, AnalyticsError) as exc:
+            raise HttpError(400, str(exc)) from None
+        return Response.json(result.to_json())
+
+    routes = [
+        Route("GET", "/api/v1/graph", graph),
+        Route("GET", "/api/v1/signals", signals),
+        Route("GET", "/api/v1/health", health),
+        Route("POST", "/api/v1/sql", sql),
+    ]
+    sub_settings = vars(settings) if isinstance(settings, argparse.Namespace) else settings
+    for module_name, func in OPTIONAL_ROUTES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        routes.extend(getattr(module, func)(sub_settings))
+    return routes

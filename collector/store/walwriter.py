@@ -1,0 +1,269 @@
+"""Group commit: many appending threads, one writer thread, one write + fsync per batch.
+
+Each `append` joins the open batch and sleeps until the writer thread has written (and, with
+durability "fsync", fsynced) that batch; while the writer syncs one batch the next one fills.
+A write or fsync error fails every append of the batch with `StoreUnavailable` (never an ack
+for bytes not on disk), cuts the segment back to its last good byte and rolls to a new segment,
+so writing resumes once the disk has room again.
+
+The active segment rolls (is closed and queued for conversion) every `flush_interval` when it is
+not empty, at `segment_max_bytes`, on request (`request_roll`) and at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from collector.errors import Overloaded, StoreUnavailable
+from collector.store import wal
+from collector.store.layout import wal_segment_path
+from collector.store.ledger import Ledger, Segment
+from collector.store.writer import fsync_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WriterOptions:
+    node: str
+    fsync: bool
+    flush_interval: float
+    segment_max_bytes: int
+    memory_budget: int
+    disk_budget: int
+
+
+class _Batch:
+    __slots__ = ("done", "error", "first_ns", "frames", "items", "nbytes", "records")
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.nbytes = 0
+        self.records = 0
+        self.items = 0
+        self.first_ns = 0
+        self.done = threading.Event()
+        self.error: StoreUnavailable | None = None
+
+
+class WalWriter:
+    def __init__(self, data_dir: Path, ledger: Ledger, opts: WriterOptions) -> None:
+        self.data_dir = data_dir
+        self.ledger = ledger
+        self.opts = opts
+        self._wal_dir = ledger.wal_dir
+        self._wake = threading.Condition(ledger.lock)
+        self._batch = _Batch()
+        self._in_flight = 0
+        self._state = "running"  # -> "closing" (drain, roll, exit) or "failed" (a bug)
+        self._active: wal.SegmentFile | None = None
+        self._active_seq = 0
+        self._active_opened = 0.0
+        self._roll_requested = False
+        self._thread = threading.Thread(target=self._run, name="meshlens-wal-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None) -> None:
+        """Write what is queued, roll the active segment, stop the thread."""
+        with self.ledger.lock:
+            if self._state == "running":
+                self._state = "closing"
+            self._wake.notify_all()
+        self._thread.join(timeout)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    # ---- appenders -----------------------------------------------------------------------
+
+    def append(self, frame: bytes, items: int, refuse: str | None) -> None:
+        """Queue one framed record and wait until it is durable. `refuse`: why the store does
+        not take writes (checked under the lock), or None."""
+        n = len(frame)
+        ledger = self.ledger
+        with ledger.lock:
+            if refuse is None and self._state != "running":
+                refuse = f"WAL writer {self._state}"
+            if refuse is not None:
+                raise StoreUnavailable(str(self._wal_dir), refuse)
+            budget = self.opts.memory_budget
+            if self._in_flight and self._in_flight + n > budget:
+                ledger.counters["overloaded_rejections"] = (
+                    ledger.counters.get("overloaded_rejections", 0) + 1
+                )
+                raise Overloaded(f"memory budget ({budget} bytes in flight)", self._retry_after())
+            disk = self.opts.disk_budget
+            if disk and ledger.pending_bytes() > disk:
+                ledger.counters["overloaded_rejections"] = (
+                    ledger.counters.get("overloaded_rejections", 0) + 1
+                )
+                raise Overloaded(
+                    f"disk budget ({disk} bytes of unconverted WAL)",
+                    max(1.0, self.opts.flush_interval),
+                )
+            batch = self._batch
+            batch.frames.append(frame)
+            batch.nbytes += n
+            batch.records += 1
+            batch.items += items
+            if not batch.first_ns:
+                batch.first_ns = time.time_ns()
+            self._in_flight += n
+            self._wake.notify()
+        batch.done.wait()
+        if batch.error is not None:
+            raise StoreUnavailable(batch.error.path, batch.error.reason)
+
+    def _retry_after(self) -> float:
+        return round(max(0.1, 2 * self.ledger.gauges.get("last_fsync_seconds", 0.0)), 3)
+
+    def request_roll(self, target: int) -> None:
+        """Roll the active segment if its number is at most `target` (caller holds the lock)."""
+        if self._active is not None and self._active_seq <= target:
+            self._roll_requested = True
+            self._wake.notify_all()
+
+    # ---- the writer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug here must not leave appenders waiting forever
+            log.exception("WAL writer stopped")
+            with self.ledger.lock:
+                self._state = "failed"
+                batch, self._batch = self._batch, _Batch()
+            batch.error = StoreUnavailable(str(self._wal_dir), f"WAL writer failed: {exc!r}")
+            batch.done.set()
+            raise
+
+    def _loop(self) -> None:
+        interval = self.opts.flush_interval
+        while True:
+            with self.ledger.lock:
+                while not (self._batch.frames or self._state != "running"):
+                    if self._active is None:
+                        self._roll_requested = False
+                        self._wake.wait()
+                        continue
+                    left = self._active_opened + interval - time.monotonic()
+                    if left <= 0 or self._roll_requested:
+                        break
+                    self._wake.wait(left)
+                batch = self._batch
+                if batch.frames:
+                    self._batch = _Batch()
+                closing = self._state != "running"
+                roll = self._roll_requested
+                self._roll_requested = False
+            if batch.frames:
+                self._write_batch(batch)
+            active = self._active
+            if active is not None and (
+                roll
+                or closing
+                or active.broken
+                or active.size >= self.opts.segment_max_bytes
+                or time.monotonic() - self._active_opened >= interval
+            ):
+                self._roll()
+            if closing:
+                with self.ledger.lock:
+                    if not self._batch.frames and self._active is None:
+                        return
+
+    def _open_segment(self, first_ns: int) -> None:
+        seq = self.ledger.allocate()
+        path = wal_segment_path(self.data_dir, self.opts.node, seq)
+        try:
+            seg = wal.SegmentFile(path)
+            if self.opts.fsync:
+                fsync_dir(self._wal_dir)  # the new name must survive a crash too
+        except OSError:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise
+        self._active, self._active_seq, self._active_opened = seg, seq, time.monotonic()
+        self.ledger.add(seq, Segment(path, seg.size, first_ns), queued=False)
+
+    def _write_batch(self, batch: _Batch) -> None:
+        data = b"".join(batch.frames)
+        t0 = time.monotonic()
+        error: Exception | None = None
+        where = str(self._wal_dir)
+        try:
+            if self._active is None:
+                self._open_segment(batch.first_ns)
+            seg = self._active
+            assert seg is not None
+            where = str(seg.path)
+            before = seg.size
+            seg.write(data)
+            if self.opts.fsync:
+                try:
+                    seg.sync()
+                except OSError:
+                    # After a failed fsync the page cache state is unknown: cut back and roll.
+                    seg.size = before
+                    seg.rollback()
+                    seg.broken = True
+                    raise
+        except Exception as exc:  # OSError mostly; anything else must still answer the waiters
+            error = exc
+        elapsed = time.monotonic() - t0
+        ledger = self.ledger
+        with ledger.lock:
+            self._in_flight -= batch.nbytes
+            c = ledger.counters
+            if error is None:
+                assert self._active is not None
+                for name, n in (
+                    ("records_appended", batch.records),
+                    ("items_appended", batch.items),
+                    ("bytes_appended", batch.nbytes),
+                    ("batches_written", 1),
+                ):
+                    c[name] = c.get(name, 0) + n
+                ledger.gauges["last_batch_records"] = batch.records
+                ledger.gauges["last_fsync_seconds"] = elapsed
+                ledger.segments[self._active_seq].size = self._active.size
+            else:
+                c["append_failures"] = c.get("append_failures", 0) + batch.records
+        if error is not None:
+            reason = (error.strerror if isinstance(error, OSError) else None) or repr(error)
+            log.error(
+                "WAL write to %s failed (%s); %d appends refused", where, reason, batch.records
+            )
+            batch.error = StoreUnavailable(where, f"WAL write failed: {reason}")
+            if self._active is not None:
+                self._active.broken = True  # roll: start the next batch on a fresh segment
+        batch.done.set()
+
+    def _roll(self) -> None:
+        """Close the active segment and hand it to the converter."""
+        seg, seq = self._active, self._active_seq
+        assert seg is not None
+        self._active = None
+        try:
+            if seg.broken:  # cut a failed batch's bytes once more (space may be back by now)
+                os.ftruncate(seg.fd, seg.size)
+            if self.opts.fsync:
+                seg.sync()
+        except OSError as exc:
+            log.error("cleaning up %s at roll failed: %s", seg.path, exc)
+        seg.close()
+        if not self.ledger.close(seq, seg.size):
+            try:
+                seg.path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot remove empty WAL segment %s: %s", seg.path, exc)

@@ -1,0 +1,73 @@
+"""A real S3-compatible server for tests: moto in server mode on 127.0.0.1 and a free port.
+
+    with s3_server() as s3:        # s3.endpoint_url, s3.env (AWS_* + MESHLENS_S3_*), s3.fs()
+        url = s3.bucket("scale-out")   # creates the bucket, returns a StoreUrl
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from collector.store.objectstore import S3Options, StoreUrl, s3_filesystem
+
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a `meshlens` subprocess needs to reach this server."""
+        return {**CREDENTIALS, "MESHLENS_S3_ENDPOINT_URL": self.endpoint_url}
+
+    @property
+    def options(self) -> S3Options:
+        return S3Options(self.endpoint_url, "us-east-1")
+
+    def fs(self) -> Any:
+        return s3_filesystem(self.options)
+
+    def bucket(self, prefix: str = "meshlens") -> StoreUrl:
+        """A fresh bucket (unique name) with `prefix` inside."""
+        import pyarrow.fs as pafs
+
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        host = self.endpoint_url.removeprefix("http://")
+        admin = pafs.S3FileSystem(
+            endpoint_override=host, scheme="http", region="us-east-1", allow_bucket_creation=True
+        )
+        admin.create_dir(name)
+        return StoreUrl(name, prefix)
+
+
+@contextmanager
+def s3_server() -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    saved = {k: os.environ.get(k) for k in CREDENTIALS}
+    os.environ.update(CREDENTIALS)  # pyarrow in this process signs requests with these
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield S3Server(f"http://{host}:{port}")
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

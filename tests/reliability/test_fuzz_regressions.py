@@ -1,0 +1,43 @@
+"""Crashes the fuzzers found, kept as named regression tests.
+
+Each input here once made a decoder raise something other than `DecodeError` (so the importer
+or the converter sees an unexpected exception instead of a skipped, counted bad line).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from collector.decode.access_log_text import decode_lines_record, parse_access_log_line
+from collector.errors import DecodeError
+from collector.store.records import Record, RecordKind
+from tests.reliability.test_fuzz import JSON_LINE
+
+
+def _line(**values: object) -> str:
+    return json.dumps({**json.loads(JSON_LINE), **values})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        # int(float("1E309")) -> OverflowError, not caught by access_log_text._int
+        pytest.param({"bytes_received": "1E309"}, id="bytes-received-1e309-overflows"),
+        # fits a Python int, not the int64 column: OverflowError in pa.array
+        pytest.param({"bytes_received": "1E20"}, id="bytes-received-1e20-past-int64"),
+        # past the int32 response_code column: ArrowInvalid in pa.array
+        pytest.param({"response_code": 2147483648}, id="response-code-past-int32"),
+    ],
+)
+def test_json_access_log_line_with_out_of_range_number(values: dict[str, object]) -> None:
+    line = _line(**values)
+    row = parse_access_log_line(line)  # a row (value dropped/clamped) or None: never raises
+    try:
+        out = decode_lines_record(Record(RecordKind.ACCESS_LOG_LINES, 1, line.encode()))
+    except DecodeError:
+        return
+    assert isinstance(out["requests"], pa.Table)
+    assert out["requests"].num_rows == (1 if row else 0)
