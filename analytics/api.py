@@ -1,8 +1,8 @@
 """The analytics HTTP API on the collector's API port (and the library calls the CLI shares).
 
-    GET  /api/v1/graph    ?since=15m | from=&to= , level, namespace (comma list), source
-    GET  /api/v1/signals  ?since | from&to , by (comma list), step, service
-    GET  /api/v1/health   ?since | from&to , level, namespace, source
+    GET  /api/v1/graph    ?since=15m | from=&to= , level, namespace (comma list), source, origin
+    GET  /api/v1/signals  ?since | from&to , by (comma list), step, service, origin
+    GET  /api/v1/health   ?since | from&to , level, namespace, source, origin
     POST /api/v1/sql      {"sql": "...", "max_rows": 1000, "timeout": 30}
 
 They return the same JSON as `meshlens graph|signals|health --format json` and, for SQL,
@@ -62,23 +62,30 @@ def graph_for(
     source: str = "requests",
     health_config: str | HealthConfig | None = None,
     prometheus_url: str | None = None,
+    origin: str | None = None,
 ) -> Graph:
     """The graph from the store (or from Prometheus when a URL is given), with health."""
-    from analytics.health import annotate_graph
-
     config = _health(health_config)
     if prometheus_url:
         from analytics.prometheus_source import prometheus_graph
 
-        graph = prometheus_graph(prometheus_url, window, level=level, namespaces=namespaces)
-        return annotate_graph(graph, config)  # type: ignore[no-any-return]
+        return prometheus_graph(
+            prometheus_url, window, level=level, namespaces=namespaces, health_config=config
+        )
     from analytics.catalog import connect
     from analytics.graph import service_graph
 
     conn = connect(Path(data_dir), window)
     try:
-        return service_graph(conn, window, level=level, namespace=tuple(namespaces),
-                             source=source, health_config=config)
+        return service_graph(
+            conn,
+            window,
+            level=level,
+            namespace=tuple(namespaces),
+            source=source,
+            health_config=config,
+            origin=origin,
+        )
     finally:
         conn.close()
 
@@ -91,6 +98,7 @@ def signals_for(
     step_s: float = 60,
     service: str | None = None,
     prometheus_url: str | None = None,
+    origin: str | None = None,
 ) -> pl.DataFrame:
     if prometheus_url:
         from analytics.prometheus_source import prometheus_signals
@@ -101,7 +109,7 @@ def signals_for(
 
     conn = connect(Path(data_dir), window)
     try:
-        return golden_signals(conn, window, by=by, step_s=step_s, service=service)
+        return golden_signals(conn, window, by=by, step_s=step_s, service=service, origin=origin)
     finally:
         conn.close()
 
@@ -123,8 +131,12 @@ def signals_json(df: pl.DataFrame) -> list[dict[str, Any]]:
 
 def health_json(graph: Graph, config: str | HealthConfig | None = None) -> dict[str, Any]:
     report = graph_health(graph, _health(config))
-    return {"level": graph.level, "source": graph.source, "window": graph.window.to_json(),
-            **report.to_json()}
+    return {
+        "level": graph.level,
+        "source": graph.source,
+        "window": graph.window.to_json(),
+        **report.to_json(),
+    }
 
 
 # ---- HTTP ----------------------------------------------------------------------------------
@@ -137,8 +149,9 @@ def _get(settings: Any, name: str, default: Any) -> Any:
 
 
 def _window(req: Request, now: datetime | None = None) -> TimeWindow:
-    return parse_window(req.arg("since"), req.arg("from"), req.arg("to"),
-                        now=now or datetime.now(UTC))
+    return parse_window(
+        req.arg("since"), req.arg("from"), req.arg("to"), now=now or datetime.now(UTC)
+    )
 
 
 def _list(text: str | None) -> tuple[str, ...]:
@@ -159,9 +172,14 @@ def api_routes(settings: Any) -> list[Route]:
     def graph(req: Request) -> Response:
         try:
             g = graph_for(
-                data_dir, _window(req), level=req.arg("level", "workload") or "workload",
-                namespaces=_list(req.arg("namespace")), source=req.arg("source", "requests")
-                or "requests", health_config=health_config, prometheus_url=prometheus_url,
+                data_dir,
+                _window(req),
+                level=req.arg("level", "workload") or "workload",
+                namespaces=_list(req.arg("namespace")),
+                source=req.arg("source", "requests") or "requests",
+                health_config=health_config,
+                prometheus_url=prometheus_url,
+                origin=req.arg("origin"),
             )
         except AnalyticsError as exc:
             raise _bad_request(exc) from None
@@ -174,8 +192,13 @@ def api_routes(settings: Any) -> list[Route]:
             raise HttpError(400, f"step: {exc}") from None
         try:
             df = signals_for(
-                data_dir, _window(req), by=_list(req.arg("by")) or ("service",), step_s=step,
-                service=req.arg("service"), prometheus_url=prometheus_url,
+                data_dir,
+                _window(req),
+                by=_list(req.arg("by")) or ("service",),
+                step_s=step,
+                service=req.arg("service"),
+                prometheus_url=prometheus_url,
+                origin=req.arg("origin"),
             )
         except AnalyticsError as exc:
             raise _bad_request(exc) from None
@@ -184,9 +207,14 @@ def api_routes(settings: Any) -> list[Route]:
     def health(req: Request) -> Response:
         try:
             g = graph_for(
-                data_dir, _window(req), level=req.arg("level", "workload") or "workload",
-                namespaces=_list(req.arg("namespace")), source=req.arg("source", "requests")
-                or "requests", health_config=health_config, prometheus_url=prometheus_url,
+                data_dir,
+                _window(req),
+                level=req.arg("level", "workload") or "workload",
+                namespaces=_list(req.arg("namespace")),
+                source=req.arg("source", "requests") or "requests",
+                health_config=health_config,
+                prometheus_url=prometheus_url,
+                origin=req.arg("origin"),
             )
             return Response.json(health_json(g, health_config))
         except AnalyticsError as exc:

@@ -155,7 +155,7 @@ class JudgeInputError(JudgeError, ValueError):
 
 # --- Istio config checks: analytics/istio/ --------------------------------------------------
 #   IstioConfigError(path, document, field, reason)  an invalid or unsupported Istio resource
-#   ClusterAccessError(url, reason)                  reading resources from the Kubernetes API failed
+#   ClusterAccessError(url, reason)                  reading from the Kubernetes API failed
 
 
 class IstioConfigError(AnalyticsError):

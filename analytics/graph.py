@@ -41,10 +41,16 @@ UNKNOWN_ID: Final = "unknown"
 _U = "'unknown'"
 _SRC_UNKNOWN = "coalesce(source_workload, 'unknown') = 'unknown'"
 _LEVEL_KEYS: Final[dict[str, tuple[str, str, str]]] = {
-    "workload": ("source_workload", "destination_workload",
-                 "coalesce(destination_workload, 'unknown') <> 'unknown'"),
-    "app": ("source_canonical_service", "destination_canonical_service",
-            "coalesce(destination_canonical_service, 'unknown') <> 'unknown'"),
+    "workload": (
+        "source_workload",
+        "destination_workload",
+        "coalesce(destination_workload, 'unknown') <> 'unknown'",
+    ),
+    "app": (
+        "source_canonical_service",
+        "destination_canonical_service",
+        "coalesce(destination_canonical_service, 'unknown') <> 'unknown'",
+    ),
     "versioned-app": (
         "source_canonical_service || '/' || source_version",
         "destination_canonical_service || '/' || destination_version",
@@ -62,17 +68,29 @@ def _svc_name() -> str:
     )
 
 
-def _projection(level: str, namespaces: Sequence[str], dedup: str) -> str:
+def _sql_literal(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def _projection(
+    level: str, namespaces: Sequence[str], dedup: str, origin: str | None = None
+) -> str:
     """Per-row key columns of `level` over the requests (or the exact `traffic` view)."""
     if level not in _LEVEL_KEYS:
         raise GraphError(f"unknown graph level {level!r}; choose from {', '.join(LEVELS)}")
     if dedup not in DEDUPS:
         raise GraphError(f"unknown dedup {dedup!r}; choose from {', '.join(DEDUPS)}")
     src_key, dst_key, dst_known = _LEVEL_KEYS[level]
-    where = ""
+    conds = []
     if namespaces:
         ns = ", ".join("'" + n.replace("'", "''") + "'" for n in namespaces)
-        where = f"WHERE source_namespace IN ({ns}) OR destination_namespace IN ({ns})"
+        conds.append(f"(source_namespace IN ({ns}) OR destination_namespace IN ({ns}))")
+    if origin:
+        # Sidecars that send both gRPC ALS and OTel access logs report every request twice.
+        conds.append(f"origin = {_sql_literal(origin)}")
+    where = ("WHERE " + " AND ".join(conds)) if conds else ""
     # With dedup='request' the traffic view already holds one row per request: no pick needed.
     is_src = "reporter = 'source'" if dedup == "series" else "false"
     table = "requests" if dedup == "series" else "traffic"
@@ -96,9 +114,29 @@ WITH r AS NOT MATERIALIZED (
 _EDGE_KEYS: Final = "s_unknown, s_ns, s_key, d_known, d_ns, d_key, protocol"
 
 
-def latency_sql(level: str, namespaces: Sequence[str] = (), dedup: str = "series") -> str:
-    """Per edge and reporter: latency quantiles, node attributes, first/last seen."""
-    return f"""{_projection(level, namespaces, dedup)}
+def latency_sql(
+    level: str,
+    namespaces: Sequence[str] = (),
+    dedup: str = "series",
+    source_only_edges: Sequence[tuple[Any, ...]] | None = None,
+    origin: str | None = None,
+) -> str:
+    """Per edge and reporter: latency quantiles, node attributes, first/last seen.
+
+    With `source_only_edges` (edge keys without any destination report), source reports of
+    every other edge are skipped: their latency would not be used, and sorting them for the
+    quantiles is the most expensive part of the query."""
+    where = ""
+    if source_only_edges is not None:
+        cols = [c.strip() for c in _EDGE_KEYS.split(",")]
+        conds = [
+            "("
+            + " AND ".join(f"{c} = {_sql_literal(v)}" for c, v in zip(cols, k, strict=True))
+            + ")"
+            for k in source_only_edges
+        ]
+        where = "WHERE NOT is_src" + "".join(f"\n   OR {c}" for c in conds)
+    return f"""{_projection(level, namespaces, dedup, origin)}
 SELECT {_EDGE_KEYS}, is_src,
     count(*) AS n,
     quantile_cont(duration_ms, [0.5, 0.95, 0.99]) AS q,
@@ -115,13 +153,16 @@ SELECT {_EDGE_KEYS}, is_src,
     any_value(source_principal) AS source_principal,
     any_value(destination_principal) AS destination_principal
 FROM r
+{where}
 GROUP BY ALL
 """
 
 
-def series_sql(level: str, namespaces: Sequence[str] = (), dedup: str = "series") -> str:
+def series_sql(
+    level: str, namespaces: Sequence[str] = (), dedup: str = "series", origin: str | None = None
+) -> str:
     """Per edge, reporter and series (code, gRPC status, flags, host): counts and bytes."""
-    return f"""{_projection(level, namespaces, dedup)}
+    return f"""{_projection(level, namespaces, dedup, origin)}
 SELECT {_EDGE_KEYS}, is_src,
     coalesce(response_code, 0) AS code,
     coalesce(grpc_status, '') AS grpc,
@@ -190,7 +231,7 @@ class Response:
     code: str  # HTTP code, gRPC status, or '-' (no response / TCP)
     flags: str
     host: str
-    count: int
+    count: float  # an int, except transiently for Prometheus estimates (rounded on output)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +444,7 @@ def requests_edge_stats(
     level: str = "workload",
     namespaces: Sequence[str] = (),
     dedup: str = "series",
+    origin: str | None = None,
 ) -> list[EdgeStats]:
     """Two aggregate scans of the requests (latency per edge, counts per series), then
     Kiali's reporter pick in Python on the small results: per series the destination's
@@ -410,15 +452,20 @@ def requests_edge_stats(
     the edge has any ("Response Times are reported using destination proxy telemetry, when
     available")."""
     key_cols = ("s_unknown", "s_ns", "s_key", "d_known", "d_ns", "d_key", "protocol")
-    lat: dict[tuple[Any, ...], dict[bool, dict[str, Any]]] = defaultdict(dict)
-    for r in _rows(conn, latency_sql(level, namespaces, dedup)):
-        lat[tuple(r[k] for k in key_cols)][bool(r["is_src"])] = r
-    series: dict[tuple[Any, ...], dict[tuple[Any, ...], dict[bool, dict[str, Any]]]] = (
-        defaultdict(lambda: defaultdict(dict))
+    series: dict[tuple[Any, ...], dict[tuple[Any, ...], dict[bool, dict[str, Any]]]] = defaultdict(
+        lambda: defaultdict(dict)
     )
-    for r in _rows(conn, series_sql(level, namespaces, dedup)):
+    for r in _rows(conn, series_sql(level, namespaces, dedup, origin)):
         key = tuple(r[k] for k in key_cols)
         series[key][(r["code"], r["grpc"], r["flags"], r["host"])][bool(r["is_src"])] = r
+    source_only = [
+        k
+        for k, by_series in series.items()
+        if not any(False in reps for reps in by_series.values())
+    ]
+    lat: dict[tuple[Any, ...], dict[bool, dict[str, Any]]] = defaultdict(dict)
+    for r in _rows(conn, latency_sql(level, namespaces, dedup, source_only, origin)):
+        lat[tuple(r[k] for k in key_cols)][bool(r["is_src"])] = r
     out = []
     for key, by_rep in lat.items():
         main = by_rep.get(False) or by_rep[True]
@@ -429,15 +476,28 @@ def requests_edge_stats(
             row = reps.get(False) or reps[True]
             source_reported += row["n_src"]
             picked.append(
-                Series(int(code), grpc, flags, host, int(row["n"]), int(row["n_mtls"]),
-                       int(row["request_bytes"]), int(row["response_bytes"]))
+                Series(
+                    int(code),
+                    grpc,
+                    flags,
+                    host,
+                    int(row["n"]),
+                    int(row["n_mtls"]),
+                    int(row["request_bytes"]),
+                    int(row["response_bytes"]),
+                )
             )
         q = main["q"] or [None, None, None]
         src, dst = _node_refs(level, main)
         out.append(
             EdgeStats(
-                src, dst, key[-1], tuple(picked),
-                p50_ms=_num(q[0]), p95_ms=_num(q[1]), p99_ms=_num(q[2]),
+                src,
+                dst,
+                key[-1],
+                tuple(picked),
+                p50_ms=_num(q[0]),
+                p95_ms=_num(q[1]),
+                p99_ms=_num(q[2]),
                 avg_ms=_num(main["avg_ms"]),
                 source_principal=main["source_principal"] or UNKNOWN,
                 destination_principal=main["destination_principal"] or UNKNOWN,
@@ -456,8 +516,11 @@ def requests_graph(
     level: str = "workload",
     namespaces: Sequence[str] = (),
     dedup: str = "series",
+    origin: str | None = None,
 ) -> Graph:
-    stats = requests_edge_stats(conn, level=level, namespaces=namespaces, dedup=dedup)
+    stats = requests_edge_stats(
+        conn, level=level, namespaces=namespaces, dedup=dedup, origin=origin
+    )
     return build_graph(stats, window, level=level, source="requests", namespaces=namespaces)
 
 
@@ -557,8 +620,9 @@ def build_graph(
             )
         )
     edges.sort(key=lambda e: (e.source, e.target, e.protocol))
-    return Graph(level, source, window, _with_traffic(nodes, edges, seconds), tuple(edges),
-                 tuple(namespaces))
+    return Graph(
+        level, source, window, _with_traffic(nodes, edges, seconds), tuple(edges), tuple(namespaces)
+    )
 
 
 def _int(x: float) -> int:
@@ -573,11 +637,19 @@ def _merge_responses(responses: Sequence[Response]) -> tuple[Response, ...]:
     return tuple(Response(c, f, h, _int(n)) for (c, f, h), n in sorted(merged.items()))
 
 
-def _with_traffic(nodes: dict[str, Node], edges: Sequence[Edge], seconds: float) -> tuple[Node, ...]:
+def _with_traffic(
+    nodes: dict[str, Node], edges: Sequence[Edge], seconds: float
+) -> tuple[Node, ...]:
     """Node in/out totals, Kiali-style per-protocol rates, is_root."""
     agg: dict[str, dict[str, Any]] = {
-        nid: {"requests_in": 0, "requests_out": 0, "errors_in": 0, "tcp_bytes_in": 0,
-              "tcp_bytes_out": 0, "traffic": defaultdict(lambda: defaultdict(float))}
+        nid: {
+            "requests_in": 0,
+            "requests_out": 0,
+            "errors_in": 0,
+            "tcp_bytes_in": 0,
+            "tcp_bytes_out": 0,
+            "traffic": defaultdict(lambda: defaultdict(float)),
+        }
         for nid in nodes
     }
     for e in edges:
@@ -596,13 +668,19 @@ def _with_traffic(nodes: dict[str, Node], edges: Sequence[Edge], seconds: float)
         src["traffic"][p][f"{p}Out"] += e.rps
         dst["traffic"][p][f"{p}In"] += e.rps
         if p == "http":
-            for key, count in (("httpIn3xx", e.responses_3xx), ("httpIn4xx", e.errors_4xx),
-                               ("httpIn5xx", e.errors_5xx), ("httpInNoResponse", e.no_response)):
+            for key, count in (
+                ("httpIn3xx", e.responses_3xx),
+                ("httpIn4xx", e.errors_4xx),
+                ("httpIn5xx", e.errors_5xx),
+                ("httpInNoResponse", e.no_response),
+            ):
                 if count:
                     dst["traffic"][p][key] += count / seconds
         else:
-            for key, count in (("grpcInErr", e.errors_grpc + e.errors_5xx + e.errors_4xx),
-                               ("grpcInNoResponse", e.no_response)):
+            for key, count in (
+                ("grpcInErr", e.errors_grpc + e.errors_5xx + e.errors_4xx),
+                ("grpcInNoResponse", e.no_response),
+            ):
                 if count:
                     dst["traffic"][p][key] += count / seconds
     has_inbound = {e.target for e in edges}
@@ -617,7 +695,9 @@ def _with_traffic(nodes: dict[str, Node], edges: Sequence[Edge], seconds: float)
                 errors_in=a["errors_in"],
                 rps_in=a["requests_in"] / seconds,
                 rps_out=a["requests_out"] / seconds,
-                error_rate_in=_ratio(a["errors_in"], a["requests_in"]) if a["requests_in"] else None,
+                error_rate_in=_ratio(a["errors_in"], a["requests_in"])
+                if a["requests_in"]
+                else None,
                 tcp_bytes_in=a["tcp_bytes_in"],
                 tcp_bytes_out=a["tcp_bytes_out"],
                 is_root=nid not in has_inbound,
@@ -636,6 +716,7 @@ def service_graph(
     source: str = "requests",
     health_config: Any = None,
     dedup: str = "series",
+    origin: str | None = None,
 ) -> Graph:
     """The graph for `window` from proxy requests, spans, or whichever has data (`auto`),
     with health per node and edge (analytics.health, Kiali's tolerances unless given)."""
@@ -646,13 +727,19 @@ def service_graph(
     if level not in LEVELS:
         raise GraphError(f"unknown graph level {level!r}; choose from {', '.join(LEVELS)}")
     namespaces: tuple[str, ...] = (
-        () if namespace is None else (namespace,) if isinstance(namespace, str) else tuple(namespace)
+        ()
+        if namespace is None
+        else (namespace,)
+        if isinstance(namespace, str)
+        else tuple(namespace)
     )
     if source == "auto":
         has_requests = conn.execute("SELECT count(*) > 0 FROM (SELECT 1 FROM requests LIMIT 1)")
         source = "requests" if has_requests.fetchone() == (True,) else "spans"
     if source == "requests":
-        graph = requests_graph(conn, window, level=level, namespaces=namespaces, dedup=dedup)
+        graph = requests_graph(
+            conn, window, level=level, namespaces=namespaces, dedup=dedup, origin=origin
+        )
     else:
         from analytics.graph_spans import spans_graph
 

@@ -8,17 +8,36 @@ from typing import Any
 from analytics.graph import Edge, Graph
 
 EDGE_COLUMNS = (
-    "source", "target", "protocol", "requests", "rps", "error_rate", "p50_ms", "p95_ms",
-    "p99_ms", "mtls_ratio", "share", "health",
+    "source",
+    "target",
+    "protocol",
+    "requests",
+    "rps",
+    "error_rate",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "mtls_ratio",
+    "share",
+    "health",
 )
 
 
 def edge_rows(graph: Graph) -> list[tuple[Any, ...]]:
     return [
         (
-            e.source, e.target, e.protocol, e.requests, round(e.rps, 3),
-            f"{e.error_rate * 100:.2f}%", _ms(e.p50_ms), _ms(e.p95_ms), _ms(e.p99_ms),
-            f"{e.mtls_ratio * 100:.0f}%", f"{e.share * 100:.1f}%", e.health or "",
+            e.source,
+            e.target,
+            e.protocol,
+            e.requests,
+            round(e.rps, 3),
+            f"{e.error_rate * 100:.2f}%",
+            _ms(e.p50_ms),
+            _ms(e.p95_ms),
+            _ms(e.p99_ms),
+            f"{e.mtls_ratio * 100:.0f}%",
+            f"{e.share * 100:.1f}%",
+            e.health or "",
         )
         for e in graph.edges
     ]
@@ -49,17 +68,24 @@ def _dot_quote(text: str) -> str:
 
 
 def to_dot(graph: Graph) -> str:
-    lines = [f"digraph meshlens {{  // {graph.level} graph from {graph.source}",
-             "  rankdir=LR;", "  node [shape=box, style=rounded];"]
+    lines = [
+        f"digraph meshlens {{  // {graph.level} graph from {graph.source}",
+        "  rankdir=LR;",
+        "  node [shape=box, style=rounded];",
+    ]
     for n in graph.nodes:
         label = n.id.split(":", 1)[-1]
         shape = ", shape=ellipse" if n.node_type in ("service", "virtual", "unknown") else ""
-        lines.append(f"  {_dot_quote(n.id)} [label={_dot_quote(label)}, "
-                     f"color={_dot_quote(_COLORS.get(n.health or 'NA', '#6a6e73'))}{shape}];")
+        lines.append(
+            f"  {_dot_quote(n.id)} [label={_dot_quote(label)}, "
+            f"color={_dot_quote(_COLORS.get(n.health or 'NA', '#6a6e73'))}{shape}];"
+        )
     for e in graph.edges:
-        lines.append(f"  {_dot_quote(e.source)} -> {_dot_quote(e.target)} "
-                     f"[label={_dot_quote(_label(e))}, "
-                     f"color={_dot_quote(_COLORS.get(e.health or 'NA', '#6a6e73'))}];")
+        lines.append(
+            f"  {_dot_quote(e.source)} -> {_dot_quote(e.target)} "
+            f"[label={_dot_quote(_label(e))}, "
+            f"color={_dot_quote(_COLORS.get(e.health or 'NA', '#6a6e73'))}];"
+        )
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -75,11 +101,14 @@ def to_mermaid(graph: Graph) -> str:
     lines = ["flowchart LR"]
     for n in graph.nodes:
         label = n.id.split(":", 1)[-1].replace('"', "'")
-        open_, close = ("([", "])") if n.node_type in ("service", "virtual", "unknown") else ("[", "]")
+        open_, close = (
+            ("([", "])") if n.node_type in ("service", "virtual", "unknown") else ("[", "]")
+        )
         lines.append(f'  {_mermaid_id(n.id, ids)}{open_}"{label}"{close}')
     for e in graph.edges:
-        lines.append(f'  {_mermaid_id(e.source, ids)} -->|"{_label(e)}"| '
-                     f"{_mermaid_id(e.target, ids)}")
+        lines.append(
+            f'  {_mermaid_id(e.source, ids)} -->|"{_label(e)}"| {_mermaid_id(e.target, ids)}'
+        )
     for n in graph.nodes:
         if n.health in ("Degraded", "Failure"):
             lines.append(f"  style {_mermaid_id(n.id, ids)} stroke:{_COLORS[n.health]}")

@@ -62,9 +62,7 @@ def spans_pairs_sql(options: SpanGraphOptions, namespaces: Sequence[str] = ()) -
         if tempo
         else ["c.peer_service", "c.db_name", "c.db_system"]
     )
-    cli_peer = (
-        _first("s.peer_service", "s.db_name", "s.db_system", "'user'") if tempo else "'user'"
-    )
+    cli_peer = _first("s.peer_service", "s.db_name", "s.db_system", "'user'") if tempo else "'user'"
     db_server = (
         _first("c.peer_service", "c.server_address", "c.net_peer", "c.db_name", "c.db_system")
         if tempo
@@ -87,7 +85,8 @@ def spans_pairs_sql(options: SpanGraphOptions, namespaces: Sequence[str] = ()) -
         ns = ", ".join("'" + n.replace("'", "''") + "'" for n in namespaces)
         ns_filter = f"WHERE client_ns IN ({ns}) OR server_ns IN ({ns})"
     namespace = _first(
-        _attr("resource_attributes", "k8s.namespace.name"), "nullif(service_namespace, '')",
+        _attr("resource_attributes", "k8s.namespace.name"),
+        "nullif(service_namespace, '')",
         f"'{UNKNOWN}'",
     )
     root_clients = ""
@@ -210,8 +209,19 @@ def spans_edge_stats(
     merged: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for raw in cur.fetchall():
         r = dict(zip(cols, raw, strict=True))
-        merged[(r["client_type"], r["client_ns"], r["client"], r["client_v"], r["server_type"],
-                r["server_ns"], r["server"], r["server_v"], r["protocol"])].append(r)
+        merged[
+            (
+                r["client_type"],
+                r["client_ns"],
+                r["client"],
+                r["client_v"],
+                r["server_type"],
+                r["server_ns"],
+                r["server"],
+                r["server_v"],
+                r["protocol"],
+            )
+        ].append(r)
     for rows in merged.values():
         r = rows[0]
         series = []
@@ -225,7 +235,10 @@ def spans_edge_stats(
                 _ref(r["server_type"], r["server_ns"], r["server"], r["server_v"], level),
                 r["protocol"],
                 tuple(sorted(series, key=lambda x: (x.code, x.grpc, x.flags))),
-                p50_ms=q[0], p95_ms=q[1], p99_ms=q[2], avg_ms=r["avg_ms"],
+                p50_ms=q[0],
+                p95_ms=q[1],
+                p99_ms=q[2],
+                avg_ms=r["avg_ms"],
                 first_seen=r["first_seen"].isoformat() if r["first_seen"] else None,
                 last_seen=r["last_seen"].isoformat() if r["last_seen"] else None,
                 failed=float(r["failed"]),

@@ -139,8 +139,9 @@ def parse_health_config(doc: Any, path: str = "<config>") -> HealthConfig:
             except (TypeError, ValueError) as exc:
                 raise HealthConfigError(path, f"{where}: {exc}") from None
             if tol.failure and tol.degraded > tol.failure:
-                raise HealthConfigError(path, f"{where}: degraded {tol.degraded} > failure "
-                                        f"{tol.failure}")
+                raise HealthConfigError(
+                    path, f"{where}: degraded {tol.degraded} > failure {tol.failure}"
+                )
             for attr in ("protocol", "direction"):
                 _check_regex(path, f"{where}.{attr}", getattr(tol, attr))
             _check_regex(path, f"{where}.code", code_regex(tol.code))
@@ -232,7 +233,11 @@ class NodeHealth:
     traffic: tuple[TrafficHealth, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "status": self.status, "traffic": [t.to_json() for t in self.traffic]}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "traffic": [t.to_json() for t in self.traffic],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,9 +249,14 @@ class EdgeHealth:
     traffic: TrafficHealth
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "target": self.target, "protocol": self.protocol,
-                "status": self.status, "requests": self.traffic.requests,
-                "error_pct": self.traffic.error_pct}
+        return {
+            "source": self.source,
+            "target": self.target,
+            "protocol": self.protocol,
+            "status": self.status,
+            "requests": self.traffic.requests,
+            "error_pct": self.traffic.error_pct,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +265,10 @@ class HealthReport:
     edges: tuple[EdgeHealth, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"nodes": [n.to_json() for n in self.nodes],
-                "edges": [e.to_json() for e in self.edges]}
+        return {
+            "nodes": [n.to_json() for n in self.nodes],
+            "edges": [e.to_json() for e in self.edges],
+        }
 
 
 def graph_health(graph: Any, config: HealthConfig) -> HealthReport:

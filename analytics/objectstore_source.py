@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import duckdb
 
 from analytics.errors import ObjectStoreError
 from analytics.window import TimeWindow
-from collector.store.layout import SegmentFile, partition_key, visible
+from collector.store.layout import SegmentFile, partition_key, partitions, visible
 from collector.store.objectstore import (
     S3Options,
     StoreUrl,
@@ -62,6 +63,19 @@ def visible_keys(
     return [str(f.path) for f in shown]
 
 
+def table_partitions(data_dir: str | os.PathLike[str], table: str) -> list[tuple[str, str]]:
+    """(dt, hr) of every partition of `table`, oldest first, in a local directory or a bucket
+    (from the listing alone: no file is read)."""
+    url = remote_location(data_dir)
+    if url is None:
+        return [(dt, hr) for dt, hr, _d in partitions(Path(data_dir), table)]
+    try:
+        listing = list_remote(s3_filesystem(S3Options.from_env()), url, tables=(table,))
+    except OSError as exc:
+        raise ObjectStoreError(str(url), f"cannot list objects: {exc}") from None
+    return sorted({(f.seg.dt, f.seg.hr) for f in listing.values()})
+
+
 def _ts_literal(when: datetime) -> str:
     return f"TIMESTAMPTZ '{when.astimezone(UTC).isoformat()}'"
 
@@ -81,10 +95,15 @@ def create_remote_views(
     from analytics.catalog import empty_select
 
     by_table: dict[str, list[SegmentFile]] = {t: [] for t in TABLES}
+    import pyarrow.fs as pafs
+
     try:
         fs = fs if fs is not None else s3_filesystem(S3Options.from_env())
+        # A missing bucket would list as empty: a typo must not look like "no data yet".
+        if fs.get_file_info(url.bucket).type == pafs.FileType.NotFound:
+            raise ObjectStoreError(str(url), f"bucket {url.bucket!r} does not exist")
         listing = list_remote(fs, url)
-    except OSError as exc:  # unreachable endpoint, missing bucket, bad credentials
+    except OSError as exc:  # unreachable endpoint, bad credentials
         raise ObjectStoreError(str(url), f"cannot list objects: {exc}") from None
     for f in listing.values():
         by_table[f.seg.table].append(f.seg)

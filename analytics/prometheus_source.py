@@ -36,19 +36,34 @@ from analytics.graph import (
     Series,
     build_graph,
 )
+from analytics.health import HealthConfig, annotate_graph, default_health_config
 from analytics.signals import DIMENSIONS, QUANTILES
 from analytics.window import TimeWindow
 
 SERIES_LABELS: Final = (
-    "reporter", "source_workload_namespace", "source_workload", "source_canonical_service",
-    "source_canonical_revision", "source_principal", "destination_service_namespace",
-    "destination_service", "destination_service_name", "destination_workload_namespace",
-    "destination_workload", "destination_canonical_service", "destination_canonical_revision",
-    "destination_principal", "request_protocol", "response_code", "grpc_response_status",
-    "response_flags", "connection_security_policy",
+    "reporter",
+    "source_workload_namespace",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_principal",
+    "destination_service_namespace",
+    "destination_service",
+    "destination_service_name",
+    "destination_workload_namespace",
+    "destination_workload",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_principal",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
 )
 TCP_LABELS: Final = tuple(
-    x for x in SERIES_LABELS
+    x
+    for x in SERIES_LABELS
     if x not in ("request_protocol", "response_code", "grpc_response_status")
 )
 PROM_DIMENSIONS: Final[dict[str, str]] = {
@@ -75,15 +90,22 @@ class PromClient:
         try:
             result = self._prom.custom_query(query, params={"time": at.timestamp()})
         except Exception as exc:  # requests/HTTP errors of any kind: say which URL and query
-            raise PrometheusError(self.url, f"{type(exc).__name__}: {exc} (query {query})") from None
+            raise PrometheusError(
+                self.url, f"{type(exc).__name__}: {exc} (query {query})"
+            ) from None
         return list(result)
 
-    def range(self, query: str, start: datetime, end: datetime, step_s: float) -> list[dict[str, Any]]:
+    def range(
+        self, query: str, start: datetime, end: datetime, step_s: float
+    ) -> list[dict[str, Any]]:
         try:
-            result = self._prom.custom_query_range(query, start_time=start, end_time=end,
-                                                   step=f"{step_s:g}s")
+            result = self._prom.custom_query_range(
+                query, start_time=start, end_time=end, step=f"{step_s:g}s"
+            )
         except Exception as exc:
-            raise PrometheusError(self.url, f"{type(exc).__name__}: {exc} (query {query})") from None
+            raise PrometheusError(
+                self.url, f"{type(exc).__name__}: {exc} (query {query})"
+            ) from None
         return list(result)
 
 
@@ -116,8 +138,11 @@ def _row(m: Mapping[str, str], protocol: str | None = None) -> dict[str, Any]:
         "destination_version": _l(m, "destination_canonical_revision"),
         "destination_principal": _l(m, "destination_principal"),
         "protocol": protocol or _l(m, "request_protocol"),
-        "code": int(m.get("response_code") or 0) if (m.get("response_code") or "0").isdigit() else 0,
-        "grpc": "" if (protocol or m.get("request_protocol")) != "grpc"
+        "code": int(m.get("response_code") or 0)
+        if (m.get("response_code") or "0").isdigit()
+        else 0,
+        "grpc": ""
+        if (protocol or m.get("request_protocol")) != "grpc"
         else (m.get("grpc_response_status") or ""),
         "flags": m.get("response_flags") or "-",
         "mtls": m.get("connection_security_policy") == "mutual_tls",
@@ -127,8 +152,11 @@ def _row(m: Mapping[str, str], protocol: str | None = None) -> dict[str, Any]:
 def _keys(level: str, r: Mapping[str, Any]) -> tuple[Any, ...]:
     """(s_unknown, s_ns, s_key, d_known, d_ns, d_key, protocol): graph._projection in Python."""
     s_unknown = r["source_workload"] == UNKNOWN
-    svc = (r["destination_service_name"] if r["destination_service_name"] != UNKNOWN
-           else r["destination_service"])
+    svc = (
+        r["destination_service_name"]
+        if r["destination_service_name"] != UNKNOWN
+        else r["destination_service"]
+    )
     if level == "workload":
         s_key, d_key = r["source_workload"], r["destination_workload"]
         d_known = d_key != UNKNOWN
@@ -209,16 +237,31 @@ def prometheus_edge_stats(
                 m["mtls"] += v
 
     add(client.instant(f"sum by ({by}) (increase(istio_requests_total[{rng}]))", at), "n")
-    add(client.instant(f"sum by ({by}) (increase(istio_request_bytes_sum[{rng}]))", at),
-        "request_bytes")
-    add(client.instant(f"sum by ({by}) (increase(istio_response_bytes_sum[{rng}]))", at),
-        "response_bytes")
-    add(client.instant(f"sum by ({tcp_by}) (increase(istio_tcp_connections_opened_total[{rng}]))",
-                       at), "n", "tcp")
-    add(client.instant(f"sum by ({tcp_by}) (increase(istio_tcp_received_bytes_total[{rng}]))",
-                       at), "request_bytes", "tcp")
-    add(client.instant(f"sum by ({tcp_by}) (increase(istio_tcp_sent_bytes_total[{rng}]))", at),
-        "response_bytes", "tcp")
+    add(
+        client.instant(f"sum by ({by}) (increase(istio_request_bytes_sum[{rng}]))", at),
+        "request_bytes",
+    )
+    add(
+        client.instant(f"sum by ({by}) (increase(istio_response_bytes_sum[{rng}]))", at),
+        "response_bytes",
+    )
+    add(
+        client.instant(
+            f"sum by ({tcp_by}) (increase(istio_tcp_connections_opened_total[{rng}]))", at
+        ),
+        "n",
+        "tcp",
+    )
+    add(
+        client.instant(f"sum by ({tcp_by}) (increase(istio_tcp_received_bytes_total[{rng}]))", at),
+        "request_bytes",
+        "tcp",
+    )
+    add(
+        client.instant(f"sum by ({tcp_by}) (increase(istio_tcp_sent_bytes_total[{rng}]))", at),
+        "response_bytes",
+        "tcp",
+    )
 
     # Latency: merged buckets per edge and reporter.
     hist: dict[tuple[Any, ...], dict[str, dict[float, float]]] = defaultdict(
@@ -251,8 +294,18 @@ def prometheus_edge_stats(
             continue
         if rep == "source":
             source_reported[k] += m["n"]
-        edges[k].append(Series(code, grpc, flags, host, m["n"], m.get("mtls", 0.0),
-                               m.get("request_bytes", 0.0), m.get("response_bytes", 0.0)))
+        edges[k].append(
+            Series(
+                code,
+                grpc,
+                flags,
+                host,
+                m["n"],
+                m.get("mtls", 0.0),
+                m.get("request_bytes", 0.0),
+                m.get("response_bytes", 0.0),
+            )
+        )
     out = []
     for k, ser in edges.items():
         h = hist.get(k, {})
@@ -262,7 +315,10 @@ def prometheus_edge_stats(
         src, dst = _refs(level, k, attrs[k])
         out.append(
             EdgeStats(
-                src, dst, k[-1], tuple(sorted(ser, key=lambda x: (x.code, x.grpc, x.flags))),
+                src,
+                dst,
+                k[-1],
+                tuple(sorted(ser, key=lambda x: (x.code, x.grpc, x.flags))),
                 p50_ms=histogram_quantile(0.5, buckets),
                 p95_ms=histogram_quantile(0.95, buckets),
                 p99_ms=histogram_quantile(0.99, buckets),
@@ -285,7 +341,9 @@ def _refs(level: str, k: tuple[Any, ...], r: Mapping[str, Any]) -> tuple[NodeRef
         src = NodeRef("unknown", UNKNOWN, UNKNOWN)
     else:
         src = NodeRef(
-            kind, s_ns, s_key,
+            kind,
+            s_ns,
+            s_key,
             workload=r["source_workload"] if level == "workload" else UNKNOWN,
             app=r["source_canonical_service"],
             version=r["source_version"] if with_version else UNKNOWN,
@@ -295,7 +353,9 @@ def _refs(level: str, k: tuple[Any, ...], r: Mapping[str, Any]) -> tuple[NodeRef
         dst = NodeRef("service", d_ns, d_key, service=d_key)
     else:
         dst = NodeRef(
-            kind, d_ns, d_key,
+            kind,
+            d_ns,
+            d_key,
             workload=r["destination_workload"] if level == "workload" else UNKNOWN,
             app=r["destination_canonical_service"],
             version=r["destination_version"] if with_version else UNKNOWN,
@@ -305,10 +365,17 @@ def _refs(level: str, k: tuple[Any, ...], r: Mapping[str, Any]) -> tuple[NodeRef
 
 
 def prometheus_graph(
-    url: str, window: TimeWindow, *, level: str = "workload", namespaces: Sequence[str] = ()
+    url: str,
+    window: TimeWindow,
+    *,
+    level: str = "workload",
+    namespaces: Sequence[str] = (),
+    health_config: HealthConfig | None = None,
 ) -> Graph:
+    """The graph from Istio's metrics, with health (Kiali's tolerances unless given)."""
     stats = prometheus_edge_stats(PromClient(url), window, level=level, namespaces=namespaces)
-    return build_graph(stats, window, level=level, source="prometheus", namespaces=namespaces)
+    graph = build_graph(stats, window, level=level, source="prometheus", namespaces=namespaces)
+    return annotate_graph(graph, health_config or default_health_config())
 
 
 def prometheus_signals(
@@ -371,7 +438,10 @@ def prometheus_signals(
         row: dict[str, Any] = {"bucket": key[0]}
         row.update(dict(zip(by, key[1:], strict=True)))
         row.update(
-            requests=round(n), rps=n / step_s, errors=round(errors), error_ratio=errors / n,
+            requests=round(n),
+            rps=n / step_s,
+            errors=round(errors),
+            error_ratio=errors / n,
             **{f"p{int(q * 100)}_ms": quant[q].get(key) for q in QUANTILES},
         )
         rows.append(row)

@@ -42,20 +42,27 @@ DIMENSIONS: Final[dict[str, str]] = {
 
 SATURATION: Final[dict[str, tuple[str, ...]]] = {
     "cpu_utilization": (
-        "process.cpu.utilization", "container.cpu.utilization", "k8s.pod.cpu.utilization",
+        "process.cpu.utilization",
+        "container.cpu.utilization",
+        "k8s.pod.cpu.utilization",
         "system.cpu.utilization",
     ),
     "memory_bytes": (
-        "process.memory.usage", "container.memory.usage", "container_memory_working_set_bytes",
+        "process.memory.usage",
+        "container.memory.usage",
+        "container_memory_working_set_bytes",
         "process_resident_memory_bytes",
     ),
     "inflight_requests": (
-        "http.server.active_requests", "envoy_cluster_upstream_rq_active",
+        "http.server.active_requests",
+        "envoy_cluster_upstream_rq_active",
         "envoy_http_downstream_rq_active",
     ),
     "active_connections": (
-        "envoy_cluster_upstream_cx_active", "db.client.connection.count",
-        "db.client.connections.usage", "envoy_http_downstream_cx_active",
+        "envoy_cluster_upstream_cx_active",
+        "db.client.connection.count",
+        "db.client.connections.usage",
+        "envoy_http_downstream_cx_active",
     ),
 }
 QUANTILES: Final = (0.5, 0.9, 0.95, 0.99)
@@ -80,13 +87,23 @@ def _ts(window_start: object) -> str:
     return f"TIMESTAMPTZ '{window_start.astimezone(UTC).isoformat()}'"
 
 
-def _base(window: TimeWindow, by: Sequence[str], step_s: float, service: str | None) -> str:
+def _base(
+    window: TimeWindow,
+    by: Sequence[str],
+    step_s: float,
+    service: str | None,
+    origin: str | None = None,
+) -> str:
     dims = ", ".join(f"coalesce({DIMENSIONS[b]}, 'unknown') AS {b}" for b in by)
     where = "protocol <> 'tcp'"
     if service is not None:
         svc = service.replace("'", "''")
-        where += (f" AND (destination_service_name = '{svc}' OR destination_service = '{svc}'"
-                  f" OR destination_canonical_service = '{svc}')")
+        where += (
+            f" AND (destination_service_name = '{svc}' OR destination_service = '{svc}'"
+            f" OR destination_canonical_service = '{svc}')"
+        )
+    if origin:
+        where += " AND origin = '" + origin.replace("'", "''") + "'"
     micros = int(step_s * 1_000_000)
     return f"""
 WITH r AS NOT MATERIALIZED (
@@ -104,13 +121,14 @@ def golden_signals(
     step_s: float = 60,
     service: str | None = None,
     saturation: bool = True,
+    origin: str | None = None,
 ) -> pl.DataFrame:
     """One row per bucket x dimension values: bucket, <by>, requests, rps, errors, error_ratio,
     p50_ms, p90_ms, p95_ms, p99_ms [, cpu_utilization, memory_bytes, inflight_requests,
     active_connections when metrics have them]."""
     by = tuple(by)
     _check(by, step_s)
-    base = _base(window, by, step_s, service)
+    base = _base(window, by, step_s, service, origin)
     keys = ["bucket", *by]
     cols = ", ".join(keys)
     qs = ", ".join(str(q) for q in QUANTILES)
@@ -177,9 +195,18 @@ def _pick_counts(conn: duckdb.DuckDBPyConnection, base: str, keys: Sequence[str]
 def _empty(by: Sequence[str], schema: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
     cols: dict[str, pl.DataType] = {"bucket": pl.Datetime("us", "UTC")}
     cols.update({b: pl.String() for b in by})
-    cols.update({"requests": pl.Int64(), "rps": pl.Float64(), "errors": pl.Int64(),
-                 "error_ratio": pl.Float64(), "p50_ms": pl.Float64(), "p90_ms": pl.Float64(),
-                 "p95_ms": pl.Float64(), "p99_ms": pl.Float64()})
+    cols.update(
+        {
+            "requests": pl.Int64(),
+            "rps": pl.Float64(),
+            "errors": pl.Int64(),
+            "error_ratio": pl.Float64(),
+            "p50_ms": pl.Float64(),
+            "p90_ms": pl.Float64(),
+            "p95_ms": pl.Float64(),
+            "p99_ms": pl.Float64(),
+        }
+    )
     return pl.DataFrame(schema=cols)
 
 
@@ -198,7 +225,9 @@ def _with_saturation(
     case = " ".join(f"WHEN name = '{n}' THEN '{c}'" for n, c in names.items())
     version = (
         ", coalesce(json_extract_string(resource_attributes, '$.\"service.version\"'), "
-        "'unknown') AS version" if "version" in by else ""
+        "'unknown') AS version"
+        if "version" in by
+        else ""
     )
     micros = int(step_s * 1_000_000)
     m = conn.sql(

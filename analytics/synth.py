@@ -79,16 +79,33 @@ BOOKINFO: Final[tuple[SynthEdge, ...]] = (
     SynthEdge(PRODUCTPAGE, DETAILS, _svc("details"), weight=10, p_4xx=0.01, latency_ms=4),
     SynthEdge(PRODUCTPAGE, REVIEWS_V1, _svc("reviews"), weight=3.4, latency_ms=8),
     SynthEdge(PRODUCTPAGE, REVIEWS_V2, _svc("reviews"), weight=3.3, latency_ms=20, p_5xx=0.001),
-    SynthEdge(PRODUCTPAGE, REVIEWS_V3, _svc("reviews"), weight=3.3, latency_ms=25, p_5xx=0.05,
-              p_unreached=0.005),
+    SynthEdge(
+        PRODUCTPAGE,
+        REVIEWS_V3,
+        _svc("reviews"),
+        weight=3.3,
+        latency_ms=25,
+        p_5xx=0.05,
+        p_unreached=0.005,
+    ),
     SynthEdge(REVIEWS_V2, RATINGS, _svc("ratings"), weight=3.3, latency_ms=3),
     SynthEdge(REVIEWS_V3, RATINGS, _svc("ratings"), weight=3.3, latency_ms=3, p_no_response=0.01),
-    SynthEdge(RATINGS, MONGODB, _svc("mongodb"), protocol="tcp", weight=2, latency_ms=50,
-              port=27017),
-    SynthEdge(PRODUCTPAGE, RECOMMEND, _svc("recommendations"), protocol="grpc", weight=5,
-              p_grpc_error=0.02, latency_ms=6, port=9090),
-    SynthEdge(PRODUCTPAGE, EXTERNAL, "www.googleapis.com", weight=1, latency_ms=80, mtls=False,
-              port=443),
+    SynthEdge(
+        RATINGS, MONGODB, _svc("mongodb"), protocol="tcp", weight=2, latency_ms=50, port=27017
+    ),
+    SynthEdge(
+        PRODUCTPAGE,
+        RECOMMEND,
+        _svc("recommendations"),
+        protocol="grpc",
+        weight=5,
+        p_grpc_error=0.02,
+        latency_ms=6,
+        port=9090,
+    ),
+    SynthEdge(
+        PRODUCTPAGE, EXTERNAL, "www.googleapis.com", weight=1, latency_ms=80, mtls=False, port=443
+    ),
 )
 
 _OK, _5XX, _4XX, _GRPC, _NORESP, _UNREACHED = range(6)
@@ -119,7 +136,7 @@ def synthetic_requests(
     u = rng.random(calls)
     outcome = np.full(calls, _OK, np.int8)
     lo = np.zeros(calls)
-    for probs_name, code in (
+    for probs_name, kind in (
         ("p_unreached", _UNREACHED),
         ("p_no_response", _NORESP),
         ("p_5xx", _5XX),
@@ -128,7 +145,7 @@ def synthetic_requests(
     ):
         p = np.array([getattr(e, probs_name) for e in edges])[edge]
         hit = (u >= lo) & (u < lo + p) & (outcome == _OK)
-        outcome[hit] = code
+        outcome[hit] = kind
         lo = lo + p
     src_sidecar = np.array([e.source.sidecar for e in edges])[edge]
     dst_sidecar = np.array([e.destination.sidecar for e in edges])[edge]

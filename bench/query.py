@@ -79,8 +79,12 @@ def measure(data: str, what: str, repeat: int) -> dict[str, float]:
         conn.close()
         times.append(time.perf_counter() - t)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"median_s": statistics.median(times), "min_s": min(times), "peak_mb": peak_mb,
-            "size": size}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "peak_mb": peak_mb,
+        "size": size,
+    }
 
 
 def main() -> int:
@@ -92,16 +96,29 @@ def main() -> int:
     if args._measure:
         print(json.dumps(measure(args._measure[0], args._measure[1], args.repeat)))
         return 0
-    header = f"{'rows':>12} {'query':>8} {'median s':>9} {'min s':>7} {'peak RSS MB':>12} {'out':>6}"
+    header = (
+        f"{'rows':>12} {'query':>8} {'median s':>9} {'min s':>7} {'peak RSS MB':>12} {'out':>6}"
+    )
     results = []
     for text in args.rows:
         rows = parse_rows(text)
         data = dataset(rows)
         for what in ("graph", "signals"):
             out = subprocess.run(
-                [sys.executable, "-m", "bench.query", "--repeat", str(args.repeat),
-                 "--_measure", str(data), what],
-                cwd=ROOT, check=True, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.query",
+                    "--repeat",
+                    str(args.repeat),
+                    "--_measure",
+                    str(data),
+                    what,
+                ],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
             )
             r = json.loads(out.stdout.strip().splitlines()[-1])
             results.append(

@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 import streamlit as st
 
 from analytics.catalog import IS_ERROR, connect
+from analytics.objectstore_source import table_partitions
 from analytics.window import TimeWindow
-from collector.store.layout import partitions
 
 DATA_DIR_ENV: Final = "MESHLENS_DATA_DIR"
 TTL_S: Final = 10
@@ -78,11 +78,11 @@ def _p(window: Window) -> dict[str, Any]:
 def time_extent(ddir: str) -> tuple[datetime, datetime] | None:
     """First and last request time, read from the partition names plus the newest partition
     only (no full scan)."""
-    parts = list(partitions(Path(ddir), "requests"))
+    parts = table_partitions(ddir, "requests")  # a local directory or s3://bucket/prefix
     if not parts:
         return None
-    first_dt, first_hr, _ = parts[0]
-    last_dt, last_hr, _ = parts[-1]
+    first_dt, first_hr = parts[0]
+    last_dt, last_hr = parts[-1]
     lo = datetime.fromisoformat(f"{first_dt}T{first_hr}:00:00+00:00")
     hi_hour = datetime.fromisoformat(f"{last_dt}T{last_hr}:00:00+00:00")
     conn = connect(Path(ddir), TimeWindow(lo, hi_hour + timedelta(hours=1)))

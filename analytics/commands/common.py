@@ -17,16 +17,38 @@ def _namespaces(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
-LEVEL: Final = Setting("level", "workload", "graph level", str,
-                       ("workload", "app", "versioned-app", "service"))
-NAMESPACE: Final = Setting("namespace", (), "only traffic from or to these namespaces "
-                           "(comma-separated)", _namespaces)
-SOURCE: Final = Setting("source", "requests", "graph from proxy requests, spans, or auto "
-                        "(requests when there are any)", str, ("requests", "spans", "auto"))
-HEALTH_CONFIG: Final = Setting("health_config", "", "YAML file with Kiali-style health "
-                               "tolerances (health_config.rate); default: Kiali's", str)
-PROMETHEUS_URL: Final = Setting("prometheus_url", "", "read Istio's standard metrics from this "
-                                "Prometheus instead of the store", str)
+LEVEL: Final = Setting(
+    "level", "workload", "graph level", str, ("workload", "app", "versioned-app", "service")
+)
+NAMESPACE: Final = Setting(
+    "namespace", (), "only traffic from or to these namespaces (comma-separated)", _namespaces
+)
+SOURCE: Final = Setting(
+    "source",
+    "requests",
+    "graph from proxy requests, spans, or auto (requests when there are any)",
+    str,
+    ("requests", "spans", "auto"),
+)
+HEALTH_CONFIG: Final = Setting(
+    "health_config",
+    "",
+    "YAML file with Kiali-style health tolerances (health_config.rate); default: Kiali's",
+    str,
+)
+ORIGIN: Final = Setting(
+    "origin",
+    "",
+    "only requests from this telemetry path (envoy_als, "
+    "otel_als, file) when sidecars send the same request twice",
+    str,
+)
+PROMETHEUS_URL: Final = Setting(
+    "prometheus_url",
+    "",
+    "read Istio's standard metrics from this Prometheus instead of the store",
+    str,
+)
 
 
 def add_common(parser: argparse.ArgumentParser, formats: tuple[str, ...]) -> None:

@@ -9,6 +9,7 @@ from analytics.commands.common import (
     HEALTH_CONFIG,
     LEVEL,
     NAMESPACE,
+    ORIGIN,
     PROMETHEUS_URL,
     SOURCE,
     add_common,
@@ -25,7 +26,7 @@ FORMATS = ("table", "json", "dot", "mermaid")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_common(parser, FORMATS)
-    add_settings(parser, (LEVEL, NAMESPACE, SOURCE, HEALTH_CONFIG, PROMETHEUS_URL))
+    add_settings(parser, (LEVEL, NAMESPACE, SOURCE, HEALTH_CONFIG, PROMETHEUS_URL, ORIGIN))
 
 
 def load_graph(args: argparse.Namespace) -> Graph:
@@ -39,6 +40,7 @@ def load_graph(args: argparse.Namespace) -> Graph:
         source=args.source,
         health_config=args.health_config or None,
         prometheus_url=args.prometheus_url or None,
+        origin=args.origin or None,
     )
 
 
@@ -49,9 +51,11 @@ def render(graph: Graph, fmt: str) -> str:
         return to_dot(graph)
     if fmt == "mermaid":
         return to_mermaid(graph)
-    head = (f"# {graph.level} graph from {graph.source}, "
-            f"{graph.window.start.isoformat()} .. {graph.window.end.isoformat()}: "
-            f"{len(graph.nodes)} nodes, {len(graph.edges)} edges\n")
+    head = (
+        f"# {graph.level} graph from {graph.source}, "
+        f"{graph.window.start.isoformat()} .. {graph.window.end.isoformat()}: "
+        f"{len(graph.nodes)} nodes, {len(graph.edges)} edges\n"
+    )
     return head + format_table(EDGE_COLUMNS, edge_rows(graph))
 
 

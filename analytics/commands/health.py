@@ -12,6 +12,7 @@ from analytics.commands.common import (
     HEALTH_CONFIG,
     LEVEL,
     NAMESPACE,
+    ORIGIN,
     PROMETHEUS_URL,
     SOURCE,
     add_common,
@@ -25,7 +26,7 @@ from collector.config import add_settings
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_common(parser, ("table", "json"))
-    add_settings(parser, (LEVEL, NAMESPACE, SOURCE, HEALTH_CONFIG, PROMETHEUS_URL))
+    add_settings(parser, (LEVEL, NAMESPACE, SOURCE, HEALTH_CONFIG, PROMETHEUS_URL, ORIGIN))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analytics.commands.common import PROMETHEUS_URL, add_common, run_safely
+from analytics.commands.common import ORIGIN, PROMETHEUS_URL, add_common, run_safely
 from analytics.commands.output import csv_text, format_table, json_text
 from analytics.window import window_from_args
 from collector.config import Setting, add_settings, parse_duration
@@ -16,8 +16,12 @@ def _by(text: str) -> tuple[str, ...]:
 
 
 SIGNAL_SETTINGS = (
-    Setting("by", ("service",), "dimensions, comma-separated: service, workload, version, "
-            "namespace, app, source", _by),
+    Setting(
+        "by",
+        ("service",),
+        "dimensions, comma-separated: service, workload, version, namespace, app, source",
+        _by,
+    ),
     Setting("step", 60.0, "bucket width", parse_duration),
     Setting("service", "", "only this service (name, host or canonical name)", str),
 )
@@ -25,7 +29,7 @@ SIGNAL_SETTINGS = (
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_common(parser, ("table", "json", "csv"))
-    add_settings(parser, (*SIGNAL_SETTINGS, PROMETHEUS_URL))
+    add_settings(parser, (*SIGNAL_SETTINGS, PROMETHEUS_URL, ORIGIN))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,8 +37,12 @@ def run(args: argparse.Namespace) -> int:
 
     def body() -> int:
         df = signals_for(
-            args.data_dir, window_from_args(args), by=args.by, step_s=args.step,
-            service=args.service or None, prometheus_url=args.prometheus_url or None,
+            args.data_dir,
+            window_from_args(args),
+            by=args.by,
+            step_s=args.step,
+            service=args.service or None,
+            prometheus_url=args.prometheus_url or None,
         )
         if args.format == "json":
             sys.stdout.write(json_text(signals_json(df)))

@@ -219,22 +219,26 @@ class DemoStack:
 
     def build_mesh(self) -> tuple[LocalMesh, dict[str, MeshWorkload], dict[str, int]]:
         o = self.opts
-        mesh = LocalMesh(o.data_dir / "demo" / "mesh", Collector("127.0.0.1", o.grpc_port))
+        # Like an Istio mesh configured per namespace/workload with the Telemetry API: some
+        # sidecars send gRPC ALS (envoyHttpAls), the others OpenTelemetry access logs
+        # (envoyOtelAls); all send OTLP traces. One kind per proxy, so no request is logged twice.
+        als = Collector("127.0.0.1", o.grpc_port, als=True, otel_logs=False)
+        otel = Collector("127.0.0.1", o.grpc_port, als=False, otel_logs=True)
+        mesh = LocalMesh(o.data_dir / "demo" / "mesh", als)
         ports: dict[str, int] = {}
         w: dict[str, MeshWorkload] = {}
-        for app, version in (
-            ("productpage", "v1"),
-            ("details", "v1"),
-            ("reviews", "v1"),
-            ("reviews", "v2"),
-            ("reviews", "v3"),
-            ("ratings", "v1"),
-            ("istio-ingressgateway", "v1"),
+        for app, version, collector in (
+            ("productpage", "v1", als),
+            ("details", "v1", otel),
+            ("reviews", "v1", als),
+            ("reviews", "v2", als),
+            ("reviews", "v3", als),
+            ("ratings", "v1", otel),
+            ("istio-ingressgateway", "v1", otel),
         ):
-            ports[f"{app}-{version}"] = free_port()
-            w[f"{app}-{version}"] = mesh.add_workload(
-                app, version, app_port=ports[f"{app}-{version}"]
-            )
+            key = f"{app}-{version}"
+            ports[key] = free_port()
+            w[key] = mesh.add_workload(app, version, app_port=ports[key], collector=collector)
         mesh.connect(w["istio-ingressgateway-v1"], "productpage")
         mesh.connect(w["productpage-v1"], "details")
         mesh.connect(w["productpage-v1"], "reviews", weights={"v1": V1_SHARE, "v2": 100, "v3": 0})

@@ -80,6 +80,7 @@ class LocalMesh:
         service_port: int = DEFAULT_PORT,
         inbound_port: int = 0,
         tcp: bool = False,
+        collector: Collector | None = None,
     ) -> MeshWorkload:
         key = (namespace, app)
         if key not in self._certs:
@@ -93,6 +94,7 @@ class LocalMesh:
             app_port,
             self._certs[key],
             tcp=tcp,
+            collector=collector,
         )
         if w.key in self.workloads:
             raise ValueError(f"workload {w.key} already added")

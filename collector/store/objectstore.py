@@ -218,13 +218,16 @@ def list_local(data_dir: Path, node: str) -> list[LocalFile]:
 
 
 def list_remote(
-    fs: pafs.FileSystem, url: StoreUrl, node: str | None = None
+    fs: pafs.FileSystem,
+    url: StoreUrl,
+    node: str | None = None,
+    tables: Iterable[str] = tuple(TABLES),
 ) -> dict[str, RemoteFile]:
-    """Every well-named Parquet object under the store (of `node` only, when given)."""
+    """Every well-named Parquet object of `tables` under the store (of `node` only, if given)."""
     import pyarrow.fs as pafs
 
     out: dict[str, RemoteFile] = {}
-    for table in TABLES:
+    for table in tables:
         selector = pafs.FileSelector(url.path(table), recursive=True, allow_not_found=True)
         for info in fs.get_file_info(selector):
             if info.type != pafs.FileType.File:

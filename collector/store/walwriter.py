@@ -101,7 +101,7 @@ class WalWriter:
                 )
                 raise Overloaded(f"memory budget ({budget} bytes in flight)", self._retry_after())
             disk = self.opts.disk_budget
-            if disk and ledger.pending_bytes() > disk:
+            if disk and ledger.pending_bytes() + self._in_flight > disk:  # incl. unwritten
                 ledger.counters["overloaded_rejections"] = (
                     ledger.counters.get("overloaded_rejections", 0) + 1
                 )

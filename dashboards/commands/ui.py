@@ -49,7 +49,9 @@ def command(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    env = {**os.environ, "MESHLENS_DATA_DIR": str(Path(args.data_dir).resolve())}
+    ddir = str(args.data_dir)  # an s3:// location (Path makes it s3:/...) stays as it is
+    ddir = ddir if ddir.startswith("s3:/") else str(Path(ddir).resolve())
+    env = {**os.environ, "MESHLENS_DATA_DIR": ddir}
     print(f"meshlens ui: http://{args.host}:{args.port}/ (store {args.data_dir})", file=sys.stderr)
     sys.stderr.flush()
     cmd = command(args)

@@ -52,42 +52,47 @@ def call(
     prefix = ids or f"{src['workload']}-{dst['workload']}-{code}-{flags}-{start.timestamp()}"
     for i, d in enumerate(durs):
         for rep in reporters:
-            rows.append({
-                "ts": start + timedelta(seconds=i * spacing_s),
-                "duration_ms": d + (1.0 if rep == "source" else 0.0),
-                "reporter": rep,
-                "protocol": protocol,
-                "source_workload": src["workload"],
-                "source_namespace": src["namespace"],
-                "source_canonical_service": src["app"],
-                "source_version": src["version"],
-                "source_principal": f"spiffe://cluster.local/ns/{src['namespace']}/sa/{src['app']}"
-                if mtls else "unknown",
-                "destination_service": service,
-                "destination_service_name": svc_name,
-                "destination_namespace": svc_ns,
-                "destination_workload": dst["workload"],
-                "destination_canonical_service": dst["app"],
-                "destination_version": dst["version"],
-                "destination_principal": "unknown",
-                "method": "GET",
-                "path": "/",
-                "response_code": 0 if protocol == "tcp" else code,
-                "grpc_status": grpc,
-                "response_flags": flags,
-                "request_bytes": request_bytes,
-                "response_bytes": response_bytes,
-                "mtls": mtls,
-                "request_id": "" if protocol == "tcp" else f"{prefix}-{i}",
-                "origin": "file",
-            })
+            rows.append(
+                {
+                    "ts": start + timedelta(seconds=i * spacing_s),
+                    "duration_ms": d + (1.0 if rep == "source" else 0.0),
+                    "reporter": rep,
+                    "protocol": protocol,
+                    "source_workload": src["workload"],
+                    "source_namespace": src["namespace"],
+                    "source_canonical_service": src["app"],
+                    "source_version": src["version"],
+                    "source_principal": f"spiffe://cluster.local/ns/{src['namespace']}/sa/{src['app']}"
+                    if mtls
+                    else "unknown",
+                    "destination_service": service,
+                    "destination_service_name": svc_name,
+                    "destination_namespace": svc_ns,
+                    "destination_workload": dst["workload"],
+                    "destination_canonical_service": dst["app"],
+                    "destination_version": dst["version"],
+                    "destination_principal": "unknown",
+                    "method": "GET",
+                    "path": "/",
+                    "response_code": 0 if protocol == "tcp" else code,
+                    "grpc_status": grpc,
+                    "response_flags": flags,
+                    "request_bytes": request_bytes,
+                    "response_bytes": response_bytes,
+                    "mtls": mtls,
+                    "request_id": "" if protocol == "tcp" else f"{prefix}-{i}",
+                    "origin": "file",
+                }
+            )
     return rows
 
 
 def store(data_dir: Path, rows: list[dict[str, Any]], table: str = "requests") -> Path:
     schema = REQUESTS if table == "requests" else None
-    t = pa.Table.from_pylist(rows) if schema is None else pa.Table.from_pylist(
-        rows, schema=pa.schema([f for f in schema if f.name in rows[0]])
+    t = (
+        pa.Table.from_pylist(rows)
+        if schema is None
+        else pa.Table.from_pylist(rows, schema=pa.schema([f for f in schema if f.name in rows[0]]))
     )
     write_table(data_dir, table, t, "test", 1)
     return data_dir

@@ -33,25 +33,48 @@ def svc(name: str) -> str:
 def mesh_rows() -> list[dict[str, object]]:
     rows = []
     rows += call(GW, PP, svc("productpage"), n=98, durations=[float(i) for i in range(1, 99)])
-    rows += call(GW, PP, svc("productpage"), n=2, code=503, durations=[99.0, 100.0],
-                 start=T0 + timedelta(seconds=200))
+    rows += call(
+        GW,
+        PP,
+        svc("productpage"),
+        n=2,
+        code=503,
+        durations=[99.0, 100.0],
+        start=T0 + timedelta(seconds=200),
+    )
     rows += call(PP, R1, svc("reviews"), n=40)
     rows += call(PP, R2, svc("reviews"), n=30, durations=[20.0] * 30)
-    rows += call(PP, R2, svc("reviews"), n=5, code=503, flags="UF", reporters=("source",),
-                 durations=[1.0] * 5)
+    rows += call(
+        PP,
+        R2,
+        svc("reviews"),
+        n=5,
+        code=503,
+        flags="UF",
+        reporters=("source",),
+        durations=[1.0] * 5,
+    )
     rows += call(R2, RT, svc("ratings"), n=18, protocol="grpc", grpc="0")
-    rows += call(R2, RT, svc("ratings"), n=2, protocol="grpc", grpc="14",
-                 start=T0 + timedelta(seconds=100))
-    rows += call(UNKNOWN_WL, PP, svc("productpage"), n=10, reporters=("destination",),
-                 mtls=False, start=T0 + timedelta(seconds=300))
+    rows += call(
+        R2, RT, svc("ratings"), n=2, protocol="grpc", grpc="14", start=T0 + timedelta(seconds=100)
+    )
+    rows += call(
+        UNKNOWN_WL,
+        PP,
+        svc("productpage"),
+        n=10,
+        reporters=("destination",),
+        mtls=False,
+        start=T0 + timedelta(seconds=300),
+    )
     rows += call(PP, EXT, "www.external.com", n=8, reporters=("source",), mtls=False)
-    rows += call(RT, DB, svc("mongodb"), n=3, protocol="tcp", request_bytes=100,
-                 response_bytes=1000)
+    rows += call(
+        RT, DB, svc("mongodb"), n=3, protocol="tcp", request_bytes=100, response_bytes=1000
+    )
     rows += call(PP, DT, svc("details"), n=7)
     rows += call(PP, DT, svc("details"), n=3, code=404, start=T0 + timedelta(seconds=50))
     rows += call(R1, RT, svc("ratings"), n=9)
-    rows += call(R1, RT, svc("ratings"), n=1, code=0, flags="DC",
-                 start=T0 + timedelta(seconds=400))
+    rows += call(R1, RT, svc("ratings"), n=1, code=0, flags="DC", start=T0 + timedelta(seconds=400))
     # Outside the window: must not count.
     rows += call(GW, PP, svc("productpage"), n=5, start=T0 + timedelta(minutes=11))
     return rows
@@ -150,8 +173,14 @@ def test_node_totals_and_health(data: Path) -> None:
     ],
 )
 def test_levels(data: Path, level: str, source: str, target: str, requests: int) -> None:
-    assert sum(e.requests for e in graph(data, level=level).edges
-               if e.source == source and e.target == target) == requests
+    assert (
+        sum(
+            e.requests
+            for e in graph(data, level=level).edges
+            if e.source == source and e.target == target
+        )
+        == requests
+    )
 
 
 def test_app_level_latency_is_exact_over_merged_workloads(data: Path) -> None:
@@ -163,22 +192,24 @@ def test_app_level_latency_is_exact_over_merged_workloads(data: Path) -> None:
 def test_namespace_filter_marks_outside_nodes(data: Path) -> None:
     g = graph(data, namespace="istio-system")
     assert [(e.source, e.target) for e in g.edges] == [
-        ("wl:istio-system/istio-ingressgateway", "wl:bookinfo/productpage-v1")]
+        ("wl:istio-system/istio-ingressgateway", "wl:bookinfo/productpage-v1")
+    ]
     assert g.node("wl:bookinfo/productpage-v1").is_outside
 
 
 def test_request_id_dedup_agrees_with_series_dedup(data: Path) -> None:
     a, b = graph(data), graph(data, dedup="request")
     assert [(e.source, e.target, e.protocol, e.requests, e.errors) for e in a.edges] == [
-        (e.source, e.target, e.protocol, e.requests, e.errors) for e in b.edges]
+        (e.source, e.target, e.protocol, e.requests, e.errors) for e in b.edges
+    ]
 
 
 def test_traffic_and_edges_views_match_the_graph(data: Path) -> None:
     conn = connect(data, WINDOW)
     n = conn.execute("SELECT count(*) FROM traffic").fetchone()
     edges = conn.execute(
-        "SELECT requests, errors, p50_ms FROM edges WHERE source_workload = "
-        "'istio-ingressgateway'").fetchall()
+        "SELECT requests, errors, p50_ms FROM edges WHERE source_workload = 'istio-ingressgateway'"
+    ).fetchall()
     conn.close()
     assert n == (sum(e.requests for e in graph(data).edges),)
     assert edges == [(100, 2, 50.5)]
@@ -200,10 +231,23 @@ def test_bad_level_and_source() -> None:
 def test_json_shape(data: Path) -> None:
     doc = graph(data).to_json()
     assert {"id", "namespace", "workload", "app", "version", "service", "health"} <= set(
-        doc["nodes"][0])
+        doc["nodes"][0]
+    )
     edge = doc["edges"][0]
-    assert {"source", "target", "protocol", "requests", "rps", "error_rate", "p50_ms", "p95_ms",
-            "p99_ms", "mtls_ratio", "responses", "share"} <= set(edge)
+    assert {
+        "source",
+        "target",
+        "protocol",
+        "requests",
+        "rps",
+        "error_rate",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "mtls_ratio",
+        "responses",
+        "share",
+    } <= set(edge)
     ids = {n["id"] for n in doc["nodes"]}
     assert all(e["source"] in ids and e["target"] in ids for e in doc["edges"])
     json.dumps(doc)
@@ -211,8 +255,19 @@ def test_json_shape(data: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["json", "table", "dot", "mermaid"])
 def test_cli_graph_formats(data: Path, fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["graph", "--data-dir", str(data), "--from", T0.isoformat(), "--since", "10m",
-               "--format", fmt])
+    rc = main(
+        [
+            "graph",
+            "--data-dir",
+            str(data),
+            "--from",
+            T0.isoformat(),
+            "--since",
+            "10m",
+            "--format",
+            fmt,
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     if fmt == "json":

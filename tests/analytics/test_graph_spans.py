@@ -24,7 +24,9 @@ from collector.store.records import Record, RecordKind
 from collector.store.schema import SPANS
 from collector.store.writer import write_table
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "servicegraph_fixtures"
+FIXTURES = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "servicegraph_fixtures"
+)
 ALL_TIME = TimeWindow(datetime(2020, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
 CONNECTOR = SpanGraphOptions(mode="connector", root_client_edges=False)
 TEMPO = SpanGraphOptions(mode="tempo", root_client_edges=False)
@@ -46,6 +48,7 @@ def store_otlp_json(data: Path, doc: dict[str, Any]) -> Path:
 
 def edges_by_name(g: Graph) -> Counter[tuple[str, str, str, bool]]:
     """(client, server, connection_type, failed) -> requests, like the connector's series."""
+
     def name(node_id: str) -> str:
         return node_id.split(":", 1)[1].split("/")[-1]
 
@@ -58,9 +61,9 @@ def edges_by_name(g: Graph) -> Counter[tuple[str, str, str, bool]]:
     return out
 
 
-def expected_series(path: Path, metric: str = "traces_service_graph_request_total") -> Counter[
-    tuple[str, str, str, bool]
-]:
+def expected_series(
+    path: Path, metric: str = "traces_service_graph_request_total"
+) -> Counter[tuple[str, str, str, bool]]:
     doc = yaml.safe_load(path.read_text())
     out: Counter[tuple[str, str, str, bool]] = Counter()
     for rm in doc["resourceMetrics"]:
@@ -70,8 +73,12 @@ def expected_series(path: Path, metric: str = "traces_service_graph_request_tota
                     continue
                 for dp in m["sum"]["dataPoints"]:
                     attrs = {a["key"]: next(iter(a["value"].values())) for a in dp["attributes"]}
-                    key = (attrs["client"], attrs["server"], attrs.get("connection_type", ""),
-                           bool(attrs.get("failed", False)))
+                    key = (
+                        attrs["client"],
+                        attrs["server"],
+                        attrs.get("connection_type", ""),
+                        bool(attrs.get("failed", False)),
+                    )
                     out[key] += int(dp["asInt"])
     return out
 
@@ -121,11 +128,13 @@ def test_tempo_virtual_nodes_fixture(tmp_path: Path) -> None:
     data = store_otlp_json(tmp_path, doc)
     g = spans_graph(connect(data, ALL_TIME), ALL_TIME, options=TEMPO)
     # servicegraphs_test.go TestServiceGraphs_virtualNodes: one request on each, none failed.
-    assert edges_by_name(g) == Counter({
-        ("user", "mythical-server", "virtual_node", False): 1,
-        ("mythical-requester", "external-payments-platform", "virtual_node", False): 1,
-        ("external-producer", "internal-consumer", "virtual_node", False): 1,
-    })
+    assert edges_by_name(g) == Counter(
+        {
+            ("user", "mythical-server", "virtual_node", False): 1,
+            ("mythical-requester", "external-payments-platform", "virtual_node", False): 1,
+            ("external-producer", "internal-consumer", "virtual_node", False): 1,
+        }
+    )
 
 
 # ---- hand-built spans ----------------------------------------------------------------------
@@ -134,28 +143,69 @@ T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 WINDOW = TimeWindow(T0, T0 + timedelta(hours=1))
 
 
-def span(trace: str, span_id: str, parent: str, kind: str, service: str, *,
-         duration: float = 10.0, status: str = "unset", **extra: Any) -> dict[str, Any]:
+def span(
+    trace: str,
+    span_id: str,
+    parent: str,
+    kind: str,
+    service: str,
+    *,
+    duration: float = 10.0,
+    status: str = "unset",
+    **extra: Any,
+) -> dict[str, Any]:
     start = T0 + timedelta(seconds=1)
     return {
-        "trace_id": trace, "span_id": span_id, "parent_span_id": parent, "name": "op",
-        "kind": kind, "start_ts": start, "end_ts": start + timedelta(milliseconds=duration),
-        "duration_ms": duration, "service_name": service, "status_code": status,
+        "trace_id": trace,
+        "span_id": span_id,
+        "parent_span_id": parent,
+        "name": "op",
+        "kind": kind,
+        "start_ts": start,
+        "end_ts": start + timedelta(milliseconds=duration),
+        "duration_ms": duration,
+        "service_name": service,
+        "status_code": status,
         "attributes": json.dumps(extra.pop("attributes", {})),
         "resource_attributes": json.dumps(extra.pop("resource_attributes", {})),
         **extra,
     }
 
 
-def span_pair(client: str, server: str, *, trace: str, status: str = "unset",
-              server_status: str = "unset", http: int | None = None,
-              grpc: int | None = None) -> list[dict[str, Any]]:
+def span_pair(
+    client: str,
+    server: str,
+    *,
+    trace: str,
+    status: str = "unset",
+    server_status: str = "unset",
+    http: int | None = None,
+    grpc: int | None = None,
+) -> list[dict[str, Any]]:
     c_id, s_id = trace[:16], trace[16:]
     return [
-        span(trace, c_id, "", "client", client, duration=12.0, status=status,
-             http_status_code=http, rpc_grpc_status_code=grpc),
-        span(trace, s_id, c_id, "server", server, duration=10.0, status=server_status,
-             http_status_code=http, rpc_grpc_status_code=grpc),
+        span(
+            trace,
+            c_id,
+            "",
+            "client",
+            client,
+            duration=12.0,
+            status=status,
+            http_status_code=http,
+            rpc_grpc_status_code=grpc,
+        ),
+        span(
+            trace,
+            s_id,
+            c_id,
+            "server",
+            server,
+            duration=10.0,
+            status=server_status,
+            http_status_code=http,
+            rpc_grpc_status_code=grpc,
+        ),
     ]
 
 
@@ -168,8 +218,9 @@ def store_spans(data: Path, rows: list[dict[str, Any]]) -> Path:
 
 def test_paired_edges_latency_and_root_gateway(tmp_path: Path) -> None:
     rows = span_pair("istio-ingressgateway", "productpage", trace="a" * 32, http=200)
-    rows += span_pair("istio-ingressgateway", "productpage", trace="b" * 32, http=503,
-                      server_status="error")
+    rows += span_pair(
+        "istio-ingressgateway", "productpage", trace="b" * 32, http=503, server_status="error"
+    )
     g = spans_graph(connect(store_spans(tmp_path, rows), WINDOW), WINDOW)
     e = g.edge("app:unknown/istio-ingressgateway", "app:unknown/productpage")
     assert (e.requests, e.errors, e.p50_ms, e.protocol) == (2, 1, 10.0, "http")
@@ -182,8 +233,9 @@ def test_virtual_servers_named_from_peer_and_db_attributes(tmp_path: Path) -> No
     rows = [
         span("1" * 32, "1" * 16, "", "server", "api"),
         span("1" * 32, "2" * 16, "1" * 16, "client", "api", peer_service="billing"),
-        span("1" * 32, "3" * 16, "1" * 16, "client", "api", db_system="postgresql",
-             db_name="orders"),
+        span(
+            "1" * 32, "3" * 16, "1" * 16, "client", "api", db_system="postgresql", db_name="orders"
+        ),
         span("1" * 32, "4" * 16, "1" * 16, "client", "api", server_address="cache.local"),
         span("1" * 32, "5" * 16, "1" * 16, "client", "api"),
         span("2" * 32, "6" * 16, "", "server", "api", peer_service="partner"),
@@ -191,14 +243,16 @@ def test_virtual_servers_named_from_peer_and_db_attributes(tmp_path: Path) -> No
     ]
     data = store_spans(tmp_path, rows)
     tempo = edges_by_name(spans_graph(connect(data, WINDOW), WINDOW, options=TEMPO))
-    assert tempo == Counter({
-        ("user", "api", "virtual_node", False): 1,
-        ("partner", "api", "virtual_node", False): 1,
-        ("api", "billing", "virtual_node", False): 1,
-        ("api", "orders", "database", False): 1,
-        ("api", "cache.local", "virtual_node", False): 1,
-        ("api", "unknown", "virtual_node", False): 1,
-    })
+    assert tempo == Counter(
+        {
+            ("user", "api", "virtual_node", False): 1,
+            ("partner", "api", "virtual_node", False): 1,
+            ("api", "billing", "virtual_node", False): 1,
+            ("api", "orders", "database", False): 1,
+            ("api", "cache.local", "virtual_node", False): 1,
+            ("api", "unknown", "virtual_node", False): 1,
+        }
+    )
     conn = edges_by_name(spans_graph(connect(data, WINDOW), WINDOW, options=CONNECTOR))
     assert conn[("user", "api", "virtual_node", False)] == 2  # the connector always says user
     assert conn[("api", "unknown", "virtual_node", False)] == 2  # server.address is not a peer attr
@@ -207,8 +261,14 @@ def test_virtual_servers_named_from_peer_and_db_attributes(tmp_path: Path) -> No
 def test_consumer_pairs_with_producer_through_a_link(tmp_path: Path) -> None:
     rows = [
         span("a" * 32, "1" * 16, "", "producer", "orders", messaging_system="kafka"),
-        span("b" * 32, "2" * 16, "", "consumer", "shipping",
-             links=json.dumps([{"trace_id": "a" * 32, "span_id": "1" * 16}])),
+        span(
+            "b" * 32,
+            "2" * 16,
+            "",
+            "consumer",
+            "shipping",
+            links=json.dumps([{"trace_id": "a" * 32, "span_id": "1" * 16}]),
+        ),
     ]
     g = spans_graph(connect(store_spans(tmp_path, rows), WINDOW), WINDOW, options=TEMPO)
     assert edges_by_name(g) == Counter({("orders", "shipping", "messaging_system", False): 1})
@@ -223,8 +283,7 @@ def test_failures_from_codes_are_configurable(tmp_path: Path) -> None:
     assert sum(e.errors for e in only_status.edges) == 0
     strict = SpanGraphOptions(fail_http_codes="^5", fail_grpc_codes=(14,), root_client_edges=False)
     g = spans_graph(connect(data, WINDOW), WINDOW, options=strict)
-    assert {(e.protocol, e.requests, e.errors) for e in g.edges} == {("http", 2, 1),
-                                                                      ("grpc", 1, 1)}
+    assert {(e.protocol, e.requests, e.errors) for e in g.edges} == {("http", 2, 1), ("grpc", 1, 1)}
 
 
 def test_auto_source_uses_spans_when_there_are_no_requests(tmp_path: Path) -> None:
@@ -237,6 +296,7 @@ def test_auto_source_uses_spans_when_there_are_no_requests(tmp_path: Path) -> No
 def test_versioned_app_uses_service_version(tmp_path: Path) -> None:
     rows = span_pair("a", "b", trace="1" * 32)
     rows[1]["service_version"] = "v2"
-    g = spans_graph(connect(store_spans(tmp_path, rows), WINDOW), WINDOW, level="versioned-app",
-                    options=TEMPO)
+    g = spans_graph(
+        connect(store_spans(tmp_path, rows), WINDOW), WINDOW, level="versioned-app", options=TEMPO
+    )
     assert [e.target for e in g.edges] == ["vapp:unknown/b/v2"]

@@ -88,7 +88,11 @@ def crash_rounds(data_dir: Path, kills: int, seed: int | None = None) -> CrashRe
             before = {p.name for p in data_dir.glob("*/dt=*/hr=*/.*")}
             acked_before = len(ledger.acked)
             with span_load(sp.grpc_target, ledger, threads=2, ts_ns=ts):
-                wait_for(lambda n=acked_before: len(ledger.acked) > n, 30, "first ack")
+
+                def acked_more(n: int = acked_before) -> bool:
+                    return len(ledger.acked) > n
+
+                wait_for(acked_more, 30, "first ack")
                 time.sleep(rng.uniform(0.0, 2.0))
                 kill9(sp)
             report.kills += 1
@@ -105,7 +109,8 @@ def crash_rounds(data_dir: Path, kills: int, seed: int | None = None) -> CrashRe
     assert_exactly_once(data_dir, ledger)
     report.acked = len(ledger.acked)
     report.merged_files = sum(
-        1 for p in data_dir.glob("spans/dt=*/hr=*/*.parquet")
+        1
+        for p in data_dir.glob("spans/dt=*/hr=*/*.parquet")
         if p.stem.split("_")[1] != p.stem.split("_")[2]
     )
     return report

@@ -26,6 +26,7 @@ import duckdb
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from collector.store.layout import visible_files
 from tests.collector.conftest import REPO, ServeProcess, _serve_env, http_get, wait_for
@@ -34,20 +35,44 @@ TRACES_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SOAK = os.environ.get("MESHLENS_SOAK") == "1"
 
 
-def launch(data_dir: Path, *args: str, knobs: dict[str, str] | None = None,
-           env: dict[str, str] | None = None, flush_interval: str = "0.2s",
-           timeout: float = 60.0) -> ServeProcess:
+def launch(
+    data_dir: Path,
+    *args: str,
+    knobs: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    flush_interval: str = "0.2s",
+    timeout: float = 60.0,
+) -> ServeProcess:
     """Start `meshlens serve` on ephemeral ports (own session) and wait for /readyz."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-serve.log"
     module = "tests.reliability.serve_child" if knobs else "collector"
-    cmd = [sys.executable, "-m", module, "serve", "--data-dir", str(data_dir),
-           "--grpc-port", "0", "--http-port", "0", "--api-port", "0",
-           "--flush-interval", flush_interval, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        module,
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--grpc-port",
+        "0",
+        "--http-port",
+        "0",
+        "--api-port",
+        "0",
+        "--flush-interval",
+        flush_interval,
+        *args,
+    ]
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
-                                env={**_serve_env(env), **(knobs or {})},
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**_serve_env(env), **(knobs or {})},
+            start_new_session=True,
+        )
     sp = ServeProcess(proc, data_dir, log_path)
     state = data_dir / "serve.json"
 
@@ -62,8 +87,11 @@ def launch(data_dir: Path, *args: str, knobs: dict[str, str] | None = None,
 
     try:
         doc = wait_for(read_state, timeout, "serve.json")
-        sp.grpc_port, sp.http_port, sp.api_port = doc["grpc_port"], doc["http_port"],\
-            doc["api_port"]
+        sp.grpc_port, sp.http_port, sp.api_port = (
+            doc["grpc_port"],
+            doc["http_port"],
+            doc["api_port"],
+        )
         wait_for(lambda: http_get(sp.api_url("/readyz"))[0] == 200, timeout, "/readyz")
     except BaseException:
         kill9(sp)
@@ -100,13 +128,15 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def metric(sp: ServeProcess, name: str, labels: str = "",
-           headers: dict[str, str] | None = None) -> float:
+def metric(
+    sp: ServeProcess, name: str, labels: str = "", headers: dict[str, str] | None = None
+) -> float:
     """Sum of the samples of `name` on /metrics whose labels contain `labels`."""
     status, body, _ = http_get(sp.api_url("/metrics"), headers)
     assert status == 200, body
-    pat = re.compile(rf"^{re.escape(name)}(\{{[^}}]*{re.escape(labels)}[^}}]*\}})? (\S+)$",
-                     re.MULTILINE)
+    pat = re.compile(
+        rf"^{re.escape(name)}(\{{[^}}]*{re.escape(labels)}[^}}]*\}})? (\S+)$", re.MULTILINE
+    )
     return sum(float(m.group(2)) for m in pat.finditer(body.decode()))
 
 
@@ -125,7 +155,7 @@ def spans_request(first_id: int, n: int, ts_ns: int, rnd: random.Random) -> byte
         s.trace_id = rnd.randbytes(15) + b"\x01"
         s.span_id = (first_id + i).to_bytes(8, "big")
         s.name = "GET /items/{id}"
-        s.kind = 2
+        s.kind = Span.SPAN_KIND_SERVER
         s.start_time_unix_nano = ts_ns + i * 1000
         s.end_time_unix_nano = s.start_time_unix_nano + 1_500_000
         s.attributes.add(key="http.request.method", value=AnyValue(string_value="GET"))
@@ -159,14 +189,21 @@ class Ledger:
             (self.acked if code == "OK" else self.unacked).update(ids)
             self.codes[code] = self.codes.get(code, 0) + 1
             if error is not None and code not in self.errors:
-                trailers = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
-                self.errors[code] = (str(error.details()), trailers)  # type: ignore[attr-defined]
+                trailers = dict(error.trailing_metadata() or ())
+                self.errors[code] = (str(error.details()), trailers)
 
 
 @contextmanager
-def span_load(target: str, ledger: Ledger, *, threads: int = 2, spans: int = 200,
-              ts_ns: int | None = None, timeout: float = 10.0,
-              pause_on_error: float = 0.05) -> Iterator[threading.Event]:
+def span_load(
+    target: str,
+    ledger: Ledger,
+    *,
+    threads: int = 2,
+    spans: int = 200,
+    ts_ns: int | None = None,
+    timeout: float = 10.0,
+    pause_on_error: float = 0.05,
+) -> Iterator[threading.Event]:
     """Threads exporting span batches to `target` until the context exits; every outcome
     goes to `ledger`. Yields the stop event."""
     stop = threading.Event()
@@ -175,8 +212,9 @@ def span_load(target: str, ledger: Ledger, *, threads: int = 2, spans: int = 200
     def worker(k: int) -> None:
         rnd = random.Random(k)
         with grpc.insecure_channel(target) as ch:
-            call = ch.unary_unary(TRACES_EXPORT, request_serializer=None,
-                                  response_deserializer=None)
+            call = ch.unary_unary(
+                TRACES_EXPORT, request_serializer=None, response_deserializer=None
+            )
             while not stop.is_set():
                 first = ledger.take(spans)
                 body = spans_request(first, spans, ts, rnd)
@@ -185,7 +223,7 @@ def span_load(target: str, ledger: Ledger, *, threads: int = 2, spans: int = 200
                     call(body, timeout=timeout)
                     code = "OK"
                 except grpc.RpcError as exc:
-                    code = exc.code().name  # type: ignore[attr-defined]
+                    code = exc.code().name
                     error = exc
                 ledger.record(first, spans, code, error)
                 if code != "OK":
@@ -223,7 +261,8 @@ def assert_exactly_once(data_dir: Path, ledger: Ledger) -> dict[int, int]:
     assert not dupes, f"{len(dupes)} spans stored more than once, e.g. {sorted(dupes)[:5]}"
     missing = sorted(ledger.acked - stored.keys())
     assert not missing, (
-        f"{len(missing)} of {len(ledger.acked)} acknowledged spans lost, e.g. {missing[:5]}")
+        f"{len(missing)} of {len(ledger.acked)} acknowledged spans lost, e.g. {missing[:5]}"
+    )
     strangers = sorted(stored.keys() - ledger.acked - ledger.unacked)
     assert not strangers, f"{len(strangers)} stored spans were never sent, e.g. {strangers[:5]}"
     return stored

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 
 from tests.collector.conftest import ServeProcess, wait_for
+from tests.collector.receivers.rows import count_rows
 from tests.reliability.harness import (
     TRACES_EXPORT,
     kill9,
@@ -21,7 +22,6 @@ from tests.reliability.harness import (
     rss_mib,
     spans_request,
 )
-from tests.collector.receivers.rows import count_rows
 
 SPANS = 1000  # per request, ~100 KB serialized
 # Budgets small enough that this machine's conversion rate (tens of thousands of spans/s) is
@@ -43,8 +43,9 @@ class OverloadReport:
 
 def burst(sp: ServeProcess, seconds: float, threads: int = 16) -> OverloadReport:
     rnd = random.Random(5)
-    payloads = [spans_request(1 + k * SPANS, SPANS, time.time_ns() - 60 * 10**9, rnd)
-                for k in range(8)]
+    payloads = [
+        spans_request(1 + k * SPANS, SPANS, time.time_ns() - 60 * 10**9, rnd) for k in range(8)
+    ]
     report = OverloadReport(seconds=seconds)
     lock = threading.Lock()
     stop = threading.Event()
@@ -53,19 +54,21 @@ def burst(sp: ServeProcess, seconds: float, threads: int = 16) -> OverloadReport
 
     def worker(k: int) -> None:
         with grpc.insecure_channel(sp.grpc_target) as ch:
-            call = ch.unary_unary(TRACES_EXPORT, request_serializer=None,
-                                  response_deserializer=None)
+            call = ch.unary_unary(
+                TRACES_EXPORT, request_serializer=None, response_deserializer=None
+            )
             j = k
             while not stop.is_set():
                 try:
                     call(payloads[j % len(payloads)], timeout=30)
                     code = "OK"
                 except grpc.RpcError as exc:
-                    code = exc.code().name  # type: ignore[attr-defined]
-                    trailers = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
+                    code = exc.code().name
+                    trailers = dict(exc.trailing_metadata() or ())
                     with lock:
                         report.retry_hints.setdefault(
-                            code, str(trailers.get("grpc-retry-pushback-ms", "")))
+                            code, str(trailers.get("grpc-retry-pushback-ms", ""))
+                        )
                 j += 1
                 with lock:
                     sent[0] += 1
@@ -89,8 +92,7 @@ def burst(sp: ServeProcess, seconds: float, threads: int = 16) -> OverloadReport
     # Recovery: the backlog drains and a normal request is accepted again.
     t1 = time.monotonic()
     with grpc.insecure_channel(sp.grpc_target) as ch:
-        call = ch.unary_unary(TRACES_EXPORT, request_serializer=None,
-                              response_deserializer=None)
+        call = ch.unary_unary(TRACES_EXPORT, request_serializer=None, response_deserializer=None)
 
         def accepted() -> bool:
             report.peak_rss_mib = max(report.peak_rss_mib, rss_mib(sp.proc.pid))
@@ -102,8 +104,12 @@ def burst(sp: ServeProcess, seconds: float, threads: int = 16) -> OverloadReport
 
         wait_for(accepted, 120, "a request accepted after the burst", interval=0.2)
     report.acked_spans += SPANS
-    wait_for(lambda: metric(sp, "meshlens_store_wal_bytes_pending") == 0, 120,
-             "the WAL backlog converted", interval=0.2)
+    wait_for(
+        lambda: metric(sp, "meshlens_store_wal_bytes_pending") == 0,
+        120,
+        "the WAL backlog converted",
+        interval=0.2,
+    )
     report.recovery_s = time.monotonic() - t1
     return report
 

@@ -34,9 +34,10 @@ def _patch() -> None:
         original = StoreOptions.from_settings.__func__  # type: ignore[attr-defined]
 
         def from_settings(cls: type[StoreOptions], ns: Any, **kw: Any) -> StoreOptions:
-            return original(cls, ns, **{**overrides, **kw})  # type: ignore[no-any-return]
+            options: StoreOptions = original(cls, ns, **{**overrides, **kw})
+            return options
 
-        StoreOptions.from_settings = classmethod(from_settings)  # type: ignore[method-assign,assignment]
+        setattr(StoreOptions, "from_settings", classmethod(from_settings))  # noqa: B010
     flag = os.environ.get("RELIABILITY_ENOSPC_FILE")
     if flag:
         real_write = wal.SegmentFile._write

@@ -81,7 +81,8 @@ def test_idle_and_half_open_connections_do_not_stop_service(
 
 
 def test_a_client_that_never_starts_tls_does_not_block_the_others(
-    serve_factory: Callable[..., ServeProcess], tmp_path: Path,
+    serve_factory: Callable[..., ServeProcess],
+    tmp_path: Path,
 ) -> None:
     """TLS on the OTLP/HTTP port: a TCP connection that sends nothing must not hold up the
     handshake of every later client (accept() must not run the handshake)."""
@@ -96,8 +97,9 @@ def test_a_client_that_never_starts_tls_does_not_block_the_others(
         grpc.secure_channel(sp.grpc_target, creds) as ch,
     ):
         export(ch, otlp.TRACES, spans)
-        status, body, _ = http_post(sp.otlp_url("/v1/traces", "https"), spans, PB, timeout=5,
-                                    context=ctx)
+        status, body, _ = http_post(
+            sp.otlp_url("/v1/traces", "https"), spans, PB, timeout=5, context=ctx
+        )
         assert status == 200, body
     assert sp.stop(timeout=30) == 0
 
@@ -118,4 +120,5 @@ def test_a_burst_of_connections_is_accepted_promptly(running_serve: ServeProcess
             for s in socks:
                 s.close()
         assert len(socks) == 200, (
-            f"port {port}: only {len(socks)} of 200 connections accepted in {elapsed:.1f}s")
+            f"port {port}: only {len(socks)} of 200 connections accepted in {elapsed:.1f}s"
+        )

@@ -53,8 +53,12 @@ class Disk:
 def small_disk(tmp_path: Path) -> Iterator[Disk]:
     path = tmp_path / "disk"
     path.mkdir()
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     disk = Disk(path, out.returncode == 0, tmp_path / "enospc")
     if not disk.mounted:
         print(f"tmpfs mount not permitted ({out.stderr.strip()}): injecting ENOSPC instead")
@@ -78,8 +82,9 @@ def test_disk_full_is_unavailable_loses_nothing_and_recovers(small_disk: Disk) -
         rnd = random.Random(99)
         while not stop_http.is_set():
             first = ledger.take(50)
-            status, _, headers = http_post(sp.otlp_url("/v1/traces"),
-                                           spans_request(first, 50, time.time_ns(), rnd), PB)
+            status, _, headers = http_post(
+                sp.otlp_url("/v1/traces"), spans_request(first, 50, time.time_ns(), rnd), PB
+            )
             ledger.record(first, 50, "OK" if status == 200 else f"HTTP {status}")
             http_status[status] = http_status.get(status, 0) + 1
             if status == 503:
@@ -91,8 +96,11 @@ def test_disk_full_is_unavailable_loses_nothing_and_recovers(small_disk: Disk) -
         http = threading.Thread(target=http_load, daemon=True)
         http.start()
         with span_load(sp.grpc_target, ledger, threads=2, spans=500):
-            wait_for(lambda: ledger.codes.get("UNAVAILABLE", 0) >= 5 and 503 in http_status,
-                     90, f"UNAVAILABLE and 503 once the disk is full ({ledger.codes})")
+            wait_for(
+                lambda: ledger.codes.get("UNAVAILABLE", 0) >= 5 and 503 in http_status,
+                90,
+                f"UNAVAILABLE and 503 once the disk is full ({ledger.codes})",
+            )
         stop_http.set()
         http.join(30)
         assert sp.proc.poll() is None, "the collector died on a full disk"
@@ -106,14 +114,19 @@ def test_disk_full_is_unavailable_loses_nothing_and_recovers(small_disk: Disk) -
         small_disk.free()
         acked = len(ledger.acked)
         with span_load(sp.grpc_target, ledger, threads=2, spans=200):
-            wait_for(lambda: len(ledger.acked) >= acked + 20_000, 60,
-                     "ingest to resume once space returned")
+            wait_for(
+                lambda: len(ledger.acked) >= acked + 20_000,
+                60,
+                "ingest to resume once space returned",
+            )
         assert sp.stop() == 0, sp.log()[-3000:]
     finally:
         stop_http.set()
         if sp.proc.poll() is None:
             kill9(sp)
     stored = assert_exactly_once(data, ledger)
-    print(f"disk full: gRPC {ledger.codes}, HTTP {http_status}; acknowledged "
-          f"{len(ledger.acked)}, stored {len(stored)}")
+    print(
+        f"disk full: gRPC {ledger.codes}, HTTP {http_status}; acknowledged "
+        f"{len(ledger.acked)}, stored {len(stored)}"
+    )
     assert "Traceback" not in sp.log(), sp.log()[-3000:]

@@ -47,8 +47,9 @@ from tests.collector.receivers.payloads import (
 from tests.reliability.harness import SOAK, kill9, launch, metric
 
 EXAMPLES = 3000 if SOAK else 120
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 TEXT_LINE = (
     '[2026-11-25T21:30:07.471Z] "GET /reviews/0 HTTP/1.1" 503 UF,URX upstream_reset_before_'
@@ -57,18 +58,34 @@ TEXT_LINE = (
     "outbound|9080|v1|reviews.default.svc.cluster.local 10.0.0.3:44056 10.96.0.1:9080 "
     "10.0.0.3:34220 outbound_.9080_.v1_.reviews.default.svc.cluster.local default"
 )
-JSON_LINE = json.dumps({
-    "start_time": "2026-11-25T21:30:07.471Z", "method": "GET", "path": "/ratings/0",
-    "protocol": "HTTP/1.1", "response_code": 200, "response_flags": "-",
-    "response_code_details": "via_upstream", "bytes_received": 0, "bytes_sent": 48,
-    "duration": 3, "upstream_service_time": "2", "x_forwarded_for": None,
-    "user_agent": "curl/8", "request_id": "abc", "authority": "ratings:9080",
-    "upstream_host": "10.0.0.9:9080", "upstream_cluster": "inbound|9080||",
-    "upstream_local_address": "127.0.0.6:1234", "downstream_local_address": "10.0.0.9:9080",
-    "downstream_remote_address": "10.0.0.3:4567", "requested_server_name":
-    "outbound_.9080_._.ratings.default.svc.cluster.local", "route_name": "default",
-    "upstream_transport_failure_reason": None, "connection_termination_details": None,
-})
+JSON_LINE = json.dumps(
+    {
+        "start_time": "2026-11-25T21:30:07.471Z",
+        "method": "GET",
+        "path": "/ratings/0",
+        "protocol": "HTTP/1.1",
+        "response_code": 200,
+        "response_flags": "-",
+        "response_code_details": "via_upstream",
+        "bytes_received": 0,
+        "bytes_sent": 48,
+        "duration": 3,
+        "upstream_service_time": "2",
+        "x_forwarded_for": None,
+        "user_agent": "curl/8",
+        "request_id": "abc",
+        "authority": "ratings:9080",
+        "upstream_host": "10.0.0.9:9080",
+        "upstream_cluster": "inbound|9080||",
+        "upstream_local_address": "127.0.0.6:1234",
+        "downstream_local_address": "10.0.0.9:9080",
+        "downstream_remote_address": "10.0.0.3:4567",
+        "requested_server_name": "outbound_.9080_._.ratings.default.svc.cluster.local",
+        "route_name": "default",
+        "upstream_transport_failure_reason": None,
+        "connection_termination_details": None,
+    }
+)
 
 
 def _otel_als_logs() -> bytes:
@@ -116,23 +133,27 @@ def _mutate(data: bytes, edits: list[tuple[int, int]], cut: int) -> bytes:
 
 
 _kinds = st.sampled_from(sorted(DECODERS, key=int))
-_edits = st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), min_size=1,
-                  max_size=12)
+_edits = st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), min_size=1, max_size=12)
 
 
 @FUZZ
 @given(kind=_kinds, payload=st.binary(max_size=600), context=st.binary(max_size=64))
-def test_every_registered_decoder_on_random_bytes(kind: RecordKind, payload: bytes,
-                                                  context: bytes) -> None:
+def test_every_registered_decoder_on_random_bytes(
+    kind: RecordKind, payload: bytes, context: bytes
+) -> None:
     rows_or_decode_error(kind, payload, context)
 
 
 @FUZZ
-@given(kind=_kinds, edits=_edits, cut=st.integers(0, 80), ctx_edits=_edits,
-       mutate_ctx=st.booleans())
+@given(
+    kind=_kinds, edits=_edits, cut=st.integers(0, 80), ctx_edits=_edits, mutate_ctx=st.booleans()
+)
 def test_every_registered_decoder_on_mutated_valid_records(
-    kind: RecordKind, edits: list[tuple[int, int]], cut: int,
-    ctx_edits: list[tuple[int, int]], mutate_ctx: bool,
+    kind: RecordKind,
+    edits: list[tuple[int, int]],
+    cut: int,
+    ctx_edits: list[tuple[int, int]],
+    mutate_ctx: bool,
 ) -> None:
     payload, context = SAMPLES[kind]
     if mutate_ctx:
@@ -140,18 +161,49 @@ def test_every_registered_decoder_on_mutated_valid_records(
     rows_or_decode_error(kind, _mutate(payload, edits, cut), context)
 
 
-_tokens = st.sampled_from([
-    "-", '"-"', "0", "-1", "99999999999999999999", "1e309", "nan", "[", "]", '"', "{", "}",
-    "|", "||", "outbound|", "inbound|||", "outbound|9080|v1|", "::1", "[::1]:80", "a:b:c",
-    "2026-13-45T99:99:99Z", "\x00", "é", " ", "UF,URX,", "HTTP/9", "\\", "%", "\t",
-])
+_tokens = st.sampled_from(
+    [
+        "-",
+        '"-"',
+        "0",
+        "-1",
+        "99999999999999999999",
+        "1e309",
+        "nan",
+        "[",
+        "]",
+        '"',
+        "{",
+        "}",
+        "|",
+        "||",
+        "outbound|",
+        "inbound|||",
+        "outbound|9080|v1|",
+        "::1",
+        "[::1]:80",
+        "a:b:c",
+        "2026-13-45T99:99:99Z",
+        "\x00",
+        "é",
+        " ",
+        "UF,URX,",
+        "HTTP/9",
+        "\\",
+        "%",
+        "\t",
+    ]
+)
 
 
 @FUZZ
-@given(positions=st.lists(st.tuples(st.integers(0, 40), _tokens), min_size=1, max_size=6),
-       truncate=st.integers(0, 300))
-def test_access_log_text_lines_with_hostile_fields(positions: list[tuple[int, str]],
-                                                   truncate: int) -> None:
+@given(
+    positions=st.lists(st.tuples(st.integers(0, 40), _tokens), min_size=1, max_size=6),
+    truncate=st.integers(0, 300),
+)
+def test_access_log_text_lines_with_hostile_fields(
+    positions: list[tuple[int, str]], truncate: int
+) -> None:
     parts = TEXT_LINE.split(" ")
     for pos, tok in positions:
         parts[pos % len(parts)] = tok
@@ -166,16 +218,22 @@ def test_access_log_text_lines_with_hostile_fields(positions: list[tuple[int, st
     rows_or_decode_error(RecordKind.OTLP_LOGS, req.SerializeToString())
 
 
-_scalar = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats()
-           | st.text(max_size=30) | _tokens)
+_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=30)
+    | _tokens
+)
 
 
 @FUZZ
-@given(values=st.dictionaries(st.sampled_from(sorted(json.loads(JSON_LINE))), _scalar,
-                              max_size=8),
-       prefix=st.sampled_from(["", "2026-11-25T21:30:07.471Z stdout F ", "istio-proxy "]))
-def test_access_log_json_lines_with_hostile_values(values: dict[str, object],
-                                                   prefix: str) -> None:
+@given(
+    values=st.dictionaries(st.sampled_from(sorted(json.loads(JSON_LINE))), _scalar, max_size=8),
+    prefix=st.sampled_from(["", "2026-11-25T21:30:07.471Z stdout F ", "istio-proxy "]),
+)
+def test_access_log_json_lines_with_hostile_values(values: dict[str, object], prefix: str) -> None:
     doc = {**json.loads(JSON_LINE), **values}
     line = prefix + json.dumps(doc)
     assert parse_access_log_line(line) is None or True  # must not raise
@@ -199,8 +257,11 @@ _JSON_DOCS = {
     "metrics": MessageToDict(metrics_request(2)),
     "logs": MessageToDict(ExportLogsServiceRequest.FromString(_otel_als_logs())),
 }
-_KIND = {"traces": RecordKind.OTLP_TRACES, "metrics": RecordKind.OTLP_METRICS,
-         "logs": RecordKind.OTLP_LOGS}
+_KIND = {
+    "traces": RecordKind.OTLP_TRACES,
+    "metrics": RecordKind.OTLP_METRICS,
+    "logs": RecordKind.OTLP_LOGS,
+}
 
 
 def _paths(node: object, prefix: tuple[object, ...] = ()) -> Iterator[tuple[object, ...]]:
@@ -218,7 +279,7 @@ def _replace(doc: object, path: tuple[object, ...], value: object) -> object:
         return value
     head, rest = path[0], path[1:]
     if isinstance(doc, dict):
-        return {**doc, head: _replace(doc[head], rest, value)}  # type: ignore[index]
+        return {**doc, head: _replace(doc[head], rest, value)}
     assert isinstance(doc, list) and isinstance(head, int)
     out = list(doc)
     out[head] = _replace(doc[head], rest, value)
@@ -226,8 +287,10 @@ def _replace(doc: object, path: tuple[object, ...], value: object) -> object:
 
 
 _json_values = st.recursive(
-    _scalar, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=12), c,
-                                                                 max_size=3), max_leaves=8)
+    _scalar,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=12), c, max_size=3),
+    max_leaves=8,
+)
 
 
 @FUZZ
@@ -256,18 +319,38 @@ def fuzz_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProces
         kill9(sp)
 
 
-_CT = st.sampled_from(["application/x-protobuf", "application/json", "text/plain", "",
-                       "application/json; charset=utf-8", "application/x-protobuf; x=1"])
-_BODY = (st.binary(max_size=800)
-         | st.sampled_from([b"{}", b"[]", b"null", b'{"resourceSpans": 7}', b"\x1f\x8b"])
-         | _json_values.map(lambda v: json.dumps(v).encode()))
+_CT = st.sampled_from(
+    [
+        "application/x-protobuf",
+        "application/json",
+        "text/plain",
+        "",
+        "application/json; charset=utf-8",
+        "application/x-protobuf; x=1",
+    ]
+)
+_BODY = (
+    st.binary(max_size=800)
+    | st.sampled_from([b"{}", b"[]", b"null", b'{"resourceSpans": 7}', b"\x1f\x8b"])
+    | _json_values.map(lambda v: json.dumps(v).encode())
+)
 
 
 @FUZZ
-@given(path=st.sampled_from(["/v1/traces", "/v1/metrics", "/v1/logs"]), ctype=_CT,
-       body=_BODY, gz=st.booleans(), bad_gzip=st.booleans())
+@given(
+    path=st.sampled_from(["/v1/traces", "/v1/metrics", "/v1/logs"]),
+    ctype=_CT,
+    body=_BODY,
+    gz=st.booleans(),
+    bad_gzip=st.booleans(),
+)
 def test_otlp_http_random_bodies_get_4xx_or_200_and_the_server_keeps_serving(
-    fuzz_serve: ServeProcess, path: str, ctype: str, body: bytes, gz: bool, bad_gzip: bool,
+    fuzz_serve: ServeProcess,
+    path: str,
+    ctype: str,
+    body: bytes,
+    gz: bool,
+    bad_gzip: bool,
 ) -> None:
     headers = {"Content-Type": ctype}
     if gz:
@@ -279,10 +362,16 @@ def test_otlp_http_random_bodies_get_4xx_or_200_and_the_server_keeps_serving(
 
 
 @FUZZ
-@given(signal=st.sampled_from([otlp.TRACES, otlp.METRICS, otlp.LOGS]), body=st.binary(
-    max_size=800), als=st.lists(st.binary(max_size=200), min_size=1, max_size=3))
+@given(
+    signal=st.sampled_from([otlp.TRACES, otlp.METRICS, otlp.LOGS]),
+    body=st.binary(max_size=800),
+    als=st.lists(st.binary(max_size=200), min_size=1, max_size=3),
+)
 def test_grpc_random_bodies_get_a_status_and_the_server_keeps_serving(
-    fuzz_serve: ServeProcess, signal: otlp.Signal, body: bytes, als: list[bytes],
+    fuzz_serve: ServeProcess,
+    signal: otlp.Signal,
+    body: bytes,
+    als: list[bytes],
 ) -> None:
     from tests.collector.receivers.grpc_client import export, stream_als
 
@@ -301,13 +390,18 @@ def test_after_fuzzing_the_collector_still_converts_and_serves(
     """Runs last in this module: whatever the fuzzers stored converts (decode errors are
     counted, conversion never fails), valid data still goes in, nothing crashed."""
     spans = traces_request(9, seed=int(time.time())).SerializeToString()
-    assert http_post(fuzz_serve.otlp_url("/v1/traces"), spans,
-                     {"Content-Type": "application/x-protobuf"})[0] == 200
+    assert (
+        http_post(
+            fuzz_serve.otlp_url("/v1/traces"), spans, {"Content-Type": "application/x-protobuf"}
+        )[0]
+        == 200
+    )
     assert http_get(fuzz_serve.api_url("/readyz"))[0] == 200
     from tests.collector.conftest import wait_for
 
-    wait_for(lambda: metric(fuzz_serve, "meshlens_store_wal_bytes_pending") == 0, 30,
-             "the WAL converted")
+    wait_for(
+        lambda: metric(fuzz_serve, "meshlens_store_wal_bytes_pending") == 0, 30, "the WAL converted"
+    )
     assert metric(fuzz_serve, "meshlens_store_conversion_failures") == 0, fuzz_serve.log()
     assert fuzz_serve.stop() == 0
     log = fuzz_serve.log()

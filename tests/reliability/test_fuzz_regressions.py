@@ -41,3 +41,18 @@ def test_json_access_log_line_with_out_of_range_number(values: dict[str, object]
         return
     assert isinstance(out["requests"], pa.Table)
     assert out["requests"].num_rows == (1 if row else 0)
+
+
+def test_importer_skips_a_line_with_an_overflowing_number(tmp_path: object) -> None:
+    """`meshlens import accesslog` crashed with an OverflowError traceback on this one line
+    instead of skipping and counting it."""
+    from pathlib import Path
+
+    from collector.cli import main
+    from tests.collector.receivers.rows import count_rows
+
+    d = Path(str(tmp_path))
+    log = d / "access.log"
+    log.write_text("\n".join([JSON_LINE, _line(bytes_received="1E309"), JSON_LINE]) + "\n")
+    assert main(["import", "accesslog", "--data-dir", str(d / "data"), str(log)]) == 0
+    assert count_rows(d / "data", "requests") == 2

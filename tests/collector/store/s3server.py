@@ -1,7 +1,7 @@
 """A real S3-compatible server for tests: moto in server mode on 127.0.0.1 and a free port.
 
-    with s3_server() as s3:        # s3.endpoint_url, s3.env (AWS_* + MESHLENS_S3_*), s3.fs()
-        url = s3.bucket("scale-out")   # creates the bucket, returns a StoreUrl
+with s3_server() as s3:        # s3.endpoint_url, s3.env (AWS_* + MESHLENS_S3_*), s3.fs()
+    url = s3.bucket("scale-out")   # creates the bucket, returns a StoreUrl
 """
 
 from __future__ import annotations

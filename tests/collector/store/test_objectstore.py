@@ -70,8 +70,9 @@ def test_store_url_parsing() -> None:
 
 def _seg(lo: int, hi: int, *, node: str = "a", hr: str = "10") -> SegmentFile:
     name = f"{node}_{lo:016d}_{hi:016d}.parquet"
-    return SegmentFile(Path(f"spans/dt=2026-01-01/hr={hr}/{name}"), "spans", "2026-01-01", hr,
-                       node, lo, hi)
+    return SegmentFile(
+        Path(f"spans/dt=2026-01-01/hr={hr}/{name}"), "spans", "2026-01-01", hr, node, lo, hi
+    )
 
 
 def _local(seg: SegmentFile, size: int = 100) -> LocalFile:
@@ -108,13 +109,16 @@ def test_plan_deletes_waits_for_the_grace_period_and_expires_partitions() -> Non
 
 
 def _spans(n: int, when: datetime, tag: str) -> pa.Table:
-    return pa.table({
-        "trace_id": [f"{tag}-{i}" for i in range(n)],
-        "span_id": [f"{tag}-{i}" for i in range(n)],
-        "name": [tag] * n,
-        "start_ts": pa.array([when + timedelta(seconds=i) for i in range(n)],
-                             pa.timestamp("us", tz="UTC")),
-    })
+    return pa.table(
+        {
+            "trace_id": [f"{tag}-{i}" for i in range(n)],
+            "span_id": [f"{tag}-{i}" for i in range(n)],
+            "name": [tag] * n,
+            "start_ts": pa.array(
+                [when + timedelta(seconds=i) for i in range(n)], pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
 
 
 def _remote_span_ids(s3: S3Server, url: StoreUrl) -> list[str]:
@@ -129,8 +133,9 @@ def _remote_span_ids(s3: S3Server, url: StoreUrl) -> list[str]:
 
 
 def _keys(s3: S3Server, url: StoreUrl, node: str) -> list[str]:
-    return sorted(k.rsplit("/", 1)[1] for k, f in list_remote(s3.fs(), url).items()
-                  if f.seg.node == node)
+    return sorted(
+        k.rsplit("/", 1)[1] for k, f in list_remote(s3.fs(), url).items() if f.seg.node == node
+    )
 
 
 def test_shipper_mirrors_files_compaction_and_retention(tmp_path: Path, s3: S3Server) -> None:
@@ -139,8 +144,13 @@ def test_shipper_mirrors_files_compaction_and_retention(tmp_path: Path, s3: S3Se
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
     for seq in (1, 2, 3):
         write_table(data, "spans", _spans(10, hour, f"a{seq}"), "a", seq)
-    write_table(data, "verdicts", pa.table({"ts": pa.array([hour], pa.timestamp("us", tz="UTC"))}),
-                "gate", 7)  # another writer in the same directory: not this node's to ship
+    write_table(
+        data,
+        "verdicts",
+        pa.table({"ts": pa.array([hour], pa.timestamp("us", tz="UTC"))}),
+        "gate",
+        7,
+    )  # another writer in the same directory: not this node's to ship
     other = tmp_path / "b"
     write_table(other, "spans", _spans(5, hour, "b"), "b", 1)
     Shipper(other, "b", url, s3.fs(), grace=0).ship_once()
@@ -150,11 +160,13 @@ def test_shipper_mirrors_files_compaction_and_retention(tmp_path: Path, s3: S3Se
     assert (first.uploaded, first.deleted, first.errors, first.pending) == (3, 0, 0, 0)
     assert shipper.ship_once().uploaded == 0  # nothing new
     assert sorted(_remote_span_ids(s3, url)) == sorted(
-        [f"a{s}-{i}" for s in (1, 2, 3) for i in range(10)] + [f"b-{i}" for i in range(5)])
+        [f"a{s}-{i}" for s in (1, 2, 3) for i in range(10)] + [f"b-{i}" for i in range(5)]
+    )
 
     # Compaction: the covering file goes up, then the covered objects are deleted.
-    done = compaction.compact_node(data, "a", now=time.time(), compact_after=0,
-                                   below_seq=10**15, grace=3600)
+    done = compaction.compact_node(
+        data, "a", now=time.time(), compact_after=0, below_seq=10**15, grace=3600
+    )
     assert done.outputs == 1
     second = shipper.ship_once(now=time.time() + 1)
     assert (second.uploaded, second.deleted) == (1, 3)
@@ -198,8 +210,8 @@ def test_failed_uploads_are_counted_retried_and_exported(tmp_path: Path, s3: S3S
     text = generate_latest(registry).decode()
     assert "meshlens_objectstore_uploaded_files_total 1.0" in text
     assert "meshlens_objectstore_pending_files 0.0" in text
-    lag = float(re.search(r"^meshlens_objectstore_lag_seconds (\S+)$", text, re.M).group(1))
-    assert 0 <= lag < 5
+    m = re.search(r"^meshlens_objectstore_lag_seconds (\S+)$", text, re.M)
+    assert m is not None and 0 <= float(m.group(1)) < 5
 
 
 # ---- two collectors, one bucket ----------------------------------------------------------------
@@ -221,9 +233,22 @@ def _metric(sp: ServeProcess, name: str) -> float:
 
 def _sql(url: StoreUrl, s3: S3Server, query: str) -> list[dict[str, object]]:
     out = subprocess.run(
-        [sys.executable, "-m", "collector", "sql", "--data-dir", str(url), "--format", "json",
-         query],
-        capture_output=True, text=True, timeout=60, cwd=REPO, env=_serve_env(s3.env),
+        [
+            sys.executable,
+            "-m",
+            "collector",
+            "sql",
+            "--data-dir",
+            str(url),
+            "--format",
+            "json",
+            query,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=_serve_env(s3.env),
     )
     assert out.returncode == 0, out.stderr
     rows: list[dict[str, object]] = json.loads(out.stdout)
@@ -235,8 +260,16 @@ def test_two_collectors_one_bucket_exactly_once(tmp_path: Path, s3: S3Server) ->
 
     def serve(node: str) -> ServeProcess:
         return start_serve(
-            tmp_path / node, "--node", node, "--object-store", str(url), "--ship-interval",
-            "0.2s", "--decode-workers", "0", env=s3.env,
+            tmp_path / node,
+            "--node",
+            node,
+            "--object-store",
+            str(url),
+            "--ship-interval",
+            "0.2s",
+            "--decode-workers",
+            "0",
+            env=s3.env,
         )
 
     def shipped(expected: int) -> bool:
@@ -258,20 +291,32 @@ def test_two_collectors_one_bucket_exactly_once(tmp_path: Path, s3: S3Server) ->
             seed += 1
         sent += _send(a, 3, seed=seed)
         assert a.stop(sig=signal.SIGKILL) == -signal.SIGKILL
+        assert len(_remote_span_ids(s3, url)) < sent  # the restart has something to ship
         a = serve("a")  # same data dir and node: WAL recovery, then re-ship what is missing
         running.append(a)
         wait_for(lambda: shipped(sent), 30, f"{sent} spans in the bucket after kill -9")
 
         # Compaction on node a (offline, partitions treated as ended): still exactly once.
         assert a.stop() == 0
-        done = compaction.compact_node(tmp_path / "a", "a", now=time.time() + 7200,
-                                       compact_after=0, below_seq=10**18, grace=3600)
+        done = compaction.compact_node(
+            tmp_path / "a",
+            "a",
+            now=time.time() + 7200,
+            compact_after=0,
+            below_seq=10**18,
+            grace=3600,
+        )
         assert done.outputs >= 1
         a = serve("a")
         running.append(a)
-        wait_for(lambda: any(f.seg.node == "a" and f.seg.lo < f.seg.hi
-                             for f in list_remote(s3.fs(), url).values()),
-                 30, "the compacted file in the bucket")
+        wait_for(
+            lambda: any(
+                f.seg.node == "a" and f.seg.lo < f.seg.hi
+                for f in list_remote(s3.fs(), url).values()
+            ),
+            30,
+            "the compacted file in the bucket",
+        )
         for sp in (a, b):
             assert sp.stop() == 0  # graceful: a final round ships everything
     finally:

@@ -463,3 +463,32 @@ def test_a_record_over_the_frame_limit_is_refused(
     with pytest.raises(PayloadTooLarge, match="exceeds the limit of 936 bytes"):
         store.append(KIND, b"x" * 937)
     store.append(KIND, b"x" * 936)
+
+
+def test_close_during_appends_keeps_every_acknowledged_record(tmp_path: Path) -> None:
+    s = Store(tmp_path, _opts())
+    s.start()
+    acked: list[str] = []
+    refused = threading.Event()
+
+    def run(t: int) -> None:
+        i = 0
+        while True:
+            rid = f"t{t}-{i}"
+            try:
+                s.append(KIND, rid.encode())
+            except StoreUnavailable:
+                refused.set()
+                return
+            acked.append(rid)
+            i += 1
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    _wait(lambda: len(acked) > 200)
+    s.close()
+    for t in threads:
+        t.join(10)
+    assert refused.is_set()
+    assert Counter(bodies(tmp_path)) == Counter(acked)
