@@ -132,14 +132,20 @@ def golden_signals(
     keys = ["bucket", *by]
     cols = ", ".join(keys)
     qs = ", ".join(str(q) for q in QUANTILES)
+    counts = _pick_counts(conn, base, keys)
+    if counts.height == 0:
+        return _empty(by)
+    # Latency from destination reports; source reports only matter for groups with a bucket
+    # that has none (sorting the rest for quantiles would be wasted work).
+    source_only = counts.filter(pl.col("dst_requests") == 0).select(list(by)).unique().rows()
+    where = "WHERE NOT is_src" + "".join(
+        " OR (" + " AND ".join(f"{b} = {_literal(v)}" for b, v in zip(by, row, strict=True)) + ")"
+        for row in source_only
+    )
     lat = conn.sql(
         f"{base} SELECT {cols}, is_src, count(*) AS n, "
-        f"quantile_cont(duration_ms, [{qs}]) AS q FROM r GROUP BY ALL"
+        f"quantile_cont(duration_ms, [{qs}]) AS q FROM r {where} GROUP BY ALL"
     ).pl()
-    schema = {k: lat.schema[k] for k in keys} if lat.height else None
-    if lat.height == 0:
-        return _empty(by, schema)
-    counts = _pick_counts(conn, base, keys)
     picked_lat = (
         lat.sort("is_src")  # destination (False) first
         .group_by(keys, maintain_order=True)
@@ -168,6 +174,10 @@ def golden_signals(
     return out
 
 
+def _literal(v: object) -> str:
+    return "'" + str(v).replace("'", "''") + "'"
+
+
 def _pick_counts(conn: duckdb.DuckDBPyConnection, base: str, keys: Sequence[str]) -> pl.DataFrame:
     cols = ", ".join(keys)
     err = (
@@ -177,17 +187,19 @@ def _pick_counts(conn: duckdb.DuckDBPyConnection, base: str, keys: Sequence[str]
     # Per series (code, gRPC status, flags): destination rows if any, else source rows.
     return conn.sql(
         f"""{base},
-        s AS (
-            SELECT {cols}, response_code, grpc_status, response_flags,
+        s0 AS (
+            SELECT {cols}, protocol, response_code, grpc_status, response_flags,
                 count(*) FILTER (WHERE NOT is_src) AS n_dst,
-                count(*) FILTER (WHERE is_src) AS n_src,
-                bool_or({err}) AS is_err
+                count(*) FILTER (WHERE is_src) AS n_src
             FROM r GROUP BY ALL
-        )
+        ),
+        -- error classes from the (few) group keys, not per row
+        s AS (SELECT *, coalesce({err}, false) AS is_err FROM s0)
         SELECT {cols},
             sum(CASE WHEN n_dst > 0 THEN n_dst ELSE n_src END)::BIGINT AS requests,
             sum(CASE WHEN NOT is_err THEN 0 WHEN n_dst > 0 THEN n_dst ELSE n_src END)::BIGINT
-                AS errors
+                AS errors,
+            sum(n_dst)::BIGINT AS dst_requests
         FROM s GROUP BY ALL"""
     ).pl()
 

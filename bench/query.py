@@ -6,7 +6,9 @@
 Each dataset is synthetic bookinfo traffic (analytics.synth) over one hour, written through
 collector.store.writer.write_table in 1M-row files, generated once and reused. For every size it
 prints the median wall time of a full graph (workload level, all edge statistics) and of the
-golden signals (per service and version, 60 s steps), plus the process's peak RSS, in a table.
+golden signals (per service and version, 60 s steps), the median CPU seconds of the process
+(all DuckDB threads; wall ~= cpu / cores on an idle machine), its peak RSS and the 1-minute
+load average at the end (other work on the machine inflates wall time), in a table.
 Each measurement runs in a fresh subprocess so peak memory is per query.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -66,9 +69,11 @@ def measure(data: str, what: str, repeat: int) -> dict[str, float]:
 
     window = TimeWindow(START, datetime.fromtimestamp(START.timestamp() + 3600, tz=UTC))
     times = []
+    cpus = []
     size = 0
     for _ in range(repeat):
         t = time.perf_counter()
+        c = time.process_time()
         conn = connect(Path(data), window)
         if what == "graph":
             g = service_graph(conn, window, level="workload")
@@ -78,12 +83,15 @@ def measure(data: str, what: str, repeat: int) -> dict[str, float]:
             size = df.height
         conn.close()
         times.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "median_s": statistics.median(times),
         "min_s": min(times),
         "peak_mb": peak_mb,
         "size": size,
+        "cpu_s": statistics.median(cpus),
+        "load": os.getloadavg()[0],
     }
 
 
@@ -97,7 +105,8 @@ def main() -> int:
         print(json.dumps(measure(args._measure[0], args._measure[1], args.repeat)))
         return 0
     header = (
-        f"{'rows':>12} {'query':>8} {'median s':>9} {'min s':>7} {'peak RSS MB':>12} {'out':>6}"
+        f"{'rows':>12} {'query':>8} {'median s':>9} {'min s':>7} {'cpu s':>6} "
+        f"{'peak RSS MB':>12} {'out':>6} {'load':>5}"
     )
     results = []
     for text in args.rows:
@@ -123,7 +132,7 @@ def main() -> int:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             results.append(
                 f"{rows:>12,} {what:>8} {r['median_s']:>9.3f} {r['min_s']:>7.3f} "
-                f"{r['peak_mb']:>12.0f} {r['size']:>6}"
+                f"{r['cpu_s']:>6.2f} {r['peak_mb']:>12.0f} {r['size']:>6} {r['load']:>5.1f}"
             )
             print(results[-1], file=sys.stderr)
     print(header)

@@ -1,4 +1,5 @@
-"""`meshlens graph`: the service graph for a time window (table, json, dot, mermaid)."""
+"""`meshlens graph`: the service graph for a time window (table, json, dot, mermaid, and
+Kiali's graph API JSON)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from analytics.graph_render import EDGE_COLUMNS, edge_rows, to_dot, to_mermaid
 from analytics.window import window_from_args
 from collector.config import add_settings
 
-FORMATS = ("table", "json", "dot", "mermaid")
+FORMATS = ("table", "json", "dot", "mermaid", "kiali")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +48,10 @@ def load_graph(args: argparse.Namespace) -> Graph:
 def render(graph: Graph, fmt: str) -> str:
     if fmt == "json":
         return json_text(graph.to_json())
+    if fmt == "kiali":
+        from analytics.graph_kiali import to_kiali_json
+
+        return json_text(to_kiali_json(graph))
     if fmt == "dot":
         return to_dot(graph)
     if fmt == "mermaid":

@@ -88,9 +88,8 @@ def write_state(data_dir: Path, ports: BoundPorts) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     if str(args.data_dir).startswith("s3:/"):  # the WAL must be on a local disk
-        raise ConfigError(
-            "--data-dir", str(args.data_dir), "serve needs a local directory; use --object-store"
-        )
+        where = str(args.data_dir).replace("s3:/", "s3://", 1)  # Path collapsed the '//'
+        raise ConfigError("--data-dir", where, "serve needs a local directory; use --object-store")
     limit_malloc_arenas()
     stop = threading.Event()
     received: list[int] = []

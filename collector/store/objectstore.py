@@ -48,6 +48,7 @@ _URL_RE: Final = re.compile(
     r"^s3:/+(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$"
 )
 DEFAULT_REGION: Final = "us-east-1"
+MAX_FAILURES_PER_ROUND: Final = 3  # consecutive upload failures before a round gives up
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,7 +373,12 @@ class Shipper:
         remote = self._remote
         uploaded = nbytes = deleted = errors = pending = 0
         local = list_local(self.data_dir, self.node)
-        for f in plan_uploads(local, remote, now=now, retention=self.retention):
+        todo = plan_uploads(local, remote, now=now, retention=self.retention)
+        failed_in_a_row = 0
+        for i, f in enumerate(todo):
+            if failed_in_a_row >= MAX_FAILURES_PER_ROUND:  # unreachable: do not stall shutdown
+                pending += len(todo) - i
+                break
             try:
                 nbytes += upload(self.fs, self.url, f)
             except FileNotFoundError:  # compaction or retention removed it meanwhile
@@ -380,8 +386,10 @@ class Shipper:
             except OSError as exc:
                 errors += 1
                 pending += 1
+                failed_in_a_row += 1
                 log.error("object store: upload of %s failed: %s", f.key, exc)
                 continue
+            failed_in_a_row = 0
             uploaded += 1
             remote[f.key] = RemoteFile(f.seg, f.key, f.size, now)
         for key in plan_deletes(remote, now=now, retention=self.retention, grace=self.grace):

@@ -12,7 +12,8 @@ The parts: `walwriter` (group commit, segment rolling), `conversion` (converter 
 worker pool), `converter` (one segment -> Parquet), `ledger` (unconverted segments, sequence
 numbers, counters), `compaction` and `retention`. This module composes them and recovers the
 WAL at start: torn tails are truncated (and logged), complete segments are queued for
-conversion while new appends go to new segments.
+conversion while new appends go to new segments. Records that fail to decode are kept in
+`<data>/deadletter/` (WAL framing); `requeue_dead_letters` converts them again after a fix.
 
 A WAL segment is deleted only after its Parquet files are fsynced; Parquet names come from the
 segment number, so converting a segment again after a crash rewrites the same files. One

@@ -49,18 +49,19 @@ def _send_spans(target: str) -> None:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
     def provider(name: str) -> TracerProvider:
-        p = TracerProvider(resource=Resource.create({"service.name": name,
-                                                     "k8s.namespace.name": "shop"}))
-        p.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=target,
-                                                                  insecure=True)))
+        p = TracerProvider(
+            resource=Resource.create({"service.name": name, "k8s.namespace.name": "shop"})
+        )
+        p.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=target, insecure=True)))
         return p
 
     front, back = provider("frontend"), provider("backend")
     for failed in (False, True):
         with front.get_tracer("t").start_as_current_span("GET /", kind=SpanKind.CLIENT) as c:
             ctx = trace.set_span_in_context(c)
-            with back.get_tracer("t").start_as_current_span("GET /", context=ctx,
-                                                             kind=SpanKind.SERVER) as s:
+            with back.get_tracer("t").start_as_current_span(
+                "GET /", context=ctx, kind=SpanKind.SERVER
+            ) as s:
                 if failed:
                     s.set_status(Status(StatusCode.ERROR))
     front.shutdown()
@@ -129,25 +130,46 @@ def test_graph_from_envoy_requests(run: dict[str, Any]) -> None:
 
 def test_graph_and_signals_over_the_api_port(run: dict[str, Any]) -> None:
     window = run["window"]
-    q = (f"from={window.start.isoformat().replace('+', '%2B')}"
-         f"&to={window.end.isoformat().replace('+', '%2B')}&origin=envoy_als")
+    q = (
+        f"from={window.start.isoformat().replace('+', '%2B')}"
+        f"&to={window.end.isoformat().replace('+', '%2B')}&origin=envoy_als"
+    )
     with urllib.request.urlopen(run["serve"].api_url(f"/api/v1/graph?{q}"), timeout=20) as r:
         graph = json.loads(r.read())
     assert [(e["source"], e["target"], e["requests"]) for e in graph["edges"]] == [
-        ("wl:default/productpage-v1", "wl:default/reviews-v1", N_OK + 1)]
-    with urllib.request.urlopen(run["serve"].api_url(f"/api/v1/signals?{q}&step=10m"),
-                                timeout=20) as r:
+        ("wl:default/productpage-v1", "wl:default/reviews-v1", N_OK + 1)
+    ]
+    with urllib.request.urlopen(
+        run["serve"].api_url(f"/api/v1/signals?{q}&step=10m"), timeout=20
+    ) as r:
         signals = json.loads(r.read())
     assert sum(s["requests"] for s in signals) == N_OK + 1
     assert sum(s["errors"] for s in signals) == 1
 
 
-def test_spans_graph_from_the_otel_sdk(run: dict[str, Any], capsys: pytest.CaptureFixture[str]
-                                       ) -> None:
+def test_spans_graph_from_the_otel_sdk(
+    run: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     window = run["window"]
-    rc = main(["graph", "--data-dir", str(run["data"]), "--from", window.start.isoformat(),
-               "--to", window.end.isoformat(), "--source", "spans", "--level", "app",
-               "--namespace", "shop", "--format", "json"])
+    rc = main(
+        [
+            "graph",
+            "--data-dir",
+            str(run["data"]),
+            "--from",
+            window.start.isoformat(),
+            "--to",
+            window.end.isoformat(),
+            "--source",
+            "spans",
+            "--level",
+            "app",
+            "--namespace",
+            "shop",
+            "--format",
+            "json",
+        ]
+    )
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     edges = {(e["source"], e["target"]): e for e in doc["edges"]}

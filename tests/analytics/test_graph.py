@@ -253,7 +253,7 @@ def test_json_shape(data: Path) -> None:
     json.dumps(doc)
 
 
-@pytest.mark.parametrize("fmt", ["json", "table", "dot", "mermaid"])
+@pytest.mark.parametrize("fmt", ["json", "table", "dot", "mermaid", "kiali"])
 def test_cli_graph_formats(data: Path, fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(
         [
@@ -276,6 +276,9 @@ def test_cli_graph_formats(data: Path, fmt: str, capsys: pytest.CaptureFixture[s
         assert out.startswith("digraph") and '"unknown" -> "wl:bookinfo/productpage-v1"' in out
     elif fmt == "mermaid":
         assert out.startswith("flowchart LR") and "-->|" in out
+    elif fmt == "kiali":
+        doc = json.loads(out)
+        assert doc["graphType"] == "workload" and len(doc["elements"]["edges"]) == 9
     else:
         assert "wl:istio-system/istio-ingressgateway" in out and "2.00%" in out
 

@@ -166,8 +166,8 @@ def _verdicts(now: datetime) -> pa.Table:
 
 
 def seed(data_dir: Path, now: datetime, n: int = N_REQUESTS) -> None:
-    # synthetic_requests fills about the first half of [start, start + duration_s).
-    req = synthetic_requests(n, start=now - timedelta(minutes=31), duration_s=3480, seed=7)
+    # An hour of traffic ending just before `now` (synthetic rows are in time order).
+    req = synthetic_requests(n, start=now - timedelta(seconds=3510), duration_s=3480, seed=7)
     # Link a few proxy reports to the traces.
     tids = np.array([""] * req.num_rows, dtype=object)
     for i, tid in enumerate(TRACE_IDS):

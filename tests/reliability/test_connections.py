@@ -22,7 +22,7 @@ from tests.collector.receivers.rows import count_rows
 
 PB = {"Content-Type": "application/x-protobuf"}
 IDLE_GRPC = 300
-IDLE_HTTP = 40  # see test_a_burst_of_connections_is_accepted_promptly for why not more
+IDLE_HTTP = 20  # see test_a_burst_of_connections_is_accepted_promptly for why not more
 
 
 @contextmanager

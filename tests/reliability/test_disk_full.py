@@ -5,6 +5,7 @@ acknowledged is lost, and ingest resumes when space returns (tmpfs remounted lar
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import threading
@@ -53,12 +54,15 @@ class Disk:
 def small_disk(tmp_path: Path) -> Iterator[Disk]:
     path = tmp_path / "disk"
     path.mkdir()
-    out = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    if os.environ.get("RELIABILITY_NO_TMPFS") == "1":  # exercise the fallback on purpose
+        out = subprocess.CompletedProcess([], 1, "", "RELIABILITY_NO_TMPFS=1")
+    else:
+        out = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     disk = Disk(path, out.returncode == 0, tmp_path / "enospc")
     if not disk.mounted:
         print(f"tmpfs mount not permitted ({out.stderr.strip()}): injecting ENOSPC instead")

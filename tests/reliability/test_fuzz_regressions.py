@@ -56,3 +56,26 @@ def test_importer_skips_a_line_with_an_overflowing_number(tmp_path: object) -> N
     log.write_text("\n".join([JSON_LINE, _line(bytes_received="1E309"), JSON_LINE]) + "\n")
     assert main(["import", "accesslog", "--data-dir", str(d / "data"), str(log)]) == 0
     assert count_rows(d / "data", "requests") == 2
+
+
+@pytest.mark.parametrize(
+    ("index", "value"),
+    [
+        # found by the soak fuzzer: a 20-digit response code in Istio's text format
+        pytest.param(4, "99999999999999999999", id="text-response-code-20-digits"),
+        pytest.param(9, "99999999999999999999", id="text-bytes-received-20-digits"),
+        pytest.param(11, "1e309", id="text-duration-1e309"),
+    ],
+)
+def test_text_access_log_line_with_out_of_range_number(index: int, value: str) -> None:
+    from tests.reliability.test_fuzz import TEXT_LINE
+
+    parts = TEXT_LINE.split(" ")
+    parts[index] = value
+    line = " ".join(parts)
+    row = parse_access_log_line(line)
+    try:
+        out = decode_lines_record(Record(RecordKind.ACCESS_LOG_LINES, 1, line.encode()))
+    except DecodeError:
+        return
+    assert out["requests"].num_rows == (1 if row else 0)
