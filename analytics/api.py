@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import polars as pl
 
@@ -162,6 +163,10 @@ def _bad_request(exc: AnalyticsError) -> HttpError:
     return HttpError(400, str(exc))
 
 
+API_MAX_ROWS: Final = 100_000
+API_MAX_TIMEOUT_S: Final = 300.0
+
+
 def api_routes(settings: Any) -> list[Route]:
     """Routes for the API port. `settings`: the serve namespace or a mapping with data_dir
     (and optionally prometheus_url, health_config)."""
@@ -229,8 +234,15 @@ def api_routes(settings: Any) -> list[Route]:
         try:
             max_rows = int(body.get("max_rows", 1000))
             timeout = float(body.get("timeout", 30))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise HttpError(400, f"max_rows/timeout: {exc}") from None
+        # The server's limits bound what a client may ask for: a client cannot lift them.
+        if not 0 <= max_rows <= API_MAX_ROWS:
+            raise HttpError(400, f"max_rows must be between 0 and {API_MAX_ROWS}, got {max_rows}")
+        if not (math.isfinite(timeout) and 0 < timeout <= API_MAX_TIMEOUT_S):
+            raise HttpError(
+                400, f"timeout must be > 0 and at most {API_MAX_TIMEOUT_S:g} s, got {timeout!r}"
+            )
         try:
             result = run_query(data_dir, body["sql"], max_rows=max_rows, timeout_s=timeout)
         except QueryTimeout as exc:

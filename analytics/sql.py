@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import math
 import threading
 import time
 import uuid
@@ -140,6 +141,8 @@ def run_query(
     """Run one read-only SELECT over the store's views with the sandbox guards."""
     if max_rows < 0:
         raise QueryRejected(sql, f"max_rows must be >= 0, got {max_rows}")
+    if not math.isfinite(timeout_s):
+        raise QueryRejected(sql, f"timeout must be a finite number of seconds, got {timeout_s}")
     query = check_statement(sql)
     started = time.perf_counter()
     conn = connect(Path(data_dir), window, sandbox=True, memory_limit=memory_limit)

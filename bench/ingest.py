@@ -60,7 +60,7 @@ def als_payloads(n: int) -> tuple[bytes, list[bytes]]:
     """(first message with the node identifier, later messages) of Istio-like HTTP entries."""
     from google.protobuf.struct_pb2 import Struct
 
-    from collector.proto.gen import meshlens_als_pb2
+    from collector.proto.gen import meshlens_als_pb2, meshlens_envoy_core_pb2
 
     rnd = random.Random(7)
 
@@ -101,7 +101,7 @@ def als_payloads(n: int) -> tuple[bytes, list[bytes]]:
             c.upstream_local_address.socket_address.address = "10.0.0.7"
             c.upstream_local_address.socket_address.port_value = 50000 + i
             tls = c.tls_properties
-            tls.tls_version = 4
+            tls.tls_version = tls.TLSv1_3
             tls.peer_certificate_properties.subject_alt_name.add(
                 uri="spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
             )
@@ -109,8 +109,8 @@ def als_payloads(n: int) -> tuple[bytes, list[bytes]]:
                 uri="spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
             )
             c.route_name = "default"
-            e.protocol_version = 2
-            e.request.request_method = 1
+            e.protocol_version = e.HTTP11
+            e.request.request_method = meshlens_envoy_core_pb2.GET
             e.request.scheme = "http"
             e.request.authority = "reviews:9080"
             e.request.path = f"/reviews/{rnd.randint(0, 10**6)}"

@@ -320,7 +320,7 @@ def plot(rows: list[dict[str, object]], path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rollouts", type=int, default=300, help="simulated rollouts per scenario")
+    p.add_argument("--rollouts", type=int, default=200, help="simulated rollouts per scenario")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
         "--kayenta-step",

@@ -200,11 +200,38 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 drops connection bursts (clients then retry)
+    handshake_timeout_s = 10.0
 
     def __init__(self, addr: tuple[str, int], routes: Sequence[Route], options: HttpOptions):
         self.routes = list(routes)
         self.options = options
+        self.tls: ssl.SSLContext | None = None
         super().__init__(addr, _Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        if self.tls is not None:
+            # Wrap without the handshake: it runs in the connection's own thread
+            # (finish_request), so a client that never speaks TLS cannot stall accept().
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.settimeout(self.handshake_timeout_s)
+                request.do_handshake()
+                request.settimeout(None)
+            except (OSError, ValueError) as exc:
+                log.debug(
+                    "%s: TLS handshake from %s failed: %s",
+                    self.options.name,
+                    client_address,
+                    type(exc).__name__,
+                )
+                return
+        super().finish_request(request, client_address)
 
 
 @dataclass
@@ -235,8 +262,7 @@ def start_http_server(
     opts = options or HttpOptions()
     server = _Server((host, port), routes, opts)
     if opts.tls_cert:
-        ctx = tls_context(opts.tls_cert, opts.tls_key, opts.tls_client_ca)
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        server.tls = tls_context(opts.tls_cert, opts.tls_key, opts.tls_client_ca)
     # A short poll interval: shutdown() waits for the loop to notice (0.5 s by default).
     thread = threading.Thread(
         target=server.serve_forever, args=(0.05,), name=f"{opts.name}-http", daemon=True

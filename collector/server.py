@@ -73,8 +73,11 @@ def check_tls(opts: GrpcOptions) -> None:
         try:
             tls_context(opts.tls_cert, opts.tls_key, opts.tls_client_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError("--tls-cert/--tls-key/--tls-client-ca", opts.tls_cert,
-                              f"not a usable PEM certificate, key or CA: {exc}") from None
+            raise ConfigError(
+                "--tls-cert/--tls-key/--tls-client-ca",
+                opts.tls_cert,
+                f"not a usable PEM certificate, key or CA: {exc}",
+            ) from None
 
 
 class Collector:
@@ -136,8 +139,12 @@ class Collector:
     def _start(self, s: Any) -> BoundPorts:
         t0 = time.monotonic()
         grpc_opts = GrpcOptions(
-            host=s.host, port=s.grpc_port, max_message_size=s.max_message_size,
-            auth_token=s.auth_token, tls_cert=s.tls_cert, tls_key=s.tls_key,
+            host=s.host,
+            port=s.grpc_port,
+            max_message_size=s.max_message_size,
+            auth_token=s.auth_token,
+            tls_cert=s.tls_cert,
+            tls_key=s.tls_key,
             tls_client_ca=s.tls_client_ca,
         )
         check_tls(grpc_opts)  # before anything binds or recovers
@@ -145,7 +152,11 @@ class Collector:
             s.host,
             s.api_port,
             self.api_routes(),
-            HttpOptions(auth_token=s.auth_token, name="api"),
+            # TLS like the receivers, but no client certificates: probes and Prometheus
+            # scrape it; the bearer token guards everything but /healthz and /readyz.
+            HttpOptions(
+                auth_token=s.auth_token, name="api", tls_cert=s.tls_cert, tls_key=s.tls_key
+            ),
         )
         self.store = Store(self.data_dir, StoreOptions.from_settings(s))
         self.store.start()

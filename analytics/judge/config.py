@@ -5,7 +5,7 @@ YAML form (every key optional except metrics[].name/kind; defaults shown):
     mode: sequential          # sequential | kayenta | flagger
     alpha: 0.01               # sequential: false-fail budget of the whole analysis
     min_requests: 200         # fewer requests on a side -> nodata -> inconclusive
-    block: 15s                # time block = one observation of the block tests
+    block: 10s                # time block = one observation of the block tests
     step: 60s                 # kayenta mode: step of the per-step series
     source: requests          # requests | spans | prometheus (default data of the metrics)
     prometheus_url: ""        # for source prometheus / kind promql

@@ -235,7 +235,7 @@ class CanaryConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     alpha: float = 0.01
     min_requests: int = 200
-    block_s: float = 15.0
+    block_s: float = 10.0
     step_s: float = 60.0
     source: str = "requests"
     prometheus_url: str = ""

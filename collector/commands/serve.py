@@ -107,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
             f"meshlens serve ready grpc={ports.grpc} http={ports.http} api={ports.api}", flush=True
         )
         try:
-            stop.wait()
+            # Poll, not a bare wait(): the kernel may deliver the signal to one of gRPC's
+            # threads, and then a blocked main thread would never run the Python handler.
+            while not stop.wait(0.2):
+                pass
             log.info("%s received: shutting down", signal.Signals(received[0]).name)
         finally:
             path.unlink(missing_ok=True)

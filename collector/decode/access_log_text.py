@@ -70,12 +70,29 @@ def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _int(value: Any) -> int | None:
+_INT64_MAX = 2**63 - 1
+
+
+class _OutOfRange(ValueError):
+    """A numeric field no real proxy writes (e.g. '1E309' bytes, a 20-digit code): the line
+    is rejected as malformed rather than stored with a made-up value."""
+
+
+def _int(value: Any, limit: int = _INT64_MAX) -> int | None:
+    """A number from a log field; None when absent or not a number; _OutOfRange outside
+    [-limit, limit]."""
     text = _dash(value)
+    if not text:
+        return None
     try:
-        return int(float(text)) if text else None
+        number = int(text) if text.lstrip("-").isdigit() else int(float(text))
     except ValueError:
         return None
+    except OverflowError:
+        raise _OutOfRange(text) from None
+    if not -limit <= number <= limit:
+        raise _OutOfRange(text)
+    return number
 
 
 def _ts_us(value: Any) -> int | None:
@@ -257,7 +274,7 @@ def fields_to_row(
         method=method or None,
         path=_dash(f.get("path")) or None,
         authority=authority or None,
-        response_code=_int(f.get("response_code")) or 0,
+        response_code=_int(f.get("response_code"), 999) or 0,  # HTTP codes have 3 digits
         grpc_status=grpc_status,
         response_flags=_dash(f.get("response_flags")) or "-",
         request_bytes=_int(f.get("bytes_received")),
@@ -298,7 +315,10 @@ def parse_access_log_line(
     fields = parse_fields(line)
     if fields is None:
         return None
-    return fields_to_row(fields, local=local, node_id=node_id, origin=origin)
+    try:
+        return fields_to_row(fields, local=local, node_id=node_id, origin=origin)
+    except _OutOfRange:
+        return None
 
 
 def decode_lines_record(record: Record) -> dict[str, pa.Table]:

@@ -96,10 +96,13 @@ def otel_access_log_to_request(
     if fields is None:
         return None
     node_id, local = _local_workload(attributes, resource)
-    return fields_to_row(
-        fields,
-        local=local,
-        node_id=node_id,
-        origin=ORIGIN,
-        default_ts_us=ts_ns // 1000 if ts_ns else None,
-    )
+    try:
+        return fields_to_row(
+            fields,
+            local=local,
+            node_id=node_id,
+            origin=ORIGIN,
+            default_ts_us=ts_ns // 1000 if ts_ns else None,
+        )
+    except ValueError:  # a field out of range: not a real access log; kept as a log record
+        return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -31,19 +32,12 @@ READY_TIMEOUT_S = 60.0
 TEST_FLUSH_INTERVAL = "0.2s"
 
 
-def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 10.0
-             ) -> tuple[int, bytes, dict[str, str]]:
+def http_get(
+    url: str, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> tuple[int, bytes, dict[str, str]]:
     req = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read(), dict(resp.headers.items())
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), dict(exc.headers.items())
-
-
-def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float = 10.0,
-              context: Any = None) -> tuple[int, bytes, dict[str, str]]:
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    # With --tls-cert the API port speaks TLS; probes here only need the status.
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return resp.status, resp.read(), dict(resp.headers.items())
@@ -51,8 +45,22 @@ def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float = 1
         return exc.code, exc.read(), dict(exc.headers.items())
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
-             ) -> Any:
+def http_post(
+    url: str, body: bytes, headers: dict[str, str], timeout: float = 10.0, context: Any = None
+) -> tuple[int, bytes, dict[str, str]]:
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    if context is None and url.startswith("https:"):
+        context = ssl._create_unverified_context()  # status checks only; TLS tests pass one
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
+            return resp.status, resp.read(), dict(resp.headers.items())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers.items())
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
     """Poll `predicate` until it returns a truthy value (returned) or fail after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -73,13 +81,15 @@ class ServeProcess:
     http_port: int = 0
     api_port: int = 0
     stopped_rc: int | None = field(default=None)
+    tls: bool = False  # started with --tls-cert: the API port speaks TLS too
 
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
     def api_url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.api_port}{path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.api_port}{path}"
 
     def otlp_url(self, path: str, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.http_port}{path}"
@@ -98,8 +108,9 @@ class ServeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"meshlens serve did not exit within {timeout}s:\n{self.log()}"
-                                 ) from None
+            raise AssertionError(
+                f"meshlens serve did not exit within {timeout}s:\n{self.log()}"
+            ) from None
         return self.stopped_rc
 
 
@@ -110,20 +121,34 @@ def _serve_env(extra: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
-def start_serve(data_dir: Path, *args: str, env: dict[str, str] | None = None,
-                timeout: float = READY_TIMEOUT_S) -> ServeProcess:
+def start_serve(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = READY_TIMEOUT_S
+) -> ServeProcess:
     """Start `meshlens serve` on ephemeral ports and wait until it is ready."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-serve.log"
     cmd = [
-        sys.executable, "-m", "collector", "serve", "--data-dir", str(data_dir),
-        "--grpc-port", "0", "--http-port", "0", "--api-port", "0",
-        "--flush-interval", TEST_FLUSH_INTERVAL, *args,
+        sys.executable,
+        "-m",
+        "collector",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--grpc-port",
+        "0",
+        "--http-port",
+        "0",
+        "--api-port",
+        "0",
+        "--flush-interval",
+        TEST_FLUSH_INTERVAL,
+        *args,
     ]
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
-                                env=_serve_env(env))
-    sp = ServeProcess(proc, data_dir, log_path)
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO, env=_serve_env(env)
+        )
+    sp = ServeProcess(proc, data_dir, log_path, tls="--tls-cert" in args)
     state = data_dir / "serve.json"
 
     def read_state() -> dict[str, int] | None:
@@ -138,7 +163,10 @@ def start_serve(data_dir: Path, *args: str, env: dict[str, str] | None = None,
     try:
         doc = wait_for(read_state, timeout, "serve.json")
         sp.grpc_port, sp.http_port, sp.api_port = (
-            doc["grpc_port"], doc["http_port"], doc["api_port"])
+            doc["grpc_port"],
+            doc["http_port"],
+            doc["api_port"],
+        )
         wait_for(lambda: http_get(sp.api_url("/readyz"))[0] == 200, timeout, "/readyz")
     except BaseException:
         if proc.poll() is None:
@@ -152,8 +180,9 @@ def start_serve(data_dir: Path, *args: str, env: dict[str, str] | None = None,
 def serve_factory(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
     started: list[ServeProcess] = []
 
-    def factory(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None
-                ) -> ServeProcess:
+    def factory(
+        *args: str, data_dir: Path | None = None, env: dict[str, str] | None = None
+    ) -> ServeProcess:
         d = data_dir or tmp_path / f"data{len(started)}"
         sp = start_serve(d, *args, env=env)
         started.append(sp)
@@ -186,10 +215,23 @@ def collector_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     def factory(*args: str, data_dir: Path | None = None) -> Any:
         d = data_dir or tmp_path / f"inproc{len(started)}"
         parser, _module = build_parser("serve")
-        ns = parser.parse_args([
-            "--data-dir", str(d), "--grpc-port", "0", "--http-port", "0", "--api-port", "0",
-            "--flush-interval", TEST_FLUSH_INTERVAL, "--decode-workers", "0", *args,
-        ])
+        ns = parser.parse_args(
+            [
+                "--data-dir",
+                str(d),
+                "--grpc-port",
+                "0",
+                "--http-port",
+                "0",
+                "--api-port",
+                "0",
+                "--flush-interval",
+                TEST_FLUSH_INTERVAL,
+                "--decode-workers",
+                "0",
+                *args,
+            ]
+        )
         c = Collector(ns)
         started.append(c)
         c.start()

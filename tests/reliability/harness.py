@@ -73,7 +73,7 @@ def launch(
             env={**_serve_env(env), **(knobs or {})},
             start_new_session=True,
         )
-    sp = ServeProcess(proc, data_dir, log_path)
+    sp = ServeProcess(proc, data_dir, log_path, tls="--tls-cert" in args)
     state = data_dir / "serve.json"
 
     def read_state() -> dict[str, int] | None:

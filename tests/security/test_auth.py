@@ -189,9 +189,8 @@ def test_the_api_port_is_tls_too_when_tls_is_configured(
     serve_factory: Callable[..., ServeProcess],
     tmp_path: Path,
 ) -> None:
-    """With --tls-cert the receivers speak TLS but the API port (which carries the bearer
-    token and answers /api/v1/sql) stays plaintext (collector/server.py builds its
-    HttpOptions without tls_cert/tls_key): the token crosses the network in clear."""
+    """With --tls-cert the API port (which carries the bearer token and answers
+    /api/v1/sql) speaks TLS too, so the token never crosses the network in clear."""
     tls = make_tls_files(tmp_path / "tls")
     sp = serve_factory(
         "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key), "--auth-token", TOKEN

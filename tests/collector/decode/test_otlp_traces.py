@@ -9,6 +9,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from opentelemetry.trace import SpanKind, StatusCode
 
 from collector.decode.otlp_traces import decode_traces, decode_traces_record
@@ -250,7 +251,7 @@ def test_bad_status_bytes_name_the_place() -> None:
 def test_status_message_and_codes() -> None:
     req = ExportTraceServiceRequest()
     spans = req.resource_spans.add().scope_spans.add().spans
-    spans.add().status.code = 2
+    spans.add().status.code = Status.STATUS_CODE_ERROR
     spans.add().status.message = "only a message"
     spans.add().status.SetInParent()
     table = decode_traces(req.SerializeToString())

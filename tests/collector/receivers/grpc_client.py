@@ -12,14 +12,15 @@ from collector.receivers.envoy_als import METHOD as ALS_METHOD
 Metadata = Sequence[tuple[str, str]]
 
 
-def export(channel: grpc.Channel, signal: otlp.Signal, raw: bytes,
-           metadata: Metadata = ()) -> bytes:
-    call = channel.unary_unary(signal.grpc_method, request_serializer=None,
-                               response_deserializer=None)
-    return call(raw, metadata=metadata, timeout=30)  # type: ignore[no-any-return]
+def export(
+    channel: grpc.Channel, signal: otlp.Signal, raw: bytes, metadata: Metadata = ()
+) -> bytes:
+    call = channel.unary_unary(
+        signal.grpc_method, request_serializer=None, response_deserializer=None
+    )
+    return call(raw, metadata=metadata, timeout=30)
 
 
-def stream_als(channel: grpc.Channel, messages: Iterable[bytes], metadata: Metadata = ()
-               ) -> bytes:
+def stream_als(channel: grpc.Channel, messages: Iterable[bytes], metadata: Metadata = ()) -> bytes:
     call = channel.stream_unary(ALS_METHOD, request_serializer=None, response_deserializer=None)
-    return call(iter(messages), metadata=metadata, timeout=30)  # type: ignore[no-any-return]
+    return call(iter(messages), metadata=metadata, timeout=30)

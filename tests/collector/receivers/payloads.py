@@ -12,15 +12,17 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from collector.proto.gen import meshlens_als_pb2
+from collector.proto.gen import meshlens_als_pb2, meshlens_envoy_core_pb2
 
 # Recent timestamps: the store's retention (7 days by default) must not expire test rows.
 T0_NS = (time.time_ns() // 10**9 - 60) * 10**9
 
 
-def traces_request(n: int, *, service: str = "checkout", seed: int = 1, bad: int = 0,
-                   name: str = "GET /items") -> ExportTraceServiceRequest:
+def traces_request(
+    n: int, *, service: str = "checkout", seed: int = 1, bad: int = 0, name: str = "GET /items"
+) -> ExportTraceServiceRequest:
     """`n` valid spans plus `bad` spans with an invalid (short) trace id."""
     rnd = random.Random(seed)
     req = ExportTraceServiceRequest()
@@ -33,7 +35,7 @@ def traces_request(n: int, *, service: str = "checkout", seed: int = 1, bad: int
         s.trace_id = rnd.randbytes(16) if i < n else b"\x01\x02"
         s.span_id = rnd.randbytes(8)
         s.name = name
-        s.kind = 2
+        s.kind = Span.SPAN_KIND_SERVER
         s.start_time_unix_nano = T0_NS + i * 1000
         s.end_time_unix_nano = s.start_time_unix_nano + 2_000_000
         s.attributes.add(key="http.request.method", value=AnyValue(string_value="GET"))
@@ -69,31 +71,47 @@ def logs_request(n: int, *, bad: int = 0) -> ExportLogsServiceRequest:
     return req
 
 
-def istio_node(workload: str = "productpage-v1", namespace: str = "default", app: str =
-               "productpage", version: str = "v1") -> meshlens_als_pb2.StreamAccessLogsMessage:
+def istio_node(
+    workload: str = "productpage-v1",
+    namespace: str = "default",
+    app: str = "productpage",
+    version: str = "v1",
+) -> meshlens_als_pb2.StreamAccessLogsMessage:
     """A first ALS message's identifier as an Istio sidecar sends it (no entries)."""
     msg = meshlens_als_pb2.StreamAccessLogsMessage()
     node = msg.identifier.node
     node.id = f"sidecar~10.0.0.1~{workload}-abc.{namespace}~{namespace}.svc.cluster.local"
     node.cluster = f"{app}.{namespace}"
     md = Struct()
-    md.update({
-        "NAMESPACE": namespace,
-        "WORKLOAD_NAME": workload,
-        "SERVICE_ACCOUNT": f"bookinfo-{app}",
-        "CLUSTER_ID": "Kubernetes",
-        "LABELS": {"app": app, "version": version,
-                   "service.istio.io/canonical-name": app,
-                   "service.istio.io/canonical-revision": version},
-    })
+    md.update(
+        {
+            "NAMESPACE": namespace,
+            "WORKLOAD_NAME": workload,
+            "SERVICE_ACCOUNT": f"bookinfo-{app}",
+            "CLUSTER_ID": "Kubernetes",
+            "LABELS": {
+                "app": app,
+                "version": version,
+                "service.istio.io/canonical-name": app,
+                "service.istio.io/canonical-revision": version,
+            },
+        }
+    )
     node.metadata.CopyFrom(md)
     msg.identifier.log_name = "envoy_accesslog"
     return msg
 
 
-def als_message(n: int, *, first: bool, start_s: float = T0_NS / 1e9, code: int = 200,
-                cluster: str = "outbound|9080|v1|reviews.default.svc.cluster.local",
-                path: str = "/reviews/0", **node: str) -> bytes:
+def als_message(
+    n: int,
+    *,
+    first: bool,
+    start_s: float = T0_NS / 1e9,
+    code: int = 200,
+    cluster: str = "outbound|9080|v1|reviews.default.svc.cluster.local",
+    path: str = "/reviews/0",
+    **node: str,
+) -> bytes:
     """A StreamAccessLogsMessage with `n` HTTP entries (+ the identifier when `first`)."""
     msg = istio_node(**node) if first else meshlens_als_pb2.StreamAccessLogsMessage()
     for i in range(n):
@@ -102,7 +120,7 @@ def als_message(n: int, *, first: bool, start_s: float = T0_NS / 1e9, code: int 
         c.start_time.FromNanoseconds(int((start_s + i * 0.001) * 1e9))
         c.duration.FromMilliseconds(5)
         c.upstream_cluster = cluster
-        e.request.request_method = 1  # GET
+        e.request.request_method = meshlens_envoy_core_pb2.GET
         e.request.authority = "reviews:9080"
         e.request.path = path
         e.request.request_id = f"req-{i}"

@@ -41,8 +41,11 @@ def send_metrics(exporter: Any, service: str = "checkout") -> dict[str, str]:
     provider = MeterProvider(
         resource=Resource.create({"service.name": service}),
         metric_readers=[reader],
-        views=[View(instrument_name="payload.size",
-                    aggregation=ExponentialBucketHistogramAggregation())],
+        views=[
+            View(
+                instrument_name="payload.size", aggregation=ExponentialBucketHistogramAggregation()
+            )
+        ],
     )
     meter = provider.get_meter("tests")
     meter.create_counter("orders.placed").add(3, {"region": "eu"})
@@ -52,8 +55,13 @@ def send_metrics(exporter: Any, service: str = "checkout") -> dict[str, str]:
     meter.create_gauge("temperature").set(21.5)
     assert provider.force_flush(30_000)
     provider.shutdown()
-    return {"orders.placed": "sum", "queue.items": "sum", "order.latency": "histogram",
-            "payload.size": "exponential_histogram", "temperature": "gauge"}
+    return {
+        "orders.placed": "sum",
+        "queue.items": "sum",
+        "order.latency": "histogram",
+        "payload.size": "exponential_histogram",
+        "temperature": "gauge",
+    }
 
 
 def send_logs(exporter: Any, n: int, service: str = "checkout") -> None:
@@ -61,7 +69,11 @@ def send_logs(exporter: Any, n: int, service: str = "checkout") -> None:
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter, schedule_delay_millis=50))
     logger = provider.get_logger("tests")
     for i in range(n):
-        logger.emit(body=f"payment {i} declined", severity_number=SeverityNumber.WARN,
-                    severity_text="WARN", attributes={"i": i})
+        logger.emit(
+            body=f"payment {i} declined",
+            severity_number=SeverityNumber.WARN,
+            severity_text="WARN",
+            attributes={"i": i},
+        )
     assert provider.force_flush(30_000)
     provider.shutdown()

@@ -23,7 +23,7 @@ PB = {"Content-Type": "application/x-protobuf"}
 
 
 def _retry_delay(err: grpc.RpcError) -> float:
-    trailers = dict(err.trailing_metadata())  # type: ignore[attr-defined]
+    trailers = dict(err.trailing_metadata())
     info = RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"])
     delay = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
     assert int(trailers["grpc-retry-pushback-ms"]) == int(delay * 1000)
@@ -43,7 +43,7 @@ def test_disk_budget_full_is_resource_exhausted_with_retry_info(
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "disk budget" in err.value.details()
         assert _retry_delay(err.value) == 30.0
-    status, body, headers = http_post(sp.otlp_url("/v1/traces"), spans, PB)
+    status, _body, headers = http_post(sp.otlp_url("/v1/traces"), spans, PB)
     assert status == 429 and headers["Retry-After"] == "30"
     assert sp.stop() == 0
     assert count_rows(sp.data_dir, "spans") == 5  # only the acknowledged request
@@ -70,8 +70,7 @@ def test_disk_full_is_unavailable_and_the_collector_recovers(
         with pytest.raises(grpc.RpcError) as err:
             stream_als(ch, [als_message(2, first=True)])
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        status, body, headers = http_post(f"http://127.0.0.1:{c.ports.http}/v1/traces", spans,
-                                          PB)
+        status, _body, headers = http_post(f"http://127.0.0.1:{c.ports.http}/v1/traces", spans, PB)
         assert status == 503 and int(headers["Retry-After"]) >= 1
         assert c.ready  # a full disk is not a crash
         monkeypatch.undo()

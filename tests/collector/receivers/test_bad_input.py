@@ -33,8 +33,15 @@ def _nested_any_value(depth: int) -> bytes:
         kvlist = b"\x0a" + _varint(len(kv)) + kv  # KeyValueList{values}
         value = b"\x32" + _varint(len(kvlist)) + kvlist  # AnyValue{kvlist_value=6}
     attr = b"\x0a\x01a\x12" + _varint(len(value)) + value  # KeyValue
-    span = (b"\x0a\x10" + bytes(range(1, 17)) + b"\x12\x08" + bytes(range(1, 9))
-            + b"\x4a" + _varint(len(attr)) + attr)  # attributes = 9
+    span = (
+        b"\x0a\x10"
+        + bytes(range(1, 17))
+        + b"\x12\x08"
+        + bytes(range(1, 9))
+        + b"\x4a"
+        + _varint(len(attr))
+        + attr
+    )  # attributes = 9
     scope_spans = b"\x12" + _varint(len(span)) + span
     resource_spans = b"\x12" + _varint(len(scope_spans)) + scope_spans
     return b"\x0a" + _varint(len(resource_spans)) + resource_spans
@@ -69,8 +76,7 @@ def test_malformed_requests_are_invalid_argument_and_nothing_else_is_lost(
             export(ch, signal, raw)
     assert running_serve.stop() == 0
     d = running_serve.data_dir
-    assert (count_rows(d, "spans"), count_rows(d, "metrics"), count_rows(d, "logs")) == (
-        20, 8, 12)
+    assert (count_rows(d, "spans"), count_rows(d, "metrics"), count_rows(d, "logs")) == (20, 8, 12)
 
 
 def test_oversized_request_is_resource_exhausted_naming_the_limit(
@@ -79,8 +85,9 @@ def test_oversized_request_is_resource_exhausted_naming_the_limit(
     sp = serve_factory("--max-message-size", "64KiB")  # type: ignore[operator]
     big = traces_request(1000).SerializeToString()
     assert len(big) > 65536
-    with grpc.insecure_channel(sp.grpc_target,
-                               options=[("grpc.max_send_message_length", -1)]) as ch:
+    with grpc.insecure_channel(
+        sp.grpc_target, options=[("grpc.max_send_message_length", -1)]
+    ) as ch:
         with pytest.raises(grpc.RpcError) as err:
             export(ch, otlp.TRACES, big)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -21,16 +21,35 @@ def test_node_identity_of_the_first_message_applies_to_the_whole_stream(
     running_serve: ServeProcess,
 ) -> None:
     with grpc.insecure_channel(running_serve.grpc_target) as ch:
-        stream_als(ch, [als_message(3, first=True), als_message(2, first=False),
-                        als_message(4, first=False, code=503)])
-        stream_als(ch, [
-            als_message(5, first=True, cluster="inbound|9080||", workload="reviews-v2",
-                        app="reviews", version="v2"),
-        ])
+        stream_als(
+            ch,
+            [
+                als_message(3, first=True),
+                als_message(2, first=False),
+                als_message(4, first=False, code=503),
+            ],
+        )
+        stream_als(
+            ch,
+            [
+                als_message(
+                    5,
+                    first=True,
+                    cluster="inbound|9080||",
+                    workload="reviews-v2",
+                    app="reviews",
+                    version="v2",
+                ),
+            ],
+        )
     assert running_serve.stop() == 0
-    rows = query(running_serve.data_dir, "requests",
-                 "reporter, source_workload, destination_workload, destination_version, "
-                 "response_code, count(*)", rest="group by all order by all")
+    rows = query(
+        running_serve.data_dir,
+        "requests",
+        "reporter, source_workload, destination_workload, destination_version, "
+        "response_code, count(*)",
+        rest="group by all order by all",
+    )
     assert rows == [
         ("destination", "unknown", "reviews-v2", "v2", 200, 5),
         ("source", "productpage-v1", "unknown", "v1", 200, 5),
@@ -69,13 +88,25 @@ def test_a_thousand_concurrent_streams_are_held(running_serve: ServeProcess) -> 
         channels = [grpc.aio.insecure_channel(running_serve.grpc_target) for _ in range(8)]
         tasks = [asyncio.create_task(sidecar(channels[i % 8], i)) for i in range(n_streams)]
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, lambda: wait_for(
-            lambda: _gauge(running_serve, "meshlens_envoy_als_streams") == n_streams,
-            60, f"{n_streams} open ALS streams", interval=0.2))
+        await loop.run_in_executor(
+            None,
+            lambda: wait_for(
+                lambda: _gauge(running_serve, "meshlens_envoy_als_streams") == n_streams,
+                60,
+                f"{n_streams} open ALS streams",
+                interval=0.2,
+            ),
+        )
         # every stream's first message is durable while all of them are still open
-        await loop.run_in_executor(None, lambda: wait_for(
-            lambda: count_rows(running_serve.data_dir, "requests") == n_streams * per_message,
-            30, "first messages converted", interval=0.2))
+        await loop.run_in_executor(
+            None,
+            lambda: wait_for(
+                lambda: count_rows(running_serve.data_dir, "requests") == n_streams * per_message,
+                30,
+                "first messages converted",
+                interval=0.2,
+            ),
+        )
         rss = _rss_mib(running_serve.proc.pid)
         release.set()
         await asyncio.gather(*tasks)
@@ -89,4 +120,5 @@ def test_a_thousand_concurrent_streams_are_held(running_serve: ServeProcess) -> 
     assert running_serve.stop() == 0
     assert count_rows(running_serve.data_dir, "requests") == n_streams * per_message * 2
     assert query(running_serve.data_dir, "requests", "count(distinct source_workload)") == [
-        (n_streams,)]
+        (n_streams,)
+    ]

@@ -51,8 +51,9 @@ def test_logs_count_records_and_reject_bad_trace_ids() -> None:
 
 @pytest.mark.parametrize("signal", otlp.SIGNALS, ids=lambda s: s.name)
 @pytest.mark.parametrize("raw", [b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x0a\x80"])
-def test_malformed_protobuf_is_a_decode_error_naming_the_message(signal: otlp.Signal,
-                                                                  raw: bytes) -> None:
+def test_malformed_protobuf_is_a_decode_error_naming_the_message(
+    signal: otlp.Signal, raw: bytes
+) -> None:
     with pytest.raises(DecodeError, match=r"Export\w+ServiceRequest: malformed protobuf"):
         otlp.check(signal, raw)
 
@@ -65,7 +66,10 @@ def test_empty_request_is_valid_with_nothing_to_store() -> None:
 def test_failure_mapping() -> None:
     f = classify(DecodeError("x", "bad"))
     assert (f.grpc_code, f.http_status, f.retry_after_s) == (
-        grpc.StatusCode.INVALID_ARGUMENT, 400, None)
+        grpc.StatusCode.INVALID_ARGUMENT,
+        400,
+        None,
+    )
     f = classify(PayloadTooLarge(10, 5))
     assert (f.grpc_code, f.http_status) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 413)
     f = classify(Overloaded("memory budget", 1.5))

@@ -21,9 +21,22 @@ def test_sdk_spans_are_queryable_with_meshlens_sql(running_serve: ServeProcess) 
     # Acknowledged data is queryable within seconds, while the server keeps running.
     assert wait_rows(running_serve.data_dir, "spans", n, timeout=10) == n
     out = subprocess.run(
-        [sys.executable, "-m", "collector", "sql", "--data-dir", str(running_serve.data_dir),
-         "--format", "json", "select service_name, count(*) as n from spans group by 1"],
-        capture_output=True, text=True, cwd=REPO, timeout=60, check=True,
+        [
+            sys.executable,
+            "-m",
+            "collector",
+            "sql",
+            "--data-dir",
+            str(running_serve.data_dir),
+            "--format",
+            "json",
+            "select service_name, count(*) as n from spans group by 1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
     )
     assert json.loads(out.stdout) == [{"service_name": "checkout", "n": n}]
 

@@ -26,23 +26,38 @@ JS = {"Content-Type": "application/json"}
 
 def _json_traces(ids: list[tuple[str, str]]) -> bytes:
     spans = [
-        {"traceId": t, "spanId": s, "name": "GET /cart", "kind": "SPAN_KIND_SERVER",
-         "startTimeUnixNano": "1767225600000000000", "endTimeUnixNano": "1767225600005000000",
-         "attributes": [{"key": "http.request.method", "value": {"stringValue": "GET"}}]}
+        {
+            "traceId": t,
+            "spanId": s,
+            "name": "GET /cart",
+            "kind": "SPAN_KIND_SERVER",
+            "startTimeUnixNano": "1767225600000000000",
+            "endTimeUnixNano": "1767225600005000000",
+            "attributes": [{"key": "http.request.method", "value": {"stringValue": "GET"}}],
+        }
         for t, s in ids
     ]
-    return json.dumps({"resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]},
-        "scopeSpans": [{"scope": {"name": "json"}, "spans": spans}],
-    }]}).encode()
+    return json.dumps(
+        {
+            "resourceSpans": [
+                {
+                    "resource": {
+                        "attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]
+                    },
+                    "scopeSpans": [{"scope": {"name": "json"}, "spans": spans}],
+                }
+            ]
+        }
+    ).encode()
 
 
 def test_sdk_http_exporters_protobuf_and_gzip(running_serve: ServeProcess) -> None:
     url = running_serve.otlp_url
     send_spans(OTLPSpanExporter(endpoint=url("/v1/traces"), compression=Compression.Gzip), 300)
     send_logs(OTLPLogExporter(endpoint=url("/v1/logs")), 12)
-    expected = send_metrics(OTLPMetricExporter(endpoint=url("/v1/metrics"),
-                                               compression=Compression.Gzip))
+    expected = send_metrics(
+        OTLPMetricExporter(endpoint=url("/v1/metrics"), compression=Compression.Gzip)
+    )
     assert wait_rows(running_serve.data_dir, "spans", 300) == 300
     assert wait_rows(running_serve.data_dir, "logs", 12) == 12
     wait_rows(running_serve.data_dir, "metrics", len(expected))
@@ -70,8 +85,11 @@ def test_json_body_with_hex_ids_and_partial_success(collector_factory: Any) -> N
 def test_gzip_protobuf_body_and_protobuf_response(collector_factory: Any) -> None:
     c = collector_factory()
     raw = traces_request(40, bad=1).SerializeToString()
-    status, body, headers = http_post(f"http://127.0.0.1:{c.ports.http}/v1/traces",
-                                      gzip.compress(raw), {**PB, "Content-Encoding": "gzip"})
+    status, body, headers = http_post(
+        f"http://127.0.0.1:{c.ports.http}/v1/traces",
+        gzip.compress(raw),
+        {**PB, "Content-Encoding": "gzip"},
+    )
     assert status == 200 and headers["Content-Type"] == "application/x-protobuf"
     assert ExportTraceServiceResponse.FromString(body).partial_success.rejected_spans == 1
     assert c.store.wait_converted(10)
@@ -95,7 +113,7 @@ def test_bad_requests_get_spec_status_and_nothing_is_stored(
 ) -> None:
     c = collector_factory()
     url = f"http://127.0.0.1:{c.ports.http}/v1/traces"
-    got, resp, resp_headers = http_post(url, body, headers)
+    got, resp, _resp_headers = http_post(url, body, headers)
     assert got == status, resp
     if got == 400 and headers is PB:
         st = status_pb2.Status.FromString(resp)

@@ -4,6 +4,8 @@ without client certificates on the gRPC and OTLP/HTTP ports."""
 from __future__ import annotations
 
 import ssl
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
 from collector.receivers import otlp
-from tests.collector.conftest import ServeProcess, http_get, http_post
+from tests.collector.conftest import REPO, ServeProcess, http_get, http_post
 from tests.collector.receivers.certs import make_tls_files
 from tests.collector.receivers.grpc_client import export, stream_als
 from tests.collector.receivers.payloads import als_message, traces_request
@@ -43,8 +45,12 @@ def test_bearer_token_is_required_everywhere_but_health(
         # Kubernetes gRPC probes cannot send headers: health stays open.
         resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""))
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
-    send_spans(OTLPSpanExporter(endpoint=sp.grpc_target, insecure=True,
-                                headers={"authorization": f"Bearer {TOKEN}"}), 10)
+    send_spans(
+        OTLPSpanExporter(
+            endpoint=sp.grpc_target, insecure=True, headers={"authorization": f"Bearer {TOKEN}"}
+        ),
+        10,
+    )
 
     url = sp.otlp_url("/v1/traces")
     assert http_post(url, spans, PB)[0] == 401
@@ -61,8 +67,9 @@ def test_bearer_token_is_required_everywhere_but_health(
     assert count_rows(sp.data_dir, "requests") == 2
 
 
-def test_tls_and_client_certificates(serve_factory: Callable[..., ServeProcess],
-                                     tmp_path: Path) -> None:
+def test_tls_and_client_certificates(
+    serve_factory: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
     tls = make_tls_files(tmp_path / "tls")
     ca = tls.ca.read_bytes()
     spans = traces_request(4).SerializeToString()
@@ -77,19 +84,30 @@ def test_tls_and_client_certificates(serve_factory: Callable[..., ServeProcess],
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     ctx = ssl.create_default_context(cafile=str(tls.ca))
     assert http_post(sp.otlp_url("/v1/traces", "https"), spans, PB, context=ctx)[0] == 200
-    send_spans(OTLPSpanExporter(endpoint=f"https://{sp.grpc_target}",
-                                credentials=grpc.ssl_channel_credentials(ca)), 5)
+    send_spans(
+        OTLPSpanExporter(
+            endpoint=f"https://{sp.grpc_target}", credentials=grpc.ssl_channel_credentials(ca)
+        ),
+        5,
+    )
     assert sp.stop() == 0
     assert count_rows(sp.data_dir, "spans") == 4 + 4 + 5
 
-    mtls = serve_factory("--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key),
-                         "--tls-client-ca", str(tls.ca))
+    mtls = serve_factory(
+        "--tls-cert",
+        str(tls.server_cert),
+        "--tls-key",
+        str(tls.server_key),
+        "--tls-client-ca",
+        str(tls.ca),
+    )
     with grpc.secure_channel(mtls.grpc_target, grpc.ssl_channel_credentials(ca)) as ch:
         with pytest.raises(grpc.RpcError) as err:  # no client certificate
             export(ch, otlp.TRACES, spans)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     client_creds = grpc.ssl_channel_credentials(
-        ca, tls.client_key.read_bytes(), tls.client_cert.read_bytes())
+        ca, tls.client_key.read_bytes(), tls.client_cert.read_bytes()
+    )
     with grpc.secure_channel(mtls.grpc_target, client_creds) as ch:
         export(ch, otlp.TRACES, spans)
     with pytest.raises(OSError):  # https without a client certificate
@@ -100,18 +118,41 @@ def test_tls_and_client_certificates(serve_factory: Callable[..., ServeProcess],
     assert count_rows(mtls.data_dir, "spans") == 8
 
 
-def test_bad_tls_configuration_is_a_clear_startup_error(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.collector.conftest import REPO
-
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tls-cert", "{d}/missing.pem", "--tls-key", "{d}/missing.key"], "cannot read"),
+        (["--tls-cert", "{d}/garbage.pem", "--tls-key", "{d}/garbage.pem"], "not a usable PEM"),
+        (["--tls-client-ca", "{d}/garbage.pem"], "needs --tls-cert and --tls-key"),
+        (["--tls-cert", "{d}/garbage.pem"], "give both"),
+    ],
+    ids=["missing", "garbage", "ca-without-cert", "cert-without-key"],
+)
+def test_bad_tls_configuration_is_a_clear_startup_error(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    (tmp_path / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nnope\n")
     out = subprocess.run(
-        [sys.executable, "-m", "collector", "serve", "--data-dir", str(tmp_path / "d"),
-         "--grpc-port", "0", "--http-port", "0", "--api-port", "0",
-         "--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(tmp_path / "k.pem")],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "collector",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--api-port",
+            "0",
+            *(f.format(d=tmp_path) for f in flags),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
     )
     assert out.returncode == 2
-    assert "cannot read" in out.stderr and "Traceback" not in out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
     assert "collector ready" not in out.stderr

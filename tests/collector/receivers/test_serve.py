@@ -24,8 +24,9 @@ from tests.collector.receivers.rows import count_rows
 
 
 def _metric(text: str, line_start: str) -> float:
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith(line_start)]
+    values = [
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)
+    ]
     assert values, f"no sample {line_start!r}"
     return sum(values)
 
@@ -33,16 +34,25 @@ def _metric(text: str, line_start: str) -> float:
 def test_ready_line_state_file_and_probes(running_serve: ServeProcess) -> None:
     sp = running_serve
     doc = json.loads((sp.data_dir / "serve.json").read_text())
-    assert doc == {"pid": sp.proc.pid, "grpc_port": sp.grpc_port, "http_port": sp.http_port,
-                   "api_port": sp.api_port}
-    assert (f"meshlens serve ready grpc={sp.grpc_port} http={sp.http_port} api={sp.api_port}"
-            in sp.log())
+    assert doc == {
+        "pid": sp.proc.pid,
+        "grpc_port": sp.grpc_port,
+        "http_port": sp.http_port,
+        "api_port": sp.api_port,
+    }
+    assert (
+        f"meshlens serve ready grpc={sp.grpc_port} http={sp.http_port} api={sp.api_port}"
+        in sp.log()
+    )
     assert http_get(sp.api_url("/healthz"))[:2] == (200, b'{"status": "ok"}')
     assert http_get(sp.api_url("/readyz"))[:2] == (200, b'{"status": "ready"}')
     with grpc.insecure_channel(sp.grpc_target) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
-        for service in ["", *(s.service for s in SIGNALS),
-                        "envoy.service.accesslog.v3.AccessLogService"]:
+        for service in [
+            "",
+            *(s.service for s in SIGNALS),
+            "envoy.service.accesslog.v3.AccessLogService",
+        ]:
             resp = stub.Check(health_pb2.HealthCheckRequest(service=service))
             assert resp.status == health_pb2.HealthCheckResponse.SERVING, service
 
@@ -72,8 +82,12 @@ def test_metrics_count_received_accepted_rejected_and_the_store(
     assert _metric(text, f"meshlens_receiver_accepted_items_total{{{als}}}") == 7
     assert _metric(text, "meshlens_receiver_append_duration_seconds_count") == 4
     assert _metric(text, "meshlens_store_items_appended_total") == 22
-    for name in ("meshlens_store_wal_bytes_pending", "meshlens_store_wal_lag_seconds",
-                 "meshlens_store_last_flush_seconds", "meshlens_envoy_als_streams"):
+    for name in (
+        "meshlens_store_wal_bytes_pending",
+        "meshlens_store_wal_lag_seconds",
+        "meshlens_store_last_flush_seconds",
+        "meshlens_envoy_als_streams",
+    ):
         _metric(text, name)
 
 
@@ -91,9 +105,24 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         s.listen()
         port = s.getsockname()[1]
         out = subprocess.run(
-            [sys.executable, "-m", "collector", "serve", "--data-dir", str(tmp_path / "d"),
-             "--grpc-port", str(port), "--http-port", "0", "--api-port", "0"],
-            capture_output=True, text=True, cwd=REPO, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "collector",
+                "serve",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--grpc-port",
+                str(port),
+                "--http-port",
+                "0",
+                "--api-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
         )
     assert out.returncode == 2, out.stderr
     assert f"--grpc-port {port}" in out.stderr and "Traceback" not in out.stderr
@@ -115,3 +144,41 @@ def test_readyz_is_503_until_started_and_after_stop(
     running.stop()
     resp = running._readyz(req)
     assert resp.status == 503 and b"stopping" in resp.body
+
+
+def test_sigterm_during_sustained_ingest_loses_no_acknowledged_span(
+    running_serve: ServeProcess,
+) -> None:
+    import threading
+
+    acked = [0]
+    errors: list[grpc.StatusCode] = []
+    stop = threading.Event()
+
+    def client(seed: int) -> None:
+        with grpc.insecure_channel(running_serve.grpc_target) as ch:
+            i = 0
+            while not stop.is_set():
+                raw = traces_request(100, seed=seed * 100_000 + i).SerializeToString()
+                i += 1
+                try:
+                    export(ch, otlp.TRACES, raw)
+                except grpc.RpcError as exc:
+                    errors.append(exc.code())
+                    return  # the server is going away
+                acked[0] += 100
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    wait_for_acks = 0
+    while acked[0] < 3000 and wait_for_acks < 600:  # some ingest before the signal
+        wait_for_acks += 1
+        threading.Event().wait(0.05)
+    assert running_serve.stop() == 0
+    stop.set()
+    for t in threads:
+        t.join(30)
+    # refused while stopping: UNAVAILABLE, or CANCELLED when the call raced the shutdown
+    assert set(errors) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+    assert count_rows(running_serve.data_dir, "spans") == acked[0] > 0
