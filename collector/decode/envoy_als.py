@@ -226,14 +226,24 @@ def _tls_facts(tls: Any) -> tuple[tuple[str, ...], str, tuple[str, ...], str, st
     )
 
 
+# The upstream host decides identity only for these clusters (identity.resolve); elsewhere
+# keying on it would make every entry a cache miss (one key per upstream pod address).
+_HOST_CLUSTERS: Final = frozenset({identity.PASSTHROUGH, identity.BLACKHOLE})
+_CACHE_MAX: Final = 8192
+_Resolved = tuple[tuple[Any, ...], int | None]
+# Shared by the records a process decodes (keys include the local workload), bounded.
+_RESOLVED: dict[tuple[Any, ...], _Resolved] = {}
+
+
 class _Identities:
-    """identity.resolve per distinct identity facts of an entry (cluster, certificates, SNI,
-    peer metadata, authority, upstream host), cached for the record: a batch of entries from
-    one sidecar shares few of them, and resolving is far slower than building the key."""
+    """identity.resolve per distinct identity facts of an entry (local workload, cluster,
+    certificates, SNI, peer metadata, authority, upstream host where it matters), cached across
+    records: a sidecar's entries share few of them, and resolving is far slower than building
+    the key."""
 
     def __init__(self, local: Workload) -> None:
         self.local = local
-        self._cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], int | None]] = {}
+        self._cache = _RESOLVED
 
     def get(
         self, common: Any, authority: str, request_mx: str, response_mx: str
@@ -243,19 +253,23 @@ class _Identities:
         tls_key = common.tls_properties.SerializeToString() if has_tls else None
         fso = common.filter_state_objects
         fs_key = tuple(sorted((k, v.type_url, v.value) for k, v in fso.items())) if fso else ()
+        cluster = common.upstream_cluster
         up_addr = common.upstream_remote_address
         upstream_host = up_addr.socket_address.address if up_addr.HasField("socket_address") else ""
         key = (
-            common.upstream_cluster,
+            self.local,
+            cluster,
             tls_key,
             fs_key,
             request_mx,
             response_mx,
             authority,
-            upstream_host,
+            upstream_host if cluster.strip() in _HOST_CLUSTERS else "",
         )
         hit = self._cache.get(key)
         if hit is None:
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
             tls_facts = _tls_facts(common.tls_properties) if has_tls else None
             obs = _observation(
                 common, self.local, authority, tls_facts, request_mx, response_mx, upstream_host

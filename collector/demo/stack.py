@@ -37,7 +37,7 @@ SCENARIOS: Final = {
     # scenario -> knobs of the canary (reviews v3)
     "healthy": {"error_rate": 0.0, "extra_latency_ms": 0.0},
     "errors": {"error_rate": 0.08, "extra_latency_ms": 0.0},
-    "latency": {"error_rate": 0.0, "extra_latency_ms": 60.0},
+    "latency": {"error_rate": 0.0, "extra_latency_ms": 150.0},
 }
 REVIEWS: Final = "reviews.default.svc.cluster.local"
 V1_SHARE: Final = 20  # reviews v1 keeps a fixed relative weight the gate does not own
