@@ -15,7 +15,7 @@ Derived views (documented in the README):
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from analytics.objectstore_source import remote_location
 from analytics.window import TimeWindow
-from collector.store.layout import visible_files
+from collector.store.layout import parse_segment_file, visible_files
 from collector.store.schema import TABLES, TIME_COLUMN
 
 BASE_VIEWS: Final = tuple(TABLES)
@@ -143,21 +143,41 @@ def empty_select(table: str) -> str:
     return f"SELECT {cols} WHERE false"
 
 
+def _covered(path: Path, table: str, window: TimeWindow) -> bool:
+    """True when the file's dt/hr partition lies inside the window: the writer puts only rows
+    of that hour there, so its rows need no time filter (nor the time column decoded)."""
+    seg = parse_segment_file(path, table)
+    if seg is None:
+        return False
+    hour = datetime.fromisoformat(f"{seg.dt}T{seg.hr}:00:00+00:00")
+    return window.start <= hour and hour + timedelta(hours=1) <= window.end
+
+
 def base_view_sql(data_dir: Path, table: str, window: TimeWindow | None) -> str:
     start, end = (window.start, window.end) if window else (None, None)
     files = visible_files(data_dir, table, start, end)
     empty = empty_select(table)
     if not files:
         return empty
-    listing = ", ".join(_quote(str(p)) for p in files)
-    scan = (
-        f"SELECT * FROM read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
-    )
-    if window is not None:
-        col = TIME_COLUMN[table]
-        scan += f" WHERE {col} >= {_ts_literal(window.start)} AND {col} < {_ts_literal(window.end)}"
+    inside = [p for p in files if window is not None and _covered(p, table, window)]
+    edge = [p for p in files if p not in set(inside)]
+    scans = []
+    for group, filtered in ((inside, False), (edge, True)):
+        if not group:
+            continue
+        listing = ", ".join(_quote(str(p)) for p in group)
+        scan = (
+            f"SELECT * FROM read_parquet([{listing}], union_by_name = true, "
+            "hive_partitioning = false)"
+        )
+        if window is not None and filtered:
+            col = TIME_COLUMN[table]
+            scan += (
+                f" WHERE {col} >= {_ts_literal(window.start)} AND {col} < {_ts_literal(window.end)}"
+            )
+        scans.append(scan)
     # The typed empty branch adds columns that no file has yet (schema evolution) and fixes types.
-    return f"{empty} UNION ALL BY NAME {scan}"
+    return " UNION ALL BY NAME ".join([empty, *scans])
 
 
 def apply_sandbox(

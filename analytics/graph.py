@@ -74,15 +74,7 @@ def _sql_literal(v: Any) -> str:
     return "'" + str(v).replace("'", "''") + "'"
 
 
-def _projection(
-    level: str, namespaces: Sequence[str], dedup: str, origin: str | None = None
-) -> str:
-    """Per-row key columns of `level` over the requests (or the exact `traffic` view)."""
-    if level not in _LEVEL_KEYS:
-        raise GraphError(f"unknown graph level {level!r}; choose from {', '.join(LEVELS)}")
-    if dedup not in DEDUPS:
-        raise GraphError(f"unknown dedup {dedup!r}; choose from {', '.join(DEDUPS)}")
-    src_key, dst_key, dst_known = _LEVEL_KEYS[level]
+def _where(namespaces: Sequence[str], origin: str | None) -> str:
     conds = []
     if namespaces:
         ns = ", ".join("'" + n.replace("'", "''") + "'" for n in namespaces)
@@ -90,28 +82,229 @@ def _projection(
     if origin:
         # Sidecars that send both gRPC ALS and OTel access logs report every request twice.
         conds.append(f"origin = {_sql_literal(origin)}")
-    where = ("WHERE " + " AND ".join(conds)) if conds else ""
-    # With dedup='request' the traffic view already holds one row per request: no pick needed.
-    is_src = "reporter = 'source'" if dedup == "series" else "false"
-    table = "requests" if dedup == "series" else "traffic"
-    return f"""
-WITH r AS NOT MATERIALIZED (
-    SELECT
-        {_SRC_UNKNOWN} AS s_unknown,
+    return ("WHERE " + " AND ".join(conds)) if conds else ""
+
+
+def _check(level: str, dedup: str) -> None:
+    if level not in _LEVEL_KEYS:
+        raise GraphError(f"unknown graph level {level!r}; choose from {', '.join(LEVELS)}")
+    if dedup not in DEDUPS:
+        raise GraphError(f"unknown dedup {dedup!r}; choose from {', '.join(DEDUPS)}")
+
+
+def _key_exprs(level: str) -> str:
+    """The edge key columns of `level` as expressions over request columns."""
+    src_key, dst_key, dst_known = _LEVEL_KEYS[level]
+    return f"""{_SRC_UNKNOWN} AS s_unknown,
         CASE WHEN {_SRC_UNKNOWN} THEN {_U} ELSE coalesce(source_namespace, {_U}) END AS s_ns,
         CASE WHEN {_SRC_UNKNOWN} THEN {_U} ELSE coalesce({src_key}, {_U}) END AS s_key,
         {dst_known} AS d_known,
         coalesce(destination_namespace, {_U}) AS d_ns,
         CASE WHEN {dst_known} THEN coalesce({dst_key}, {_U}) ELSE {_svc_name()} END AS d_key,
-        protocol,
+        protocol"""
+
+
+def _projection(
+    level: str, namespaces: Sequence[str], dedup: str, origin: str | None = None
+) -> str:
+    """Per-row key columns of `level` over the requests (or the exact `traffic` view)."""
+    _check(level, dedup)
+    # With dedup='request' the traffic view already holds one row per request: no pick needed.
+    is_src = "coalesce(reporter = 'source', false)" if dedup == "series" else "false"
+    table = "requests" if dedup == "series" else "traffic"
+    return f"""
+WITH r AS NOT MATERIALIZED (
+    SELECT
+        {_key_exprs(level)},
         {is_src} AS is_src,
         *
     FROM {table}
-    {where}
+    {_where(namespaces, origin)}
 )"""
 
 
 _EDGE_KEYS: Final = "s_unknown, s_ns, s_key, d_known, d_ns, d_key, protocol"
+_KEY_COLS: Final = ("s_unknown", "s_ns", "s_key", "d_known", "d_ns", "d_key", "protocol")
+
+# The request columns each level's edge key is computed from (plus `reporter`): the scans
+# group by these raw (dictionary-encoded) columns and compute the keys on the few groups,
+# instead of evaluating the CASE/coalesce key expressions on every row.
+_RAW_COMMON: Final = (
+    "source_workload",
+    "source_namespace",
+    "destination_namespace",
+    "destination_service_name",
+    "destination_service",
+    "protocol",
+)
+_RAW_LEVEL: Final[dict[str, tuple[str, ...]]] = {
+    "workload": ("destination_workload",),
+    "app": ("source_canonical_service", "destination_canonical_service"),
+    "versioned-app": (
+        "source_canonical_service",
+        "destination_canonical_service",
+        "source_version",
+        "destination_version",
+    ),
+    "service": ("source_canonical_service",),
+}
+# Identity attributes of the edge's nodes (any row of the edge tells them).
+_IDENTITY: Final = (
+    "source_workload AS s_workload",
+    "source_canonical_service AS s_app",
+    "source_version AS s_version",
+    "destination_workload AS d_workload",
+    "destination_canonical_service AS d_app",
+    "destination_version AS d_version",
+    "source_principal",
+    "destination_principal",
+)
+# Larger IN lists of first-seen times are not worth it: the identity scan reads everything.
+_MAX_TS_PROBES: Final = 2000
+
+
+def raw_columns(level: str) -> tuple[str, ...]:
+    """The raw request columns an edge key of `level` depends on, plus `reporter`."""
+    return (*_RAW_COMMON, *_RAW_LEVEL[level], "reporter")
+
+
+def raw_series_sql(
+    level: str, namespaces: Sequence[str] = (), dedup: str = "series", origin: str | None = None
+) -> str:
+    """Counts and bytes per raw key columns x response series, with the
+    edge key of `level` computed on the aggregated rows (one scan, narrow group keys)."""
+    _check(level, dedup)
+    raw = ", ".join(raw_columns(level))
+    is_src = "coalesce(reporter = 'source', false)" if dedup == "series" else "false"
+    table = "requests" if dedup == "series" else "traffic"
+    return f"""
+WITH raw AS (
+    SELECT {raw}, response_code, grpc_status, response_flags,
+        count(*) AS n,
+        count(*) FILTER (WHERE mtls) AS n_mtls,
+        sum(request_bytes) AS request_bytes,
+        sum(response_bytes) AS response_bytes
+    FROM {table}
+    {_where(namespaces, origin)}
+    GROUP BY ALL
+)
+SELECT {_key_exprs(level)},
+    {is_src} AS is_src,
+    coalesce(response_code, 0) AS code,
+    coalesce(grpc_status, '') AS grpc,
+    coalesce(response_flags, '-') AS flags,
+    coalesce(destination_service, 'unknown') AS host,
+    {raw},
+    n,
+    CASE WHEN reporter = 'source' THEN n ELSE 0 END AS n_src,
+    n_mtls,
+    coalesce(request_bytes, 0) AS request_bytes,
+    coalesce(response_bytes, 0) AS response_bytes
+FROM raw
+"""
+
+
+def _eq(col: str, v: Any) -> str:
+    return f"{col} IS NULL" if v is None else f"{col} = {_sql_literal(v)}"
+
+
+def _match(cols: Sequence[str], values: Sequence[Any]) -> str:
+    return "(" + " AND ".join(_eq(c, v) for c, v in zip(cols, values, strict=True)) + ")"
+
+
+def _narrow_group(
+    tuples: Mapping[tuple[Any, ...], tuple[Any, ...]],
+    unscanned_src: Sequence[tuple[Any, ...]],
+    cols: Sequence[str],
+) -> tuple[int, ...] | None:
+    """The fewest raw columns (their positions) that tell the scanned groups apart exactly.
+
+    `tuples` maps each raw key tuple the latency scan reads to its (edge key, is_src); a
+    subset of columns works when its values identify the edge key one-to-one on those tuples.
+    Grouping the 10M-row scan by two short columns instead of eight is most of its cost.
+    The subset also names the source-only edges in the scan's filter, so no source report
+    left out (`unscanned_src`) may share their values."""
+    import itertools
+
+    order = sorted(range(len(cols)), key=lambda i: _GROUP_PREFERENCE.get(cols[i], 9))
+    for size in range(1, len(cols) + 1):
+        for subset in itertools.combinations(order, size):
+            seen: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+            back: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+            ok = True
+            for t, target in tuples.items():
+                sv = tuple(t[i] for i in subset)
+                if seen.setdefault(sv, target) != target or back.setdefault(target, sv) != sv:
+                    ok = False
+                    break
+            src_only = {sv for sv, target in seen.items() if target[1]}
+            if ok and not any(tuple(t[i] for i in subset) in src_only for t in unscanned_src):
+                return subset
+    return None
+
+
+# Cheapest columns to group by first (short, few distinct values).
+_GROUP_PREFERENCE: Final = {
+    "destination_workload": 0,
+    "source_workload": 1,
+    "protocol": 2,
+    "reporter": 3,
+    "destination_canonical_service": 4,
+    "source_canonical_service": 5,
+    "destination_version": 6,
+    "source_version": 7,
+    "destination_namespace": 8,
+}
+
+
+def _scan_filter(
+    where: str,
+    group_cols: Sequence[str],
+    source_only: Sequence[tuple[Any, ...]] | None,
+) -> str:
+    """`where` plus: destination reports, and the source reports whose `group_cols` values
+    are in `source_only` (edges no destination reported); every row when None."""
+    if source_only is None:
+        return where
+    picks = ["reporter IS DISTINCT FROM 'source'"]
+    picks += [f"(reporter = 'source' AND {_match(group_cols, t)})" for t in source_only]
+    cond = "(" + " OR ".join(picks) + ")"
+    return f"{where} AND {cond}" if where else f"WHERE {cond}"
+
+
+def narrow_latency_sql(table: str, where: str, group_cols: Sequence[str]) -> str:
+    """Latency and first/last time per group of `group_cols` (`where`: _scan_filter)."""
+    cols = ", ".join(group_cols)
+    return f"""
+SELECT {cols},
+    count(*) AS n,
+    quantile_cont(duration_ms, [0.5, 0.95, 0.99]) AS q,
+    avg(duration_ms) AS avg_ms,
+    min(ts) AS first_seen,
+    max(ts) AS last_seen
+FROM {table}
+{where}
+GROUP BY {cols}
+"""
+
+
+def identity_sql(
+    table: str, where: str, group_cols: Sequence[str], first_seen: Sequence[Any]
+) -> str:
+    """One value of each identity attribute per group (`where`: _scan_filter). Probing only
+    the rows at each group's first-seen time finds every group while the scan skips almost
+    all row groups."""
+    cols = ", ".join(group_cols)
+    stamps = sorted(set(first_seen))
+    if 0 < len(stamps) <= _MAX_TS_PROBES:
+        listing = ", ".join(f"'{s.isoformat()}'::TIMESTAMPTZ" for s in stamps)
+        probe = f"ts IN ({listing})"
+        where = f"{where} AND {probe}" if where else f"WHERE {probe}"
+    ident = ", ".join(
+        f"any_value({e.split(' AS ')[0]}) AS {e.split(' AS ')[-1]}" for e in _IDENTITY
+    )
+    return f"""SELECT {cols}, {ident}, any_value({_svc_name()}) AS d_service
+FROM {table} {where} GROUP BY {cols}"""
 
 
 def latency_sql(
@@ -154,26 +347,6 @@ SELECT {_EDGE_KEYS}, is_src,
     any_value(destination_principal) AS destination_principal
 FROM r
 {where}
-GROUP BY ALL
-"""
-
-
-def series_sql(
-    level: str, namespaces: Sequence[str] = (), dedup: str = "series", origin: str | None = None
-) -> str:
-    """Per edge, reporter and series (code, gRPC status, flags, host): counts and bytes."""
-    return f"""{_projection(level, namespaces, dedup, origin)}
-SELECT {_EDGE_KEYS}, is_src,
-    coalesce(response_code, 0) AS code,
-    coalesce(grpc_status, '') AS grpc,
-    coalesce(response_flags, '-') AS flags,
-    coalesce(destination_service, 'unknown') AS host,
-    count(*) AS n,
-    count(*) FILTER (WHERE mtls) AS n_mtls,
-    count(*) FILTER (WHERE reporter = 'source') AS n_src,
-    coalesce(sum(request_bytes), 0) AS request_bytes,
-    coalesce(sum(response_bytes), 0) AS response_bytes
-FROM r
 GROUP BY ALL
 """
 
@@ -446,49 +619,72 @@ def requests_edge_stats(
     dedup: str = "series",
     origin: str | None = None,
 ) -> list[EdgeStats]:
-    """Two aggregate scans of the requests (latency per edge, counts per series), then
-    Kiali's reporter pick in Python on the small results: per series the destination's
-    report when it has one, else the source's; latency from the destination's reports when
-    the edge has any ("Response Times are reported using destination proxy telemetry, when
-    available")."""
-    key_cols = ("s_unknown", "s_ns", "s_key", "d_known", "d_ns", "d_key", "protocol")
-    series: dict[tuple[Any, ...], dict[tuple[Any, ...], dict[bool, dict[str, Any]]]] = defaultdict(
+    """Kiali's reporter pick over three scans: counts per raw key columns x series (the edge
+    keys computed on the aggregated rows), latency per edge, and the node identity of each
+    edge from a few probed rows. In Python, on the small results: per series the
+    destination's report when it has one, else the source's; latency from the destination's
+    reports when the edge has any ("Response Times are reported using destination proxy
+    telemetry, when available")."""
+    raw_cols = raw_columns(level)
+    table = "requests" if dedup == "series" else "traffic"
+    where = _where(namespaces, origin)
+    series: dict[tuple[Any, ...], dict[tuple[Any, ...], dict[bool, list[int]]]] = defaultdict(
         lambda: defaultdict(dict)
     )
-    for r in _rows(conn, series_sql(level, namespaces, dedup, origin)):
-        key = tuple(r[k] for k in key_cols)
-        series[key][(r["code"], r["grpc"], r["flags"], r["host"])][bool(r["is_src"])] = r
-    source_only = [
+    targets: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # raw key tuple -> (edge key, is_src)
+    for r in _rows(conn, raw_series_sql(level, namespaces, dedup, origin)):
+        key = tuple(r[k] for k in _KEY_COLS)
+        is_src = bool(r["is_src"])
+        targets[tuple(r[c] for c in raw_cols)] = (key, is_src)
+        acc = series[key][(r["code"], r["grpc"], r["flags"], r["host"])].setdefault(
+            is_src, [0, 0, 0, 0, 0]
+        )
+        for i, col in enumerate(("n", "n_mtls", "n_src", "request_bytes", "response_bytes")):
+            acc[i] += int(r[col])
+    source_only = {
         k
         for k, by_series in series.items()
         if not any(False in reps for reps in by_series.values())
-    ]
-    lat: dict[tuple[Any, ...], dict[bool, dict[str, Any]]] = defaultdict(dict)
-    for r in _rows(conn, latency_sql(level, namespaces, dedup, source_only, origin)):
-        lat[tuple(r[k] for k in key_cols)][bool(r["is_src"])] = r
+    }
+    # The raw tuples the latency scan reads: destination reports, and source reports of edges
+    # without any destination report.
+    scanned = {t: tg for t, tg in targets.items() if not tg[1] or tg[0] in source_only}
+    unscanned_src = [t for t, tg in targets.items() if tg[1] and t not in scanned]
+    subset = _narrow_group(scanned, unscanned_src, raw_cols)
+    lat: dict[tuple[Any, ...], dict[str, Any]] = {}
+    ident: dict[tuple[Any, ...], dict[str, Any]] = {}
+    if subset is not None and scanned:
+        by_group = {tuple(t[i] for i in subset): tg[0] for t, tg in scanned.items()}
+        group_cols = [raw_cols[i] for i in subset]
+        src_only = [sv for sv, k in by_group.items() if k in source_only]
+        scan_where = _scan_filter(where, group_cols, src_only if dedup == "series" else None)
+        for r in _rows(conn, narrow_latency_sql(table, scan_where, group_cols)):
+            lat[by_group[tuple(r[c] for c in group_cols)]] = r
+        probes = [r["first_seen"] for r in lat.values()]
+        for r in _rows(conn, identity_sql(table, scan_where, group_cols, probes)):
+            ident[by_group[tuple(r[c] for c in group_cols)]] = r
+        if not lat.keys() <= ident.keys():  # cannot happen; read every row then
+            for r in _rows(conn, identity_sql(table, scan_where, group_cols, [])):
+                ident[by_group[tuple(r[c] for c in group_cols)]] = r
+    elif scanned:
+        # Several raw tuples share an edge key (e.g. NULL and 'unknown'): group by the key
+        # expressions themselves.
+        for r in _rows(
+            conn, latency_sql(level, namespaces, dedup, sorted(source_only, key=repr), origin)
+        ):
+            key = tuple(r[k] for k in _KEY_COLS)
+            lat[key] = ident[key] = r
     out = []
-    for key, by_rep in lat.items():
-        main = by_rep.get(False) or by_rep[True]
-        both = [x for x in (by_rep.get(False), by_rep.get(True)) if x]
+    for key, main in sorted(lat.items(), key=lambda kv: repr(kv[0])):
+        names = {**ident[key], **dict(zip(_KEY_COLS, key, strict=True))}
         picked: list[Series] = []
         source_reported = 0
         for (code, grpc, flags, host), reps in sorted(series[key].items()):
-            row = reps.get(False) or reps[True]
-            source_reported += row["n_src"]
-            picked.append(
-                Series(
-                    int(code),
-                    grpc,
-                    flags,
-                    host,
-                    int(row["n"]),
-                    int(row["n_mtls"]),
-                    int(row["request_bytes"]),
-                    int(row["response_bytes"]),
-                )
-            )
+            n, n_mtls, n_src, req_b, resp_b = reps.get(False) or reps[True]
+            source_reported += n_src
+            picked.append(Series(int(code), grpc, flags, host, n, n_mtls, req_b, resp_b))
         q = main["q"] or [None, None, None]
-        src, dst = _node_refs(level, main)
+        src, dst = _node_refs(level, names)
         out.append(
             EdgeStats(
                 src,
@@ -499,11 +695,11 @@ def requests_edge_stats(
                 p95_ms=_num(q[1]),
                 p99_ms=_num(q[2]),
                 avg_ms=_num(main["avg_ms"]),
-                source_principal=main["source_principal"] or UNKNOWN,
-                destination_principal=main["destination_principal"] or UNKNOWN,
+                source_principal=names["source_principal"] or UNKNOWN,
+                destination_principal=names["destination_principal"] or UNKNOWN,
                 source_reported=source_reported,
-                first_seen=min(x["first_seen"] for x in both).isoformat(),
-                last_seen=max(x["last_seen"] for x in both).isoformat(),
+                first_seen=main["first_seen"].isoformat(),
+                last_seen=main["last_seen"].isoformat(),
             )
         )
     return out

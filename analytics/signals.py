@@ -93,8 +93,14 @@ def _base(
     step_s: float,
     service: str | None,
     origin: str | None = None,
+    *,
+    raw: bool = False,
 ) -> str:
-    dims = ", ".join(f"coalesce({DIMENSIONS[b]}, 'unknown') AS {b}" for b in by)
+    # raw: the dimension columns as stored (NULL not yet 'unknown'), cheaper to group by.
+    dims = ", ".join(
+        f"{DIMENSIONS[b]} AS {b}" if raw else f"coalesce({DIMENSIONS[b]}, 'unknown') AS {b}"
+        for b in by
+    )
     where = "protocol <> 'tcp'"
     if service is not None:
         svc = service.replace("'", "''")
@@ -128,24 +134,32 @@ def golden_signals(
     active_connections when metrics have them]."""
     by = tuple(by)
     _check(by, step_s)
-    base = _base(window, by, step_s, service, origin)
     keys = ["bucket", *by]
     cols = ", ".join(keys)
     qs = ", ".join(str(q) for q in QUANTILES)
-    counts = _pick_counts(conn, base, keys)
+    counts = _pick_counts(conn, _base(window, by, step_s, service, origin, raw=True), keys, by)
     if counts.height == 0:
         return _empty(by)
+    # Group the latency scan by the stored dimension values unless a dimension holds both
+    # NULL and 'unknown' (they are one group).
+    mixed = bool(counts.select(pl.any_horizontal(pl.col("^_mix_.*$").any())).item())
+    counts = counts.select(pl.exclude("^_mix_.*$"))
+    base = _base(window, by, step_s, service, origin, raw=not mixed)
     # Latency from destination reports; source reports only matter for groups with a bucket
     # that has none (sorting the rest for quantiles would be wasted work).
     source_only = counts.filter(pl.col("dst_requests") == 0).select(list(by)).unique().rows()
     where = "WHERE NOT is_src" + "".join(
-        " OR (" + " AND ".join(f"{b} = {_literal(v)}" for b, v in zip(by, row, strict=True)) + ")"
+        " OR ("
+        + " AND ".join(_dim_match(b, v, raw=not mixed) for b, v in zip(by, row, strict=True))
+        + ")"
         for row in source_only
     )
     lat = conn.sql(
         f"{base} SELECT {cols}, is_src, count(*) AS n, "
         f"quantile_cont(duration_ms, [{qs}]) AS q FROM r {where} GROUP BY ALL"
     ).pl()
+    if not mixed:
+        lat = lat.with_columns(pl.col(list(by)).fill_null("unknown"))
     picked_lat = (
         lat.sort("is_src")  # destination (False) first
         .group_by(keys, maintain_order=True)
@@ -178,8 +192,22 @@ def _literal(v: object) -> str:
     return "'" + str(v).replace("'", "''") + "'"
 
 
-def _pick_counts(conn: duckdb.DuckDBPyConnection, base: str, keys: Sequence[str]) -> pl.DataFrame:
+def _dim_match(b: str, v: object, *, raw: bool) -> str:
+    if raw and v == "unknown":
+        return f"coalesce({b}, 'unknown') = 'unknown'"
+    return f"{b} = {_literal(v)}"
+
+
+def _pick_counts(
+    conn: duckdb.DuckDBPyConnection, base: str, keys: Sequence[str], by: Sequence[str]
+) -> pl.DataFrame:
+    """Requests and errors per bucket x dimensions (`base` has the stored dimension values,
+    grouped as they are and made 'unknown' on the few groups), plus per dimension whether
+    NULL and 'unknown' both occurred (`_mix_<dim>`)."""
     cols = ", ".join(keys)
+    dims = ", ".join(f"coalesce({b}, 'unknown') AS {b}" for b in by)
+    mix = ", ".join(f"bool_or({b} IS NULL) AND bool_or({b} = 'unknown') AS _mix_{b}" for b in by)
+    any_mix = ", ".join(f"bool_or(_mix_{b}) AS _mix_{b}" for b in by)
     err = (
         "response_code >= 500 OR coalesce(response_code, 0) = 0 OR (protocol = 'grpc' AND "
         "coalesce(grpc_status, '') NOT IN ('', '0') AND response_code < 400)"
@@ -187,11 +215,16 @@ def _pick_counts(conn: duckdb.DuckDBPyConnection, base: str, keys: Sequence[str]
     # Per series (code, gRPC status, flags): destination rows if any, else source rows.
     return conn.sql(
         f"""{base},
-        s0 AS (
+        raw AS (
             SELECT {cols}, protocol, response_code, grpc_status, response_flags,
                 count(*) FILTER (WHERE NOT is_src) AS n_dst,
                 count(*) FILTER (WHERE is_src) AS n_src
             FROM r GROUP BY ALL
+        ),
+        s0 AS (
+            SELECT bucket, {dims}, protocol, response_code, grpc_status, response_flags,
+                sum(n_dst) AS n_dst, sum(n_src) AS n_src, {mix}
+            FROM raw GROUP BY ALL
         ),
         -- error classes from the (few) group keys, not per row
         s AS (SELECT *, coalesce({err}, false) AS is_err FROM s0)
@@ -199,8 +232,8 @@ def _pick_counts(conn: duckdb.DuckDBPyConnection, base: str, keys: Sequence[str]
             sum(CASE WHEN n_dst > 0 THEN n_dst ELSE n_src END)::BIGINT AS requests,
             sum(CASE WHEN NOT is_err THEN 0 WHEN n_dst > 0 THEN n_dst ELSE n_src END)::BIGINT
                 AS errors,
-            sum(n_dst)::BIGINT AS dst_requests
-        FROM s GROUP BY ALL"""
+            sum(n_dst)::BIGINT AS dst_requests, {any_mix}
+        FROM s GROUP BY {cols}"""
     ).pl()
 
 

@@ -133,7 +133,8 @@ def load(target: str, kind: str, seconds: float, warmup: float, concurrency: int
 
     stop = threading.Event()
     counted = threading.Event()  # set once the warm-up is over
-    totals = {"items": 0, "bytes": 0, "items_all": 0, "errors": 0}
+    totals = {"items": 0, "bytes": 0, "items_all": 0, "errors": 0, "rejected": 0}
+    t_start = time.monotonic()
     lock = threading.Lock()
     channels = [
         grpc.insecure_channel(target, options=[("grpc.max_send_message_length", -1)])
@@ -161,6 +162,12 @@ def load(target: str, kind: str, seconds: float, warmup: float, concurrency: int
                 try:
                     call(p, timeout=60)
                 except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        # backpressure: wait as long as the server asks (an OTLP exporter does)
+                        with lock:
+                            totals["rejected"] += 1
+                        time.sleep(_pushback_s(exc))
+                        continue
                     with lock:
                         totals["errors"] += 1
                     print(f"load: {exc.code()} {exc.details()}", file=sys.stderr)
@@ -204,7 +211,15 @@ def load(target: str, kind: str, seconds: float, warmup: float, concurrency: int
     stop.set()
     for t in threads:
         t.join(timeout=120)
-    return {**totals, "seconds": elapsed}
+    # Since the first request: with the drain time, the end-to-end (sustained) rate.
+    return {**totals, "seconds": elapsed, "total_seconds": time.monotonic() - t_start}
+
+
+def _pushback_s(exc: Any) -> float:
+    for key, value in exc.trailing_metadata() or ():
+        if key == "grpc-retry-pushback-ms":
+            return int(value) / 1000
+    return 0.1
 
 
 # ---- servers ----------------------------------------------------------------------------------
@@ -277,6 +292,25 @@ class Server:
                 continue
             sizes.append(int(m.group(1)) / 1024 if m else 0.0)
         return (sizes[0] if sizes else 0.0), sum(sizes)
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(CPU seconds used by the server process, by its live children: the decode workers)."""
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def used(pid: int) -> float:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                return 0.0
+            return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+        kids: list[int] = []
+        try:
+            for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+                kids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+        return used(self.proc.pid), sum(used(k) for k in kids)
 
 
 def _pin(cpus: int | None) -> Any:
@@ -372,6 +406,7 @@ def measure(server: Server, kind: str, args: argparse.Namespace) -> dict[str, An
         str(args.warmup),
         str(args.concurrency),
     ]
+    cpu0 = server.cpu_seconds()  # idle and warm: from here on, all CPU is for the load
     gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT, text=True)
     assert gen.stdout is not None
     line = gen.stdout.readline()  # "measuring"
@@ -379,8 +414,10 @@ def measure(server: Server, kind: str, args: argparse.Namespace) -> dict[str, An
     is_meshlens = server.api_port is not None
     t0 = time.monotonic()
     peak = (0.0, 0.0)
+    backlog = 0
     while gen.poll() is None and time.monotonic() - t0 < args.seconds:
         peak = _max2(peak, server.rss_mib())
+        backlog = max(backlog, _wal_bytes(server))
         time.sleep(0.25)
     out, _ = gen.communicate(timeout=300)
     res = json.loads(out.strip().splitlines()[-1])
@@ -391,6 +428,7 @@ def measure(server: Server, kind: str, args: argparse.Namespace) -> dict[str, An
         "rate": res["items"] / res["seconds"],
         "mbps": res["bytes"] / res["seconds"] / 1e6,
         "errors": res["errors"],
+        "rejected": res["rejected"],
         "sent": res["items_all"],
     }
     if is_meshlens:
@@ -403,8 +441,30 @@ def measure(server: Server, kind: str, args: argparse.Namespace) -> dict[str, An
             peak = _max2(peak, server.rss_mib())
             time.sleep(0.2)
         row["drain"] = time.monotonic() - t1
+        # CPU per item, receive path (main process) and conversion (workers), over the whole
+        # run: independent of what else the machine runs, unlike the rates.
+        cpu1 = server.cpu_seconds()
+        n = max(1, res["items_all"])
+        row["cpu_us"] = ((cpu1[0] - cpu0[0]) / n * 1e6, (cpu1[1] - cpu0[1]) / n * 1e6)
+        # Sustained: every item acknowledged, from the first request until the last is in
+        # Parquet (queryable). Equals the acked rate only when conversion keeps up.
+        row["sustained"] = res["items_all"] / (res["total_seconds"] + row["drain"])
+        row["backlog"] = backlog / 2**20
     row["rss"] = _max2(peak, server.rss_mib())
     return row
+
+
+def _wal_bytes(server: Server) -> int:
+    """Unconverted WAL bytes on disk (the conversion backlog)."""
+    if server.data_dir is None:
+        return 0
+    total = 0
+    for f in (server.data_dir / "wal").glob("*.wal"):
+        try:
+            total += f.stat().st_size
+        except OSError:
+            pass
+    return total
 
 
 def _max2(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
@@ -439,12 +499,13 @@ def main(argv: list[str] | None = None) -> int:
         help="pin the server to this many cores (one run each)",
     )
     p.add_argument("--no-als", action="store_true")
+    p.add_argument("--no-traces", action="store_true")
     p.add_argument("--no-bare", action="store_true")
     p.add_argument("--serve-args", default="", help="extra flags for meshlens serve")
     args = p.parse_args(argv)
-    kinds = ["traces"] if args.no_als else ["traces", "als"]
+    kinds = [k for k, off in (("traces", args.no_traces), ("als", args.no_als)) if not off]
     rows = []
-    load_before = f"{os.getloadavg()[0]:.2f}"
+    load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="meshlens-bench-") as tmpname:
         tmp = Path(tmpname)
         for cpus in args.cpus:
@@ -472,30 +533,42 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"... {rows[-1][0]} cpus={cpus} {kind}: {r['rate']:,.0f}/s", file=sys.stderr)
     print()
     print(
-        f"load average at start: {load_before}; now: {os.getloadavg()[0]:.2f} (2 cores; other "
-        "processes on the machine distort the numbers)"
+        f"load average (1/5/15 min) at start: {load_before}; at end: "
+        + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        + " (2 cores; other processes on the machine distort the numbers)"
     )
     print(
-        f"{'server':<15} {'cpus':>4} {'signal':<7} {'items/s':>11} {'MB/s':>7} "
-        f"{'drain s':>8} {'exact':>6} {'RSS MiB main':>13} {'+workers':>9} {'errors':>6}"
+        f"{'server':<15} {'cpus':>4} {'signal':<7} {'acked/s':>9} {'MB/s':>6} "
+        f"{'sustained/s':>11} {'drain s':>7} {'WAL MiB':>7} {'429s':>5} {'exact':>6} "
+        f"{'RSS main':>8} {'+workers':>8} {'errors':>6} {'cpu µs/item main':>16} {'workers':>7}"
     )
     for name, cpus, kind, r, exact in rows:
         drain = f"{r['drain']:.1f}" if "drain" in r else "-"
+        sustained = f"{r['sustained']:,.0f}" if "sustained" in r else "-"
+        backlog = f"{r['backlog']:.0f}" if "backlog" in r else "-"
+        cpu_main, cpu_w = (f"{x:.2f}" for x in r["cpu_us"]) if "cpu_us" in r else ("-", "-")
         print(
-            f"{name:<15} {cpus:>4} {kind:<7} {r['rate']:>11,.0f} {r['mbps']:>7.1f} "
-            f"{drain:>8} {exact or '-':>6} {r['rss'][0]:>13.0f} {r['rss'][1]:>9.0f} "
-            f"{r['errors']:>6}"
+            f"{name:<15} {cpus:>4} {kind:<7} {r['rate']:>9,.0f} {r['mbps']:>6.1f} "
+            f"{sustained:>11} {drain:>7} {backlog:>7} {r['rejected']:>5} {exact or '-':>6} "
+            f"{r['rss'][0]:>8.0f} {r['rss'][1]:>8.0f} {r['errors']:>6} {cpu_main:>16} {cpu_w:>7}"
         )
-    by = {(n, c, k): r["rate"] for n, c, k, r, _ in rows}
+    by = {(n, c, k): r.get("sustained", r["rate"]) for n, c, k, r, _ in rows}
     for cpus in args.cpus:
         for kind in kinds:
             a, b = by.get(("meshlens serve", cpus, kind)), by.get(("bare parse", cpus, kind))
             if a and b:
-                print(f"meshlens / bare parse, {kind}, {cpus} cpu(s): {a / b:.0%}")
+                print(f"meshlens sustained / bare parse, {kind}, {cpus} cpu(s): {a / b:.0%}")
+    for _name, cpus, kind, r, _ in rows:
+        if "cpu_us" in r:
+            per = sum(r["cpu_us"])
+            print(
+                f"meshlens {kind} ({cpus} cpu run): {per:.2f} CPU-µs per item in all -> "
+                f"at most {1e6 / per:,.0f}/s per free core, {2e6 / per:,.0f}/s on 2 free cores"
+            )
     for kind in kinds:
         one, two = by.get(("meshlens serve", 1, kind)), by.get(("meshlens serve", 2, kind))
         if one and two:
-            print(f"meshlens {kind}: 2 cores / 1 core = {two / one:.2f}x")
+            print(f"meshlens {kind} sustained: 2 cores / 1 core = {two / one:.2f}x")
     return 0
 
 

@@ -120,8 +120,9 @@ SERVE: Final = (
     ),
     Setting(
         "disk_budget",
-        0,
-        "WAL bytes not yet converted before backpressure (0 = no limit)",
+        128 * 1024 * 1024,
+        "WAL bytes not yet converted before backpressure, which keeps ingest at the speed of "
+        "conversion (a few seconds of lag) (0 = no limit)",
         parse_size,
     ),
     Setting(
@@ -130,7 +131,13 @@ SERVE: Final = (
     Setting(
         "compact_after", 120.0, "compact a partition's small files once this old", parse_duration
     ),
-    Setting("decode_workers", 1, "decoder worker processes (0 = decode in a thread)", int),
+    Setting(
+        "decode_workers",
+        2,
+        "decoder worker processes converting WAL segments to Parquet in parallel; 2 lets "
+        "conversion use both cores of a 2-core machine (0 = decode in a thread)",
+        int,
+    ),
     Setting("node", "local", "this collector's name in segment file names ([a-z0-9-])", str),
     Setting("auth_token", "", "bearer token required on every receiver and the API", str),
     Setting("tls_cert", "", "PEM certificate for gRPC and HTTP receivers", str),

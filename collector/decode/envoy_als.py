@@ -8,7 +8,7 @@ request; TCP entries one row per connection (protocol 'tcp', response_code 0).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import pyarrow as pa
@@ -229,10 +229,10 @@ def _tls_facts(tls: Any) -> tuple[tuple[str, ...], str, tuple[str, ...], str, st
 # The upstream host decides identity only for these clusters (identity.resolve); elsewhere
 # keying on it would make every entry a cache miss (one key per upstream pod address).
 _HOST_CLUSTERS: Final = frozenset({identity.PASSTHROUGH, identity.BLACKHOLE})
-_CACHE_MAX: Final = 8192
+_CACHE_MAX: Final = 4096
 _Resolved = tuple[tuple[Any, ...], int | None]
-# Shared by the records a process decodes (keys include the local workload), bounded.
-_RESOLVED: dict[tuple[Any, ...], _Resolved] = {}
+# Shared by the records a process decodes, per local workload; bounded (cleared when full).
+_RESOLVED: dict[Workload, dict[tuple[Any, ...], _Resolved]] = {}
 
 
 class _Identities:
@@ -243,7 +243,12 @@ class _Identities:
 
     def __init__(self, local: Workload) -> None:
         self.local = local
-        self._cache = _RESOLVED
+        cache = _RESOLVED.get(local)
+        if cache is None or len(cache) >= _CACHE_MAX:
+            if len(_RESOLVED) >= 256:
+                _RESOLVED.clear()
+            cache = _RESOLVED[local] = {}
+        self._cache = cache
 
     def get(
         self, common: Any, authority: str, request_mx: str, response_mx: str
@@ -257,7 +262,6 @@ class _Identities:
         up_addr = common.upstream_remote_address
         upstream_host = up_addr.socket_address.address if up_addr.HasField("socket_address") else ""
         key = (
-            self.local,
             cluster,
             tls_key,
             fs_key,
@@ -268,8 +272,6 @@ class _Identities:
         )
         hit = self._cache.get(key)
         if hit is None:
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
             tls_facts = _tls_facts(common.tls_properties) if has_tls else None
             obs = _observation(
                 common, self.local, authority, tls_facts, request_mx, response_mx, upstream_host
@@ -313,6 +315,7 @@ def _common_values(common: Any, default_ts_us: int) -> tuple[Any, ...]:
 
 
 _MX: Final = identity.PEER_METADATA_HEADER
+_NO_HEADERS: Final[Mapping[str, str]] = {}
 
 
 def _http_values(
@@ -321,11 +324,14 @@ def _http_values(
     common = entry.common_properties
     req = entry.request
     resp = entry.response
-    headers = req.request_headers
-    resp_headers = resp.response_headers
+    # Most entries log no headers: a plain empty dict answers the lookups below far faster
+    # than protobuf's empty map containers.
+    headers: Mapping[str, str] = req.request_headers or _NO_HEADERS
+    resp_headers: Mapping[str, str] = resp.response_headers or _NO_HEADERS
+    trailers: Mapping[str, str] = resp.response_trailers or _NO_HEADERS
     authority = req.authority
     ident, port = idents.get(common, authority, headers.get(_MX, ""), resp_headers.get(_MX, ""))
-    grpc_status = resp.response_trailers.get("grpc-status") or resp_headers.get("grpc-status", "")
+    grpc_status = trailers.get("grpc-status") or resp_headers.get("grpc-status", "")
     ctype = headers.get("content-type") or resp_headers.get("content-type", "")
     is_grpc = bool(grpc_status) or ctype.startswith("application/grpc")
     values = (
@@ -340,7 +346,7 @@ def _http_values(
         req.request_body_bytes,
         resp.response_body_bytes,
         req.request_id or headers.get("x-request-id", ""),
-        _trace_id(headers),
+        _trace_id(headers) if headers else "",
         req.user_agent or None,
         resp.response_code_details or None,
     )
@@ -423,7 +429,8 @@ def decode_message(msg: Any, ident: Any | None, default_ts_us: int = 0) -> list[
     return [dict(zip(names, row, strict=True)) for row in zip(*cols.values(), strict=True)]
 
 
-def decode_als_record(record: Record) -> dict[str, pa.Table]:
+def als_record_columns(record: Record) -> dict[str, list[Any]]:
+    """One record's rows as column lists (the first step of `decode_als_records`)."""
     msg = Message()
     try:
         msg.ParseFromString(record.payload)
@@ -436,4 +443,24 @@ def decode_als_record(record: Record) -> dict[str, pa.Table]:
             ident.ParseFromString(record.context)
         except ProtoDecodeError as exc:
             raise DecodeError("envoy ALS stream identifier", str(exc)) from None
-    return {"requests": columns_to_table(decode_columns(msg, ident, record.received_ns // 1000))}
+    return decode_columns(msg, ident, record.received_ns // 1000)
+
+
+def als_columns_tables(parts: Sequence[dict[str, list[Any]]]) -> dict[str, pa.Table]:
+    """Many records' column lists (from `als_record_columns`) as one `requests` table: the
+    Arrow conversion costs about as much per column as per row, so batch it."""
+    if len(parts) == 1:
+        return {"requests": columns_to_table(parts[0])}
+    merged: dict[str, list[Any]] = {}
+    for cols in parts:
+        for name, values in cols.items():
+            have = merged.get(name)
+            if have is None:
+                merged[name] = list(values)
+            else:
+                have.extend(values)
+    return {"requests": columns_to_table(merged)}
+
+
+def decode_als_record(record: Record) -> dict[str, pa.Table]:
+    return {"requests": columns_to_table(als_record_columns(record))}

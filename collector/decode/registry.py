@@ -26,6 +26,17 @@ DECODERS: Final[dict[RecordKind, str]] = {
     RecordKind.ACCESS_LOG_LINES: "collector.decode.access_log_text:decode_lines_record",
 }
 
+# Two-step decoders for kinds with small records, where building Arrow arrays per record costs
+# more than decoding: `part(record)` (pure, raises DecodeError: one record's rows in any form)
+# and `tables(parts)` (the tables of many records' parts at once). The converter uses them
+# instead of the one-step decoder (same rows, same order) unless that one is overridden.
+BATCH_DECODERS: Final[dict[RecordKind, tuple[str, str]]] = {
+    RecordKind.ENVOY_ALS: (
+        "collector.decode.envoy_als:als_record_columns",
+        "collector.decode.envoy_als:als_columns_tables",
+    ),
+}
+
 _loaded: dict[RecordKind, Decoder] = {}
 
 

@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,7 +50,7 @@ class GrpcOptions:
     host: str = "127.0.0.1"
     port: int = 0
     max_message_size: int = 16 * 1024 * 1024
-    auth_token: str = ""
+    auth_token: str = field(default="", repr=False)  # never in logs or tracebacks
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""

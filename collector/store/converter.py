@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -85,36 +86,120 @@ class DecoderUnavailable(RuntimeError):
     rather than every record being dead-lettered."""
 
 
+# Records of a two-step kind whose Arrow tables are built at once: enough to amortise the
+# per-column cost, few enough that their Python row values stay small (worker memory).
+BATCH_RECORDS = 64
+
+Part = tuple[int, bytes, Record, object]  # (index, body, record, the decoder's first step)
+
+
+class _Decoding:
+    """State of `decode_all`: decoders by kind, pending two-step parts, outputs, failures."""
+
+    def __init__(self, overrides: Mapping[int, str]) -> None:
+        self.overrides = overrides
+        self.decoders: dict[RecordKind, Decoder] = {}
+        self.batch: dict[RecordKind, tuple[Callable[[Record], object], Callable[..., Any]]] = {}
+        self.no_batch: set[RecordKind] = set()
+        self.parts: dict[str, list[pa.Table]] = {}
+        self.failed: list[bytes] = []
+        self.samples: list[str] = []
+        self.pending: list[Part] = []
+        self.pending_kind: RecordKind | None = None
+
+    def decoder(self, kind: RecordKind) -> Decoder:
+        fn = self.decoders.get(kind)
+        if fn is None:
+            try:
+                fn = self.decoders[kind] = load_decoder(kind, self.overrides)
+            except Exception as exc:
+                raise DecoderUnavailable(f"decoder for {kind.name}: {exc!r}") from exc
+        return fn
+
+    def two_step(
+        self, kind: RecordKind
+    ) -> tuple[Callable[[Record], object], Callable[..., Any]] | None:
+        if kind in self.no_batch:
+            return None
+        steps = self.batch.get(kind)
+        if steps is None:
+            names = registry.BATCH_DECODERS.get(kind)
+            if names is None or int(kind) in self.overrides:
+                self.no_batch.add(kind)
+                return None
+            try:
+                m1, _, f1 = names[0].partition(":")
+                m2, _, f2 = names[1].partition(":")
+                steps = (
+                    getattr(importlib.import_module(m1), f1),
+                    getattr(importlib.import_module(m2), f2),
+                )
+            except Exception as exc:
+                raise DecoderUnavailable(f"batch decoder for {kind.name}: {exc!r}") from exc
+            self.batch[kind] = steps
+        return steps
+
+    def add(self, tables: dict[str, pa.Table]) -> None:
+        for table, data in tables.items():
+            if data.num_rows:
+                self.parts.setdefault(table, []).append(conform(table, data))
+
+    def fail(self, i: int, body: bytes, what: str, exc: Exception) -> None:
+        self.failed.append(body)
+        if len(self.samples) < MAX_ERROR_SAMPLES:
+            self.samples.append(f"record {i} ({what}): {type(exc).__name__}: {exc}")
+
+    def flush(self) -> None:
+        """Build the tables of the pending two-step records; if that fails, decode them one
+        by one so only the bad record is dead-lettered."""
+        pending, kind = self.pending, self.pending_kind
+        self.pending, self.pending_kind = [], None
+        if not pending or kind is None:
+            return
+        steps = self.batch[kind]
+        try:
+            self.add(steps[1]([p[3] for p in pending]))
+            return
+        except Exception:
+            pass
+        fn = self.decoder(kind)
+        for i, body, record, _ in pending:
+            try:
+                self.add(fn(record))
+            except Exception as exc:
+                self.fail(i, body, kind.name, exc)
+
+
 def decode_all(
     bodies: list[bytes], overrides: Mapping[int, str]
 ) -> tuple[dict[str, pa.Table], list[bytes], list[str]]:
-    """Decode each record on its own. Returns rows per table, the bodies that failed (for the
-    dead-letter file), and a few error messages."""
-    parts: dict[str, list[pa.Table]] = {}
-    failed: list[bytes] = []
-    samples: list[str] = []
-    decoders: dict[RecordKind, Decoder] = {}
+    """Decode each record on its own (a bad one fails alone). Returns rows per table (in
+    record order), the bodies that failed (for the dead-letter file), and a few error
+    messages. Kinds with a two-step decoder (registry.BATCH_DECODERS) build their Arrow
+    tables for up to BATCH_RECORDS consecutive records at once."""
+    st = _Decoding(overrides)
     for i, body in enumerate(bodies):
         what = "record"
         try:
             record = Record.decode(body)
             what = record.kind.name
-            fn = decoders.get(record.kind)
-            if fn is None:
-                try:
-                    fn = decoders[record.kind] = load_decoder(record.kind, overrides)
-                except Exception as exc:
-                    raise DecoderUnavailable(f"decoder for {record.kind.name}: {exc!r}") from exc
-            for table, data in fn(record).items():
-                if data.num_rows:
-                    parts.setdefault(table, []).append(conform(table, data))
+            steps = st.two_step(record.kind)
+            if st.pending and (steps is None or record.kind != st.pending_kind):
+                st.flush()  # keep the rows in record order
+            if steps is None:
+                st.add(st.decoder(record.kind)(record))
+                continue
+            part = steps[0](record)
+            st.pending.append((i, body, record, part))
+            st.pending_kind = record.kind
+            if len(st.pending) >= BATCH_RECORDS:
+                st.flush()
         except DecoderUnavailable:
             raise
         except Exception as exc:  # one bad record (or a decoder bug) must not lose the rest
-            failed.append(body)
-            if len(samples) < MAX_ERROR_SAMPLES:
-                samples.append(f"record {i} ({what}): {type(exc).__name__}: {exc}")
-    return {t: pa.concat_tables(ts) for t, ts in parts.items()}, failed, samples
+            st.fail(i, body, what, exc)
+    st.flush()
+    return {t: pa.concat_tables(ts) for t, ts in st.parts.items()}, st.failed, st.samples
 
 
 def dead_letter_path(data_dir: Path, node: str, seq: int) -> Path:

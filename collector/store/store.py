@@ -53,8 +53,13 @@ class StoreOptions:
     flush_interval: float = 1.0  # seconds a non-empty segment stays open
     segment_max_bytes: int = 16 * MiB  # smaller segments convert in parallel, sooner
     memory_budget: int = 512 * MiB  # bytes of appends waiting for the disk
-    disk_budget: int = 0  # unconverted WAL bytes before appends are refused (0 = no limit)
-    decode_workers: int = 1  # worker processes; 0 = convert in the converter thread
+    # Unconverted WAL bytes (active segment included) before appends are refused with a retry
+    # hint (0 = no limit). Bounds the lag from ack to queryable to a few segments' conversion
+    # instead of letting ingest outrun conversion into a backlog of minutes.
+    disk_budget: int = 128 * MiB
+    # Worker processes (0 = convert in the converter thread). Conversion costs ~4x the receive
+    # path per item, so on 2 cores two workers (sharing the cores with it) keep up best.
+    decode_workers: int = 2
     retention: float = 7 * 86400.0  # seconds; 0 = keep forever
     compact_after: float = 120.0  # seconds after a partition's hour ends
     compact_grace: float = 60.0  # keep compacted inputs this long for running queries

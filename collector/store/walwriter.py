@@ -106,8 +106,7 @@ class WalWriter:
                     ledger.counters.get("overloaded_rejections", 0) + 1
                 )
                 raise Overloaded(
-                    f"disk budget ({disk} bytes of unconverted WAL)",
-                    max(1.0, self.opts.flush_interval),
+                    f"disk budget ({disk} bytes of unconverted WAL)", self._disk_retry_after()
                 )
             batch = self._batch
             batch.frames.append(frame)
@@ -121,6 +120,17 @@ class WalWriter:
         batch.done.wait()
         if batch.error is not None:
             raise StoreUnavailable(batch.error.path, batch.error.reason)
+
+    def _disk_retry_after(self) -> float:
+        """About when converting one segment frees room: the last conversion's duration while
+        closed segments wait, else the flush interval (nothing converts before the roll).
+        The caller holds the lock."""
+        interval = max(1.0, self.opts.flush_interval)
+        closed = len(self.ledger.segments) - (self._active is not None)
+        if closed <= 0:
+            return interval
+        took = self.ledger.gauges.get("last_flush_seconds", 0.0)
+        return round(min(interval, max(0.1, took)), 3)
 
     def _retry_after(self) -> float:
         return round(max(0.1, 2 * self.ledger.gauges.get("last_fsync_seconds", 0.0)), 3)

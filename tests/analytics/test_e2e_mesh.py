@@ -94,17 +94,19 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             try:
                 got = conn.execute(
                     "SELECT (SELECT count(*) FROM requests WHERE origin = 'envoy_als'), "
+                    "(SELECT count(*) FROM requests WHERE origin = 'otel_als'), "
                     "(SELECT count(*) FROM spans WHERE service_name IN ('frontend', 'backend'))"
                 ).fetchone()
                 seen[:] = [got]
-                return got == (2 * (N_OK + 1), 4)
+                # Both access-log paths (the OTel one is batched) and the SDK spans.
+                return got == (2 * (N_OK + 1), 2 * (N_OK + 1), 4)
             finally:
                 conn.close()
 
         try:
             wait_for(settled, 30, "request rows from both sidecars and the SDK spans")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; last (requests, spans) = {seen}") from None
+            raise AssertionError(f"{exc}; last (als, otel, spans) = {seen}") from None
         yield {"codes": codes, "data": data, "window": window, "serve": serve}
     finally:
         mesh.stop()

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import grpc
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -43,7 +44,13 @@ def test_sdk_spans_are_queryable_with_meshlens_sql(running_serve: ServeProcess) 
 
 def test_sigterm_flushes_everything_and_exits_zero(running_serve: ServeProcess) -> None:
     n = 777
-    send_spans(OTLPSpanExporter(endpoint=running_serve.grpc_target, insecure=True), n)
+    # gzip-compressed gRPC (grpc undoes it, within --max-message-size)
+    send_spans(
+        OTLPSpanExporter(
+            endpoint=running_serve.grpc_target, insecure=True, compression=grpc.Compression.Gzip
+        ),
+        n,
+    )
     assert running_serve.stop() == 0
     assert not (running_serve.data_dir / "serve.json").exists()
     assert count_rows(running_serve.data_dir, "spans") == n
