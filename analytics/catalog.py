@@ -159,8 +159,9 @@ def base_view_sql(data_dir: Path, table: str, window: TimeWindow | None) -> str:
     empty = empty_select(table)
     if not files:
         return empty
-    inside = [p for p in files if window is not None and _covered(p, table, window)]
-    edge = [p for p in files if p not in set(inside)]
+    covered = {p for p in files if window is not None and _covered(p, table, window)}
+    inside = [p for p in files if p in covered]
+    edge = [p for p in files if p not in covered]
     scans = []
     for group, filtered in ((inside, False), (edge, True)):
         if not group:
