@@ -65,6 +65,7 @@ class Setting:
     help: str
     parse: Callable[[str], Any] = str
     choices: tuple[str, ...] | None = None
+    secret: bool = False  # never echo the value (e.g. in --help)
 
     @property
     def flag(self) -> str:
@@ -114,7 +115,7 @@ SERVE: Final = (
     Setting("max_message_size", 16 * 1024 * 1024, "largest accepted request body", parse_size),
     Setting(
         "memory_budget",
-        512 * 1024 * 1024,
+        64 * 1024 * 1024,
         "bytes of requests in flight before backpressure",
         parse_size,
     ),
@@ -139,7 +140,9 @@ SERVE: Final = (
         int,
     ),
     Setting("node", "local", "this collector's name in segment file names ([a-z0-9-])", str),
-    Setting("auth_token", "", "bearer token required on every receiver and the API", str),
+    Setting(
+        "auth_token", "", "bearer token required on every receiver and the API", str, secret=True
+    ),
     Setting("tls_cert", "", "PEM certificate for gRPC and HTTP receivers", str),
     Setting("tls_key", "", "PEM private key for --tls-cert", str),
     Setting(
@@ -178,6 +181,12 @@ OBJECT_STORE: Final = (
 )
 
 
+def _shown(s: Setting, value: Any) -> str:
+    if s.secret:
+        return "set" if value else "none"
+    return str(value)
+
+
 def add_settings(
     parser: argparse.ArgumentParser,
     settings: Iterable[Setting],
@@ -192,7 +201,7 @@ def add_settings(
             dest=s.name,
             default=default,
             type=s.convert,
-            help=f"{s.help} (env {s.env}; default {default!s})",
+            help=f"{s.help} (env {s.env}; default {_shown(s, default)})",
         )
 
 

@@ -52,7 +52,9 @@ class StoreOptions:
     durability: str = "fsync"  # "fsync": ack after fsync; "none": ack after write()
     flush_interval: float = 1.0  # seconds a non-empty segment stays open
     segment_max_bytes: int = 16 * MiB  # smaller segments convert in parallel, sooner
-    memory_budget: int = 512 * MiB  # bytes of appends waiting for the disk
+    # Bytes of appends waiting for the disk. Normally a few MB (one group commit); the cap
+    # keeps a stalled disk from taking the collector (1 GiB with its workers) with it.
+    memory_budget: int = 64 * MiB
     # Unconverted WAL bytes (active segment included) before appends are refused with a retry
     # hint (0 = no limit). Bounds the lag from ack to queryable to a few segments' conversion
     # instead of letting ingest outrun conversion into a backlog of minutes.

@@ -103,3 +103,14 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> No
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_secret_settings_are_not_echoed_in_help(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESHLENS_AUTH_TOKEN", "s3cret-value")
+    from collector.cli import build_parser
+
+    parser, _module = build_parser("serve")
+    assert "s3cret-value" not in parser.format_help()
+    assert "default set" in parser.format_help()

@@ -421,7 +421,7 @@ def test_options_from_serve_settings() -> None:
     opts = StoreOptions.from_settings(ns, compact_grace=5.0)
     assert (opts.durability, opts.flush_interval, opts.retention) == ("none", 0.25, 172800.0)
     assert (opts.decode_workers, opts.node, opts.disk_budget) == (0, "edge-1", 1024**3)
-    assert opts.compact_grace == 5.0 and opts.memory_budget == 512 * 1024 * 1024
+    assert opts.compact_grace == 5.0 and opts.memory_budget == 64 * 1024 * 1024
 
 
 def test_real_otlp_traces_through_worker_processes(tmp_path: Path) -> None:
