@@ -12,12 +12,15 @@ Levels (Kiali graph types): `workload` (default), `app`, `versioned-app`, `servi
     workload's service) and the callee by destination_service_name. Unknown stays unknown.
 Edges are keyed by (source, target, protocol), as Kiali's are.
 
-All statistics come from ONE DuckDB aggregate over the de-duplicated rows (exact quantiles,
-quantile_cont); the response breakdown (code x flags x host) rides along as a histogram().
+Statistics are exact (quantile_cont) and come from three DuckDB scans (requests_edge_stats):
+counts and bytes per raw key columns x response series (the edge keys are computed on the few
+aggregated rows, not per row), latency per edge grouped by the fewest raw columns that tell
+the edges apart, and node identity from a handful of probed rows.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -224,10 +227,10 @@ def _narrow_group(
     Grouping the 10M-row scan by two short columns instead of eight is most of its cost.
     The subset also names the source-only edges in the scan's filter, so no source report
     left out (`unscanned_src`) may share their values."""
-    import itertools
-
     order = sorted(range(len(cols)), key=lambda i: _GROUP_PREFERENCE.get(cols[i], 9))
-    for size in range(1, len(cols) + 1):
+    # Small subsets, then all columns: the search stays cheap for any number of tuples.
+    sizes = [*range(1, min(3, len(cols) - 1) + 1), len(cols)]
+    for size in sizes:
         for subset in itertools.combinations(order, size):
             seen: dict[tuple[Any, ...], tuple[Any, ...]] = {}
             back: dict[tuple[Any, ...], tuple[Any, ...]] = {}
