@@ -214,7 +214,7 @@ def _literal(v: object) -> str:
 
 def _dim_match(b: str, v: object, *, raw: bool) -> str:
     if raw and v == "unknown":
-        return f"coalesce({b}, 'unknown') = 'unknown'"
+        return f"({b} IS NULL OR {b} = 'unknown')"
     return f"{b} = {_literal(v)}"
 
 
@@ -230,8 +230,13 @@ def _pick_counts(
     NULL and 'unknown' both occurred (`_mix_<dim>`)."""
     cols = ", ".join(keys)
     dims = ", ".join(f"coalesce({b}, 'unknown') AS {b}" for b in by)
-    mix = ", ".join(f"bool_or({b} IS NULL) AND bool_or({b} = 'unknown') AS _mix_{b}" for b in by)
-    any_mix = ", ".join(f"bool_or(_mix_{b}) AS _mix_{b}" for b in by)
+    seen = ", ".join(
+        f"bool_or({b} IS NULL) AS _null_{b}, bool_or({b} = 'unknown') AS _unk_{b}" for b in by
+    )
+    # Per bucket x dimensions, as the latency scan groups.
+    mix = ", ".join(
+        f"coalesce(bool_or(_null_{b}) AND bool_or(_unk_{b}), false) AS _mix_{b}" for b in by
+    )
     err = (
         "response_code >= 500 OR coalesce(response_code, 0) = 0 OR (protocol = 'grpc' AND "
         "coalesce(grpc_status, '') NOT IN ('', '0') AND response_code < 400)"
@@ -247,7 +252,7 @@ def _pick_counts(
         ),
         s0 AS (
             SELECT {bucket_ts}, {dims}, protocol, response_code, grpc_status, response_flags,
-                sum(n_dst) AS n_dst, sum(n_src) AS n_src, {mix}
+                sum(n_dst) AS n_dst, sum(n_src) AS n_src, {seen}
             FROM raw GROUP BY ALL
         ),
         -- error classes from the (few) group keys, not per row
@@ -256,7 +261,7 @@ def _pick_counts(
             sum(CASE WHEN n_dst > 0 THEN n_dst ELSE n_src END)::BIGINT AS requests,
             sum(CASE WHEN NOT is_err THEN 0 WHEN n_dst > 0 THEN n_dst ELSE n_src END)::BIGINT
                 AS errors,
-            sum(n_dst)::BIGINT AS dst_requests, {any_mix}
+            sum(n_dst)::BIGINT AS dst_requests, {mix}
         FROM s GROUP BY {cols}"""
     ).pl()
 

@@ -8,7 +8,7 @@ collector.store.writer.write_table in 1M-row files, generated once and reused. F
 prints the median wall time of a full graph (workload level, all edge statistics) and of the
 golden signals (per service and version, 60 s steps), the median CPU seconds of the process
 (all DuckDB threads; wall ~= cpu / cores on an idle machine), its peak RSS and the 1-minute
-load average at the end (other work on the machine inflates wall time), in a table.
+load average before -> after (other work on the machine inflates wall time), in a table.
 Each measurement runs in a fresh subprocess so peak memory is per query.
 """
 
@@ -68,6 +68,7 @@ def measure(data: str, what: str, repeat: int) -> dict[str, float]:
     from analytics.window import TimeWindow
 
     window = TimeWindow(START, datetime.fromtimestamp(START.timestamp() + 3600, tz=UTC))
+    load0 = os.getloadavg()[0]
     times = []
     cpus = []
     size = 0
@@ -91,6 +92,7 @@ def measure(data: str, what: str, repeat: int) -> dict[str, float]:
         "peak_mb": peak_mb,
         "size": size,
         "cpu_s": statistics.median(cpus),
+        "load0": load0,
         "load": os.getloadavg()[0],
     }
 
@@ -106,7 +108,7 @@ def main() -> int:
         return 0
     header = (
         f"{'rows':>12} {'query':>8} {'median s':>9} {'min s':>7} {'cpu s':>6} "
-        f"{'peak RSS MB':>12} {'out':>6} {'load':>5}"
+        f"{'peak RSS MB':>12} {'out':>6} {'load':>11}"
     )
     results = []
     for text in args.rows:
@@ -132,7 +134,8 @@ def main() -> int:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             results.append(
                 f"{rows:>12,} {what:>8} {r['median_s']:>9.3f} {r['min_s']:>7.3f} "
-                f"{r['cpu_s']:>6.2f} {r['peak_mb']:>12.0f} {r['size']:>6} {r['load']:>5.1f}"
+                f"{r['cpu_s']:>6.2f} {r['peak_mb']:>12.0f} {r['size']:>6} "
+                f"{r['load0']:>5.1f}->{r['load']:<4.1f}"
             )
             print(results[-1], file=sys.stderr)
     print(header)

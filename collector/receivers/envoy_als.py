@@ -112,6 +112,13 @@ def als_handler(ingest: Ingest, run_blocking: RunBlocking) -> grpc.GenericRpcHan
                 done, pending = await asyncio.wait(pending)
                 await _raise_first(done, pending, context)
         finally:
+            if pending:
+                # The stream failed (e.g. an oversized message, a cancelled call): messages read
+                # before it are kept, so let their appends finish rather than cancel them.
+                done, pending = await asyncio.wait(pending, timeout=OVERLOAD_WAIT_S)
+                for task in done:
+                    if not task.cancelled():
+                        task.exception()  # retrieved: the stream's own error is what is reported
             for task in pending:
                 task.cancel()
             metrics.als_streams.dec()

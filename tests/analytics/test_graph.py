@@ -286,3 +286,39 @@ def test_cli_graph_formats(data: Path, fmt: str, capsys: pytest.CaptureFixture[s
 def test_cli_rejects_bad_window(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["graph", "--data-dir", str(data), "--since", "soon"]) == 2
     assert "not a duration" in capsys.readouterr().err
+
+
+def test_null_and_unknown_identity_are_one_node_with_exact_latency(tmp_path: Path) -> None:
+    # Stored NULL and 'unknown' source workloads are the same unknown node: the latency scan
+    # cannot group by the stored values then (two groups), and must still be exact.
+    rows = call(UNKNOWN_WL, PP, svc("productpage"), n=4, durations=[1.0, 2.0, 3.0, 4.0])
+    rows += call(
+        UNKNOWN_WL,
+        PP,
+        svc("productpage"),
+        n=4,
+        durations=[5.0, 6.0, 7.0, 8.0],
+        start=T0 + timedelta(seconds=30),
+    )
+    for r in rows[8:]:
+        r["source_workload"] = None
+    g = graph(store(tmp_path, rows))
+    e = g.edge("unknown", "wl:bookinfo/productpage-v1")
+    assert e.requests == 8
+    assert e.p50_ms == pytest.approx(4.5)
+    assert e.first_seen is not None and e.last_seen is not None
+    assert e.first_seen < e.last_seen
+
+
+def test_whole_hour_window_reads_partitions_unfiltered(data: Path) -> None:
+    # The window covers the rows' hour partition completely, so the catalog scans it without
+    # a time filter; counts must match a window that ends just after the last row.
+    hour = TimeWindow(T0, T0 + timedelta(hours=1))
+    late = TimeWindow(T0, T0 + timedelta(minutes=12))
+    with connect(data, hour) as c1, connect(data, late) as c2:
+        count = "SELECT count(*) FROM requests"
+        assert c1.execute(count).fetchall() == c2.execute(count).fetchall()
+        g1, g2 = service_graph(c1, hour), service_graph(c2, late)
+    assert [(e.source, e.target, e.requests, e.p50_ms) for e in g1.edges] == [
+        (e.source, e.target, e.requests, e.p50_ms) for e in g2.edges
+    ]

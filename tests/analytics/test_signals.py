@@ -127,3 +127,17 @@ def test_cli_json_and_table(data: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main([*args, "--step", "2m"]) == 0
     out = capsys.readouterr().out
     assert "reviews" in out and "28" in out
+
+
+def test_null_and_unknown_version_are_one_group_with_exact_latency(tmp_path: Path) -> None:
+    # Stored NULL and 'unknown' are both 'unknown': grouping the latency scan by the stored
+    # values would split the group, so the quantiles must come from the merged rows.
+    unversioned = wl("bookinfo", "reviews-v1", "reviews", "unknown")
+    rows = call(PP, unversioned, SVC, n=4, durations=[1.0, 2.0, 3.0, 4.0])
+    rows += call(PP, unversioned, SVC, n=4, code=503, durations=[5.0, 6.0, 7.0, 8.0])
+    for r in rows[8:]:
+        r["destination_version"] = None
+    data = store(tmp_path, rows)
+    (row,) = signals(data, by=("service", "version"))
+    assert (row["version"], row["requests"], row["errors"]) == ("unknown", 8, 4)
+    assert row["p50_ms"] == pytest.approx(4.5)
