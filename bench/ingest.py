@@ -1,24 +1,33 @@
-"""End-to-end receive-path throughput: a load generator process -> `meshlens serve` over gRPC.
+"""End-to-end durable ingest: a load generator process -> `meshlens serve` over gRPC -> Parquet.
 
-    .venv/bin/python bench/ingest.py [--seconds 10] [--concurrency 8] [--cpus 1 2] [--no-als]
+    .venv/bin/python -m bench.ingest [--seconds 10] [--concurrency 8] [--cpus 2 1]
+                                     [--no-traces] [--no-als] [--no-bare] [--serve-args "..."]
 
 What runs, each in its own process:
   * the load generator: pre-serialized ~600 KB ExportTraceServiceRequests (1000 SDK-style spans,
     bench/decode_spans.py's shape) sent as fast as they are acknowledged by `--concurrency`
-    threads; for ALS, `--concurrency` client streams of pre-serialized StreamAccessLogsMessages
-    (100 Istio-like HTTP entries each, ~400 B per entry).
-  * `meshlens serve` (default flags: durability fsync, one decode worker), or the "bare" server:
-    grpc.aio that only parses each request and counts its items (the ceiling the receive path
-    can approach on this machine; no store).
-  * optionally pinned to 1 core or 2 (`--cpus`, via sched_setaffinity; the load generator is
-    not pinned) to show how throughput scales with cores.
+    threads (RESOURCE_EXHAUSTED: wait the server's grpc-retry-pushback-ms, as an OTLP exporter
+    does, then resend); for ALS, `--concurrency` client streams of pre-serialized
+    StreamAccessLogsMessages (100 Istio-like HTTP entries each, ~400 B per entry).
+  * `meshlens serve` with its default flags (durability fsync, its default decode workers, disk
+    budget and memory budget) plus `--serve-args`, or the "bare" server: grpc.aio that only
+    parses each request and counts its items (the ceiling of a Python receive path on this
+    machine; no store).
+  * optionally pinned to 1 core or 2 (`--cpus`, via sched_setaffinity, workers included; the
+    load generator is not pinned) to show how throughput scales with cores.
 
-Columns: items acknowledged per second during the measured window (after a warm-up; for ALS,
-entries handed to streams that all ended OK: the server answers a stream only once all its
-messages are durable), MB/s of request bytes, time to drain after the load stops (until every
-WAL segment is in Parquet), whether the rows in Parquet equal the acknowledged count exactly
-(after SIGTERM, exit code 0), and the collector's peak RSS: main process, and with its decode
-workers.
+Columns: acked/s = items acknowledged per second in the measured window (after a warm-up; for
+ALS, entries handed to streams that all ended OK: the server answers a stream only once all its
+messages are durable); MB/s of request bytes; sustained/s = every acknowledged item over the
+time from the first request until the last one is in Parquet (queryable) -- the rate the
+pipeline keeps up with, equal to acked/s only when conversion keeps up; drain = seconds from
+the end of the load until every WAL segment is converted; WAL MiB = largest unconverted WAL
+seen (the conversion backlog, bounded by --disk-budget); 429s = RESOURCE_EXHAUSTED answers;
+exact = the rows in Parquet equal the acknowledged count (after SIGTERM, exit code 0); peak RSS
+of the main process and with its decode workers; CPU microseconds per item in the main process
+(receive path, WAL) and in the workers (conversion), counted over the whole run -- unlike the
+rates, nearly independent of what else the machine runs. The load average is printed: the
+machine is shared, and other processes take cores from the run.
 """
 
 from __future__ import annotations

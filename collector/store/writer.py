@@ -25,6 +25,8 @@ COMPRESSION = "zstd"
 def conform(table: str, data: pa.Table) -> pa.Table:
     """Cast/reorder `data` to the table's schema; columns it lacks are filled with nulls."""
     schema = TABLES[table]
+    if data.schema.equals(schema, check_metadata=True):  # decoders build exact tables (hot path)
+        return data
     cols = []
     for field in schema:
         if field.name in data.column_names:
