@@ -36,7 +36,7 @@ from collector.localmesh.ports import free_port
 SCENARIOS: Final = {
     # scenario -> knobs of the canary (reviews v3)
     "healthy": {"error_rate": 0.0, "extra_latency_ms": 0.0},
-    "errors": {"error_rate": 0.08, "extra_latency_ms": 0.0},
+    "errors": {"error_rate": 0.2, "extra_latency_ms": 0.0},
     "latency": {"error_rate": 0.0, "extra_latency_ms": 150.0},
 }
 REVIEWS: Final = "reviews.default.svc.cluster.local"
@@ -47,7 +47,7 @@ V1_SHARE: Final = 20  # reviews v1 keeps a fixed relative weight the gate does n
 # rollout at demo traffic (tens of requests/s) completes in a few minutes.
 DEMO_JUDGE_CONFIG: Final = """\
 mode: sequential
-min_requests: 60
+min_requests: 100
 block: 5s
 metrics:
   - {name: error-rate, kind: error_rate, error_codes: [5xx, no_response], critical: true}
