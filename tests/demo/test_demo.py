@@ -8,14 +8,13 @@ with a clear message.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-
-from collector.localmesh.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +25,21 @@ def _meshlens(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     )
 
 
+def _distinct_ports(n: int) -> list[str]:
+    """n free loopback ports, held open together so none is handed out twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [str(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_demo_errors_scenario_rolls_back_and_sql_answers_meanwhile(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    ports = [str(free_port()) for _ in range(3)]
+    ports = _distinct_ports(3)
     cmd = [
         sys.executable,
         "-m",
@@ -54,7 +65,10 @@ def test_demo_errors_scenario_rolls_back_and_sql_answers_meanwhile(tmp_path: Pat
     try:
         deadline = time.monotonic() + 120
         rows: list[dict[str, object]] = []
-        while time.monotonic() < deadline and demo.poll() is None:
+        while time.monotonic() < deadline:
+            if demo.poll() is not None:
+                output, _ = demo.communicate()
+                pytest.fail(f"the demo exited early with {demo.returncode}:\n{output}")
             out = _meshlens(
                 "sql",
                 "--data-dir",
@@ -102,8 +116,6 @@ def test_demo_errors_scenario_rolls_back_and_sql_answers_meanwhile(tmp_path: Pat
 
 
 def test_demo_refuses_a_port_in_use(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
