@@ -121,6 +121,24 @@ def _serve_env(extra: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
+def wait_until_ready(sp: ServeProcess, timeout: float) -> None:
+    """Wait for the serve.json this process wrote (its real ports), then for /readyz."""
+    state = sp.data_dir / "serve.json"
+
+    def read_state() -> dict[str, int] | None:
+        if sp.proc.poll() is not None:
+            raise AssertionError(f"meshlens serve exited with {sp.proc.returncode}:\n{sp.log()}")
+        try:
+            doc = json.loads(state.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return doc if doc.get("pid") == sp.proc.pid else None  # not a stale file
+
+    doc = wait_for(read_state, timeout, "serve.json")
+    sp.grpc_port, sp.http_port, sp.api_port = doc["grpc_port"], doc["http_port"], doc["api_port"]
+    wait_for(lambda: http_get(sp.api_url("/readyz"))[0] == 200, timeout, "/readyz")
+
+
 def start_serve(
     data_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = READY_TIMEOUT_S
 ) -> ServeProcess:
@@ -149,25 +167,8 @@ def start_serve(
             cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO, env=_serve_env(env)
         )
     sp = ServeProcess(proc, data_dir, log_path, tls="--tls-cert" in args)
-    state = data_dir / "serve.json"
-
-    def read_state() -> dict[str, int] | None:
-        if proc.poll() is not None:
-            raise AssertionError(f"meshlens serve exited with {proc.returncode}:\n{sp.log()}")
-        try:
-            doc = json.loads(state.read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        return doc if doc.get("pid") == proc.pid else None  # not a stale file
-
     try:
-        doc = wait_for(read_state, timeout, "serve.json")
-        sp.grpc_port, sp.http_port, sp.api_port = (
-            doc["grpc_port"],
-            doc["http_port"],
-            doc["api_port"],
-        )
-        wait_for(lambda: http_get(sp.api_url("/readyz"))[0] == 200, timeout, "/readyz")
+        wait_until_ready(sp, timeout)
     except BaseException:
         if proc.poll() is None:
             proc.kill()

@@ -8,7 +8,6 @@ store's maintenance interval (crash-during-compaction tests).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -29,7 +28,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from collector.store.layout import visible_files
-from tests.collector.conftest import REPO, ServeProcess, _serve_env, http_get, wait_for
+from tests.collector.conftest import (
+    REPO,
+    ServeProcess,
+    _serve_env,
+    http_get,
+    wait_until_ready,
+)
 
 TRACES_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SOAK = os.environ.get("MESHLENS_SOAK") == "1"
@@ -74,25 +79,8 @@ def launch(
             start_new_session=True,
         )
     sp = ServeProcess(proc, data_dir, log_path, tls="--tls-cert" in args)
-    state = data_dir / "serve.json"
-
-    def read_state() -> dict[str, int] | None:
-        if proc.poll() is not None:
-            raise AssertionError(f"meshlens serve exited with {proc.returncode}:\n{sp.log()}")
-        try:
-            doc = json.loads(state.read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        return doc if doc.get("pid") == proc.pid else None
-
     try:
-        doc = wait_for(read_state, timeout, "serve.json")
-        sp.grpc_port, sp.http_port, sp.api_port = (
-            doc["grpc_port"],
-            doc["http_port"],
-            doc["api_port"],
-        )
-        wait_for(lambda: http_get(sp.api_url("/readyz"))[0] == 200, timeout, "/readyz")
+        wait_until_ready(sp, timeout)
     except BaseException:
         kill9(sp)
         raise
