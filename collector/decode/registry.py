@@ -31,9 +31,10 @@ DECODERS: Final[dict[RecordKind, str]] = {
 # and `tables(parts)` (the tables of many records' parts at once). The converter uses them
 # instead of the one-step decoder (same rows, same order) unless that one is overridden.
 BATCH_DECODERS: Final[dict[RecordKind, tuple[str, str]]] = {
+    # The C wire decoder when built (envoy_als_fast), the Python reference otherwise.
     RecordKind.ENVOY_ALS: (
-        "collector.decode.envoy_als:als_record_columns",
-        "collector.decode.envoy_als:als_columns_tables",
+        "collector.decode.envoy_als_fast:record_part",
+        "collector.decode.envoy_als_fast:records_tables",
     ),
 }
 

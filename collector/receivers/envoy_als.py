@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -71,95 +72,113 @@ def parse_message(raw: bytes) -> AlsMessage:
     return AlsMessage(ident, len(msg.http_logs.log_entry) + len(msg.tcp_logs.log_entry))
 
 
-def _identifier_of(raw: bytes) -> bytes:
-    """The serialized Identifier of a message (b"" if it has none); DecodeError if malformed."""
-    return parse_message(raw).identifier
-
-
-def store_message(ingest: Ingest, identifier: bytes, raw: bytes) -> tuple[int, float | None]:
-    """Parse and durably append one message (blocking); returns (entries, append seconds)."""
-    parsed = parse_message(raw)
-    if parsed.items == 0:
-        return 0, None
-    took = ingest.append(RecordKind.ENVOY_ALS, raw, items=parsed.items, context=identifier)
-    return parsed.items, took
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    durable: asyncio.Future[float]
+    nbytes: int
+    items: int
 
 
 def als_handler(ingest: Ingest, run_blocking: RunBlocking) -> grpc.GenericRpcHandler:
-    """The generic handler for StreamAccessLogs (raw bytes in, empty response out)."""
+    """The generic handler for StreamAccessLogs (raw bytes in, empty response out).
+
+    Everything runs on the event loop: parsing a message (upb, well under a millisecond) and
+    queueing it for the WAL (`Ingest.submit`), whose future the WAL writer resolves once the
+    group commit is durable; no thread is parked per message. `run_blocking` is unused here
+    (kept for the receivers' common signature)."""
     metrics = ingest.metrics
 
     async def stream_access_logs(requests: AsyncIterator[bytes], context: Any) -> bytes:
         stream = AlsStream()
-        pending: set[asyncio.Task[None]] = set()
+        queued: deque[_Queued] = deque()
         metrics.als_streams.inc()
         try:
             async for raw in requests:
-                # The identifier must be known before the message is handed off.
+                try:
+                    parsed = parse_message(raw)
+                except CollectorError as exc:
+                    metrics.request(RECEIVER, SIGNAL, classify(exc).reason, nbytes=len(raw))
+                    await _drain(queued, context)  # what came before stays accepted
+                    await _fail(exc, context)
+                    raise  # unreachable: abort raises
+                # The node identity arrives on a stream's first message only.
                 if not stream.identifier:
-                    try:
-                        stream.identifier = await run_blocking(_identifier_of, raw)
-                    except CollectorError as exc:
-                        metrics.request(RECEIVER, SIGNAL, classify(exc).reason, nbytes=len(raw))
-                        if pending:
-                            await asyncio.wait(pending)
-                        await _fail(exc, context)
-                pending.add(asyncio.ensure_future(_one(stream.identifier, raw)))
-                if len(pending) >= STREAM_WINDOW:
-                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    await _raise_first(done, pending, context)
-            if pending:
-                done, pending = await asyncio.wait(pending)
-                await _raise_first(done, pending, context)
+                    stream.identifier = parsed.identifier
+                if parsed.items == 0:
+                    metrics.request(RECEIVER, SIGNAL, "ok", nbytes=len(raw))
+                    continue
+                queued.append(await _submit(stream.identifier, raw, parsed.items, queued, context))
+                if len(queued) >= STREAM_WINDOW:
+                    await _settle(queued.popleft(), queued, context)
+            await _drain(queued, context)
         finally:
-            if pending:
-                # The stream failed (e.g. an oversized message, a cancelled call): messages read
-                # before it are kept, so let their appends finish rather than cancel them.
-                done, pending = await asyncio.wait(pending, timeout=OVERLOAD_WAIT_S)
-                for task in done:
-                    if not task.cancelled():
-                        task.exception()  # retrieved: the stream's own error is what is reported
-            for task in pending:
-                task.cancel()
+            if queued:
+                # The stream failed (an oversized message, a cancelled call): messages read
+                # before it are written anyway; count them once they are.
+                await asyncio.wait([q.durable for q in queued], timeout=OVERLOAD_WAIT_S)
+                for q in queued:
+                    if q.durable.done() and not q.durable.cancelled() and not q.durable.exception():
+                        _ok(q, q.durable.result())
             metrics.als_streams.dec()
         return b""  # StreamAccessLogsResponse is empty
 
-    async def _raise_first(
-        done: set[asyncio.Task[None]], pending: set[asyncio.Task[None]], context: Any
-    ) -> None:
-        for task in done:
-            exc = task.exception()
-            if isinstance(exc, CollectorError):
-                if pending:  # what was accepted before the failure stays accepted
-                    await asyncio.wait(pending)
-                await _fail(exc, context)
-            if exc is not None:
-                raise exc
-
-    async def _one(identifier: bytes, raw: bytes) -> None:
+    async def _submit(
+        identifier: bytes, raw: bytes, items: int, queued: deque[_Queued], context: Any
+    ) -> _Queued:
+        """Queue one message, waiting out overload (HTTP/2 flow control then slows the
+        sender) for up to OVERLOAD_WAIT_S."""
         deadline = time.monotonic() + OVERLOAD_WAIT_S
         while True:
             try:
-                items, took = await run_blocking(store_message, ingest, identifier, raw)
+                fut = ingest.submit(RecordKind.ENVOY_ALS, raw, items=items, context=identifier)
+                return _Queued(fut, len(raw), items)
             except Overloaded as exc:
                 if time.monotonic() + exc.retry_after_s < deadline:
                     await asyncio.sleep(exc.retry_after_s)
                     continue
                 metrics.request(RECEIVER, SIGNAL, "overloaded", nbytes=len(raw))
+                await _drain(queued, context)
+                await _fail(exc, context)
                 raise
             except CollectorError as exc:
                 metrics.request(RECEIVER, SIGNAL, classify(exc).reason, nbytes=len(raw))
+                await _drain(queued, context)
+                await _fail(exc, context)
                 raise
-            metrics.request(
-                RECEIVER,
-                SIGNAL,
-                "ok",
-                nbytes=len(raw),
-                received=items,
-                accepted=items,
-                append_s=took,
-            )
-            return
+
+    def _ok(q: _Queued, took: float) -> None:
+        metrics.request(
+            RECEIVER,
+            SIGNAL,
+            "ok",
+            nbytes=q.nbytes,
+            received=q.items,
+            accepted=q.items,
+            append_s=took,
+        )
+
+    async def _settle(q: _Queued, queued: deque[_Queued], context: Any) -> None:
+        """Wait until one queued message is durable; a failed write ends the stream (after
+        the messages queued behind it are settled, so they stay accepted)."""
+        try:
+            took = await q.durable
+        except CollectorError as exc:
+            metrics.request(RECEIVER, SIGNAL, classify(exc).reason, nbytes=q.nbytes)
+            await _drain(queued, context, fail=False)
+            await _fail(exc, context)
+            raise
+        _ok(q, took)
+
+    async def _drain(queued: deque[_Queued], context: Any, *, fail: bool = True) -> None:
+        while queued:
+            q = queued.popleft()
+            if fail:
+                await _settle(q, queued, context)
+                continue
+            try:
+                _ok(q, await q.durable)
+            except CollectorError as exc:
+                metrics.request(RECEIVER, SIGNAL, classify(exc).reason, nbytes=q.nbytes)
 
     async def _fail(exc: CollectorError, context: Any) -> None:
         f = classify(exc)

@@ -8,9 +8,11 @@ requests it holds so shutdown can wait for them before the store closes.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from collector.errors import CollectorError, DecodeError, StoreUnavailable
 from collector.receivers import otlp
@@ -19,12 +21,24 @@ from collector.selfmetrics import SelfMetrics
 from collector.store.records import RecordKind
 
 
+class Pending(Protocol):
+    """A queued append (collector.store.walwriter.Batch)."""
+
+    error: StoreUnavailable | None
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None: ...
+
+
 class Appender(Protocol):
     """What Ingest needs of collector.store.store.Store."""
 
     def append(
         self, kind: RecordKind, payload: bytes, context: bytes = b"", items: int = 1
     ) -> None: ...
+
+    def submit(
+        self, kind: RecordKind, payload: bytes, context: bytes = b"", items: int = 1
+    ) -> Pending: ...
 
 
 class Ingest:
@@ -68,6 +82,41 @@ class Ingest:
             return time.perf_counter() - t0
         finally:
             self._release(n)
+
+    def submit(
+        self, kind: RecordKind, payload: bytes, *, items: int, context: bytes = b""
+    ) -> asyncio.Future[float]:
+        """`append` for an event loop, without a thread per append: queue the record and
+        return a future that gets the seconds until it was durable, or StoreUnavailable.
+        Refusals (Overloaded, StoreUnavailable, PayloadTooLarge) raise at once."""
+        loop = asyncio.get_running_loop()
+        n = len(payload) + len(context)
+        self._acquire(n)
+        t0 = time.perf_counter()
+        try:
+            pending = self._store.submit(kind, payload, context, items)
+        except BaseException:
+            self._release(n)
+            raise
+        fut: asyncio.Future[float] = loop.create_future()
+
+        def settle() -> None:  # on the loop
+            if fut.done():  # the waiter went away (stream cancelled)
+                return
+            if pending.error is not None:
+                fut.set_exception(StoreUnavailable(pending.error.path, pending.error.reason))
+            else:
+                fut.set_result(time.perf_counter() - t0)
+
+        def durable(_batch: object) -> None:  # in the WAL writer thread
+            self._release(n)
+            try:
+                loop.call_soon_threadsafe(settle)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        pending.add_done_callback(durable)
+        return fut
 
     def close(self, timeout_s: float) -> bool:
         """Refuse new appends and wait for the ones in flight; False if some did not finish."""

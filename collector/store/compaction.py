@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from collector.store.layout import SegmentFile, list_table_files, segment_file_name, visible
 from collector.store.schema import TABLES
-from collector.store.writer import COMPRESSION, conform, fsync_dir
+from collector.store.writer import ROW_GROUP_SIZE, conform, fsync_dir, parquet_options
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,11 @@ def merge(table: str, inputs: list[SegmentFile]) -> Path:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     schema = TABLES[table]
     try:
-        with pq.ParquetWriter(tmp, schema, compression=COMPRESSION) as writer:
+        with pq.ParquetWriter(tmp, schema, **parquet_options(table)) as writer:
             for f in inputs:
-                writer.write_table(conform(table, pq.read_table(f.path)), row_group_size=256 * 1024)
+                writer.write_table(
+                    conform(table, pq.read_table(f.path)), row_group_size=ROW_GROUP_SIZE
+                )
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -29,7 +29,13 @@ from collector.store import wal
 from collector.store.layout import wal_segment_path
 from collector.store.records import Record, RecordKind
 from collector.store.schema import TIME_COLUMN
-from collector.store.writer import COMPRESSION, conform, fsync_dir, make_dirs, write_table
+from collector.store.writer import (
+    conform,
+    fsync_dir,
+    make_dirs,
+    parquet_options,
+    write_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +83,7 @@ def warm_up(overrides: Mapping[int, str]) -> int:
         except Exception:  # empty input may be invalid; only the warm-up matters
             pass
     sample = conform("spans", pa.table({})).sort_by(TIME_COLUMN["spans"])
-    pq.write_table(sample, pa.BufferOutputStream(), compression=COMPRESSION)
+    pq.write_table(sample, pa.BufferOutputStream(), **parquet_options("spans"))
     return loaded
 
 

@@ -161,6 +161,30 @@ TIME_COLUMN: Final[dict[str, str]] = {
 }
 
 
+# Columns whose values are mostly distinct within a file. Parquet dictionary-encodes the other
+# columns; for these a dictionary only costs time (it is built, then abandoned) and space.
+HIGH_CARDINALITY: Final[dict[str, frozenset[str]]] = {
+    "requests": frozenset(
+        {
+            "ts",
+            "duration_ms",
+            "path",
+            "request_id",
+            "trace_id",
+            "source_address",
+            "request_bytes",
+            "response_bytes",
+        }
+    ),
+    "spans": frozenset(
+        {"trace_id", "span_id", "parent_span_id", "start_ts", "end_ts", "duration_ms", "attributes"}
+    ),
+    "metrics": frozenset({"ts", "start_ts", "value", "count", "sum", "bucket_counts"}),
+    "logs": frozenset({"ts", "body", "trace_id", "span_id", "attributes"}),
+    "verdicts": frozenset({"ts", "details"}),
+}
+
+
 def empty_table(table: str) -> pa.Table:
     """An empty Arrow table with the schema of `table`."""
     return TABLES[table].empty_table()

@@ -38,7 +38,7 @@ from collector.store.converter import DEAD_LETTER_DIR
 from collector.store.layout import check_node, parse_wal_segment_name, wal_dir, wal_segment_path
 from collector.store.ledger import Ledger, Segment, first_received_ns
 from collector.store.records import Record, RecordKind
-from collector.store.walwriter import WalWriter, WriterOptions
+from collector.store.walwriter import Batch, WalWriter, WriterOptions
 from collector.store.writer import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -199,12 +199,22 @@ class Store:
         """Append one accepted request; returns once it is durable (per `durability`).
         Raises StoreUnavailable (write/fsync failed, or not running), Overloaded, or
         PayloadTooLarge (over the WAL's frame limit, which recovery would take for corruption)."""
+        self.submit(kind, payload, context, items).wait()
+
+    def submit(
+        self, kind: RecordKind, payload: bytes, context: bytes = b"", items: int = 1
+    ) -> Batch:
+        """Like `append` without waiting: the returned batch's `wait()` / `add_done_callback`
+        tell when the record is durable (and whether the write failed). Refusals (overload,
+        too large, not running) raise at once."""
         size = len(payload) + len(context)
         if size > wal.MAX_FRAME_BYTES - 64:
             raise PayloadTooLarge(size, wal.MAX_FRAME_BYTES - 64)
         frame = wal.frame(Record(kind, time.time_ns(), payload, context).encode())
         state = self._state  # read without the lock: the writer re-checks under it
-        self._writer.append(frame, items, None if state == "running" else f"store is {state}")
+        return self._writer.enqueue(
+            frame, items, None if state == "running" else f"store is {state}"
+        )
 
     # ---- recovery ----------------------------------------------------------------------------
 

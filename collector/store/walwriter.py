@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,21 @@ class WriterOptions:
     disk_budget: int
 
 
-class _Batch:
-    __slots__ = ("done", "error", "first_ns", "frames", "items", "nbytes", "records")
+class Batch:
+    """The records of one group commit. An appender holds its batch until it is durable:
+    `wait()` blocks a thread; `add_done_callback` suits an event loop (no thread parked)."""
+
+    __slots__ = (
+        "_callbacks",
+        "_lock",
+        "done",
+        "error",
+        "first_ns",
+        "frames",
+        "items",
+        "nbytes",
+        "records",
+    )
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
@@ -49,6 +63,33 @@ class _Batch:
         self.first_ns = 0
         self.done = threading.Event()
         self.error: StoreUnavailable | None = None
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[Batch], None]] | None = []
+
+    def wait(self) -> None:
+        """Block until written (and fsynced); raise StoreUnavailable if that failed."""
+        self.done.wait()
+        if self.error is not None:
+            raise StoreUnavailable(self.error.path, self.error.reason)
+
+    def add_done_callback(self, fn: Callable[[Batch], None]) -> None:
+        """Call `fn(batch)` once the batch is done (in the writer thread, or now if it is)."""
+        with self._lock:
+            if self._callbacks is not None:
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def finish(self) -> None:
+        """Mark done and run the callbacks (the writer thread, once)."""
+        self.done.set()
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks, None
+        for fn in callbacks or ():
+            try:
+                fn(self)
+            except Exception:  # a waiter's bug must not stop the writer
+                log.exception("WAL batch callback failed")
 
 
 class WalWriter:
@@ -58,7 +99,7 @@ class WalWriter:
         self.opts = opts
         self._wal_dir = ledger.wal_dir
         self._wake = threading.Condition(ledger.lock)
-        self._batch = _Batch()
+        self._batch = Batch()
         self._in_flight = 0
         self._state = "running"  # -> "closing" (drain, roll, exit) or "failed" (a bug)
         self._active: wal.SegmentFile | None = None
@@ -87,6 +128,11 @@ class WalWriter:
     def append(self, frame: bytes, items: int, refuse: str | None) -> None:
         """Queue one framed record and wait until it is durable. `refuse`: why the store does
         not take writes (checked under the lock), or None."""
+        self.enqueue(frame, items, refuse).wait()
+
+    def enqueue(self, frame: bytes, items: int, refuse: str | None) -> Batch:
+        """Queue one framed record without waiting; the returned batch says when it is
+        durable. Raises StoreUnavailable / Overloaded at once."""
         n = len(frame)
         ledger = self.ledger
         with ledger.lock:
@@ -117,9 +163,7 @@ class WalWriter:
                 batch.first_ns = time.time_ns()
             self._in_flight += n
             self._wake.notify()
-        batch.done.wait()
-        if batch.error is not None:
-            raise StoreUnavailable(batch.error.path, batch.error.reason)
+        return batch
 
     def _disk_retry_after(self) -> float:
         """About when converting one segment frees room: the last conversion's duration while
@@ -150,9 +194,9 @@ class WalWriter:
             log.exception("WAL writer stopped")
             with self.ledger.lock:
                 self._state = "failed"
-                batch, self._batch = self._batch, _Batch()
+                batch, self._batch = self._batch, Batch()
             batch.error = StoreUnavailable(str(self._wal_dir), f"WAL writer failed: {exc!r}")
-            batch.done.set()
+            batch.finish()
             raise
 
     def _loop(self) -> None:
@@ -170,7 +214,7 @@ class WalWriter:
                     self._wake.wait(left)
                 batch = self._batch
                 if batch.frames:
-                    self._batch = _Batch()
+                    self._batch = Batch()
                 closing = self._state != "running"
                 roll = self._roll_requested
                 self._roll_requested = False
@@ -206,7 +250,7 @@ class WalWriter:
         self._active, self._active_seq, self._active_opened = seg, seq, time.monotonic()
         self.ledger.add(seq, Segment(path, seg.size, first_ns), queued=False)
 
-    def _write_batch(self, batch: _Batch) -> None:
+    def _write_batch(self, batch: Batch) -> None:
         data = b"".join(batch.frames)
         t0 = time.monotonic()
         error: Exception | None = None
@@ -257,7 +301,7 @@ class WalWriter:
             batch.error = StoreUnavailable(where, f"WAL write failed: {reason}")
             if self._active is not None:
                 self._active.broken = True  # roll: start the next batch on a fresh segment
-        batch.done.set()
+        batch.finish()
 
     def _roll(self) -> None:
         """Close the active segment and hand it to the converter."""
