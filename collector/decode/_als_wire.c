@@ -24,8 +24,7 @@ typedef struct {
     size_t len, cap;
 } buf_t;
 
-static int buf_reserve(buf_t *b, size_t extra) {
-    if (b->len + extra <= b->cap) return 0;
+static int buf_grow(buf_t *b, size_t extra) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra) cap *= 2;
     char *d = PyMem_Realloc(b->d, cap);
@@ -39,7 +38,7 @@ static int buf_reserve(buf_t *b, size_t extra) {
 }
 
 static inline int buf_put(buf_t *b, const void *p, size_t n) {
-    if (buf_reserve(b, n) < 0) return -1;
+    if (__builtin_expect(b->len + n > b->cap, 0) && buf_grow(b, n) < 0) return -1;
     if (n) memcpy(b->d + b->len, p, n);
     b->len += n;
     return 0;
@@ -69,7 +68,7 @@ typedef struct {
 
 static const slice_t NOSLICE = {NULL, 0};
 
-static int col_str(col_t *c, slice_t s, int valid) {
+static inline int col_str(col_t *c, slice_t s, int valid) {
     uint8_t v = (uint8_t)(valid != 0);
     if (!valid) c->nulls++;
     if (valid && buf_put(&c->data, s.p, s.n) < 0) return -1;
@@ -79,7 +78,7 @@ static int col_str(col_t *c, slice_t s, int valid) {
     return buf_put(&c->valid, &v, 1);
 }
 
-static int col_fixed(col_t *c, const void *value, size_t width, int valid) {
+static inline int col_fixed(col_t *c, const void *value, size_t width, int valid) {
     uint8_t v = (uint8_t)(valid != 0);
     if (!valid) c->nulls++;
     if (buf_put(&c->data, value, width) < 0) return -1;

@@ -241,8 +241,7 @@ def convert_segment(
     data = Path(path).read_bytes()
     if limit is not None:
         data = data[:limit]
-    bodies = [bytes(b) for _off, b in wal.iter_frames(data)]
-    scanned = wal.scan(data)
+    bodies, scanned = wal.read_frames(data)
     tables, failed, samples = decode_all(bodies, overrides or {})
     files: list[str] = []
     rows: dict[str, int] = {}

@@ -112,6 +112,20 @@ def scan(data: bytes | memoryview) -> Scan:
     return Scan(good, len(view), frames, None)
 
 
+def read_frames(data: bytes | memoryview) -> tuple[list[bytes], Scan]:
+    """Every valid frame body (up to the first bad frame) and the scan, in one pass (the
+    checksums are computed once)."""
+    view = memoryview(data)
+    good = min(len(MAGIC), len(view))
+    bodies: list[bytes] = []
+    for offset, body, problem in _walk(view):
+        if body is None:
+            return bodies, Scan(offset if offset else 0, len(view), len(bodies), problem)
+        bodies.append(bytes(body))
+        good = offset + FRAME.size + len(body)
+    return bodies, Scan(good, len(view), len(bodies), None)
+
+
 def read_records(path: Path, limit: int | None = None) -> tuple[list[Record], Scan]:
     """Every valid record of a segment (up to the first bad frame, and within the first `limit`
     bytes when given), and the scan result."""
