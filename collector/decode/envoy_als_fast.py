@@ -161,7 +161,12 @@ def fast_table(records: Sequence[Record]) -> pa.Table | None:
         return None
     n: int = out["rows"]
     per_lid = [envoy_als._Identities(local) for _node, local in locals_]
-    resolved = _resolve(records, out["distinct"], [per_lid[lid] for lid in lids])
+    try:
+        resolved = _resolve(records, out["distinct"], [per_lid[lid] for lid in lids])
+    except ProtoDecodeError:
+        # A field the C side does not read is malformed (e.g. bad UTF-8): the reference
+        # decoder reports it precisely.
+        return None
 
     ident_idx = _array(out["ident"], pa.int32(), n)
     cols: dict[str, Any] = {}

@@ -113,6 +113,14 @@ class ClusterName:
         return "destination" if self.direction in ("inbound", "inbound_passthrough") else "source"
 
 
+def _port_number(text: str) -> int | None:
+    """A TCP port from a cluster name or SNI; None unless ASCII digits within 0..65535."""
+    if text.isascii() and text.isdigit() and len(text) <= 5:
+        port = int(text)
+        return port if port <= 65535 else None
+    return None
+
+
 def parse_upstream_cluster(name: str | None) -> ClusterName:
     raw = (name or "").strip()
     if raw in ("", "-"):
@@ -126,7 +134,7 @@ def parse_upstream_cluster(name: str | None) -> ClusterName:
     parts = raw.split("|")
     if len(parts) == 4 and parts[0] in ("outbound", "inbound", "inbound-vip"):
         direction = "inbound" if parts[0] != "outbound" else "outbound"
-        port = int(parts[1]) if parts[1].isdigit() else None
+        port = _port_number(parts[1])
         return ClusterName(raw, direction, port, parts[2], parts[3])
     return ClusterName(raw, "other")
 
@@ -139,7 +147,7 @@ def parse_istio_sni(sni: str | None) -> ClusterName | None:
     parts = sni.split("_.", 3)
     if len(parts) != 4:
         return None
-    port = int(parts[1]) if parts[1].isdigit() else None
+    port = _port_number(parts[1])
     subset = "" if parts[2] == "_" else parts[2]  # istio writes '_' for "no subset"
     return ClusterName(sni, "outbound", port, subset, parts[3])
 
@@ -151,10 +159,14 @@ class Service:
     namespace: str
 
 
-def service_from_host(host: str | None, default_namespace: str = UNKNOWN) -> Service:
+def service_from_host(
+    host: str | None, default_namespace: str = UNKNOWN, *, in_mesh: bool = True
+) -> Service:
     """`reviews.default.svc.cluster.local` -> (host, 'reviews', 'default'); a bare `reviews`
     (e.g. a Host header) becomes `reviews.<default_namespace>.svc.cluster.local` when the
-    namespace is known. Ports are dropped."""
+    namespace is known. Ports are dropped. `in_mesh=False` (passthrough / blackhole traffic,
+    which by definition left the mesh's registry): no Kubernetes short-name expansion, so
+    `httpbin.org` stays `httpbin.org` instead of becoming service 'httpbin' in namespace 'org'."""
     h = (host or "").strip().lower()
     if h.startswith("[") and "]" in h:  # [ipv6]:port
         h = h[1 : h.index("]")]
@@ -165,9 +177,9 @@ def service_from_host(host: str | None, default_namespace: str = UNKNOWN) -> Ser
     labels = h.split(".")
     if len(labels) >= 3 and labels[2] == "svc":
         return Service(h, labels[0], labels[1])
-    if len(labels) == 2 and not labels[1].isdigit():  # name.namespace
+    if len(labels) == 2 and in_mesh and not labels[1].isdigit():  # name.namespace
         return Service(f"{h}.svc.cluster.local", labels[0], labels[1])
-    if len(labels) == 1 and not h.isdigit() and default_namespace != UNKNOWN:
+    if len(labels) == 1 and in_mesh and not h.isdigit() and default_namespace != UNKNOWN:
         return Service(f"{h}.{default_namespace}.svc.cluster.local", h, default_namespace)
     return Service(h, labels[0] if not _looks_like_ip(h) else h, UNKNOWN)
 
@@ -495,7 +507,7 @@ def resolve(obs: Observation) -> dict[str, Any]:
             if dest.namespace == UNKNOWN and svc.namespace != UNKNOWN:
                 dest = replace(dest, namespace=svc.namespace)
         elif cluster.direction in ("passthrough", "blackhole"):
-            svc = service_from_host(obs.authority or obs.upstream_host)
+            svc = service_from_host(obs.authority or obs.upstream_host, in_mesh=False)
         else:
             svc = service_from_host(obs.authority, src.namespace)
         if obs.upstream_peer_principal != UNKNOWN:

@@ -43,6 +43,23 @@ from collector.decode.identity import Observation, Workload
         ("", "other", None, "", "", "source"),
         ("-", "other", None, "", "", "source"),
         ("my_static_cluster", "other", None, "", "", "source"),
+        # Not TCP ports: no port (and no failed record downstream).
+        (
+            "outbound|99999999999|v1|r.default.svc.cluster.local",
+            "outbound",
+            None,
+            "v1",
+            "r.default.svc.cluster.local",
+            "source",
+        ),
+        (
+            "outbound|²|v1|r.default.svc.cluster.local",
+            "outbound",
+            None,
+            "v1",
+            "r.default.svc.cluster.local",
+            "source",
+        ),
     ],
 )
 def test_parse_upstream_cluster(
@@ -325,6 +342,18 @@ def test_resolve_passthrough_and_blackhole() -> None:
     assert out["reporter"] == "source"
     assert out["destination_service"] == "api.example.com"
     assert out["destination_workload"] == "unknown"
+    # A two-label external host is not a Kubernetes `name.namespace` short name.
+    ext = identity.resolve(
+        Observation(
+            cluster=identity.parse_upstream_cluster("PassthroughCluster"),
+            local=LOCAL,
+            authority="httpbin.org",
+        )
+    )
+    assert (ext["destination_service"], ext["destination_namespace"]) == (
+        "httpbin.org",
+        "unknown",
+    )
     bh = identity.resolve(
         Observation(cluster=identity.parse_upstream_cluster("BlackHoleCluster"), local=LOCAL)
     )
