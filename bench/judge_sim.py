@@ -1,6 +1,7 @@
 """Benchmark of the canary judge's quality on simulated mesh traffic.
 
-    .venv/bin/python bench/judge_sim.py [--rollouts 300] [--seed 1] [--plot judge_sim.png]
+    .venv/bin/python -m bench.judge_sim [--rollouts 200] [--identical-rollouts 1500] [--seed 1]
+        [--plot judge_sim.png]
 
 A rollout lasts 30 minutes; the gate judges every minute on everything seen so far and stops
 at the first `fail`. Traffic per version: Poisson arrivals at 20 rps (times a diurnal factor),
@@ -11,12 +12,16 @@ bursts (20-60 s at +10%) that hit both versions (a dependency outage) and, in on
 bursts that hit one version only.
 
 Scenarios: identical versions (false-fail rate per rollout), canary error rate 1% -> 2%,
-canary p99 +25% (only the slow tail gets slower: the median does not move).
+canary p99 +25% (only the slow tail gets slower: the median does not move). Identical versions
+run 1500 times through the sequential judge (a 1% goal needs thousands of rollouts: 3/200 and
+1/200 cannot be told apart), the first --rollouts of them also through Kayenta; the table shows
+Wilson 95% intervals.
 
 Methods on the same traffic:
   sequential  the default judge (analytics.judge.sequential): mixture SPRT on error counts
-              conditioned per 15 s block, block tests on latency exceedances / P(canary >
-              baseline), alpha 0.01 split over 4 metrics, critical error rate and p99.
+              conditioned per 10 s block, block tests on latency exceedances / P(canary >
+              baseline) with known block noise + per-version drift as the dependence
+              correction, alpha 0.01 split over 4 metrics, critical error rate and p99.
   kayenta     NetflixACAJudge (analytics.judge.netflix) on per-step series (error ratio, p99,
               p50, mean latency per step), same critical metrics; the run fails at the first
               interval scoring <= marginal (Kayenta's standalone "fail fast").
@@ -149,10 +154,11 @@ def sequential_first_fail(b: Side, c: Side) -> int | None:
     gb = sequential.split_blocks(b.ts, b.lat, 0.0, block, nblocks)
     gc = sequential.split_blocks(c.ts, c.lat, 0.0, block, nblocks)
     tests = (
-        (sequential.exceedance_diffs(gb, gc, 0.99), a_p99),
-        (sequential.exceedance_diffs(gb, gc, 0.5), a_p50),
-        (sequential.cles_diffs(gb, gc), a_dist),
+        (*sequential.exceedance_blocks(gb, gc, 0.99), a_p99),
+        (*sequential.exceedance_blocks(gb, gc, 0.5), a_p50),
+        (*sequential.cles_blocks(gb, gc), a_dist),
     )
+    floor = sequential.drift_corr_floor(block)
     per_look = int(LOOK_S / block)
     for minute in range(1, DURATION_S // LOOK_S + 1):
         k = minute * per_look
@@ -160,7 +166,12 @@ def sequential_first_fail(b: Side, c: Side) -> int | None:
             return minute
         if k < MIN_BLOCKS:  # latency metrics are nodata: a critical nodata is inconclusive
             continue
-        fails = [sequential.mean_test(d[:k], alpha=a, with_ci=False).rejected for d, a in tests]
+        fails = [
+            sequential.mean_test(
+                d[:k], alpha=a, with_ci=False, null_var=v[:k], min_drift_corr=floor
+            ).rejected
+            for d, v, a in tests
+        ]
         if fails[0]:  # p99 is critical
             return minute
         if 100.0 * (4 - sum(fails)) / 4 < CONFIG.thresholds.marginal:
@@ -211,7 +222,14 @@ def kayenta_first_fail(b: Side, c: Side, step: float) -> int | None:
 # --- driver -------------------------------------------------------------------------------
 
 
-def run(rollouts: int, seed: int, kayenta_step: float) -> list[dict[str, object]]:
+def run(
+    rollouts: int, seed: int, kayenta_step: float, identical_rollouts: int | None = None
+) -> list[dict[str, object]]:
+    """Every scenario `rollouts` times with both methods; the identical-versions scenario runs
+    `identical_rollouts` (at least `rollouts`) through the sequential judge - a false-fail
+    rate near 1% needs thousands of rollouts to be told from 1.5% - and Kayenta judges its
+    first `rollouts` (the same traffic as the other scenarios' comparison)."""
+    identical_rollouts = max(rollouts, identical_rollouts or rollouts)
     scale = calibrate_slow_scale()
     scenarios = [
         Scenario("identical"),
@@ -229,13 +247,19 @@ def run(rollouts: int, seed: int, kayenta_step: float) -> list[dict[str, object]
     for i, sc in enumerate(scenarios):
         rng = np.random.default_rng([seed, i])
         res: dict[str, list[int | None]] = {"sequential": [], "kayenta": []}
-        started = time.perf_counter()
-        for _ in range(rollouts):
+        secs = {"sequential": 0.0, "kayenta": 0.0}
+        n_seq = identical_rollouts if i == 0 else rollouts
+        for r in range(n_seq):
             b, c = simulate(rng, sc)
+            t0 = time.perf_counter()
             res["sequential"].append(sequential_first_fail(b, c))
-            res["kayenta"].append(kayenta_first_fail(b, c, kayenta_step))
-        elapsed = time.perf_counter() - started
+            t1 = time.perf_counter()
+            secs["sequential"] += t1 - t0
+            if r < rollouts:
+                res["kayenta"].append(kayenta_first_fail(b, c, kayenta_step))
+                secs["kayenta"] += time.perf_counter() - t1
         for method, fails in res.items():
+            n = len(fails)
             failed = [m for m in fails if m is not None]
             within10 = [m for m in failed if m <= 10]
             rows.append(
@@ -243,25 +267,30 @@ def run(rollouts: int, seed: int, kayenta_step: float) -> list[dict[str, object]
                     "scenario": sc.name,
                     "method": method,
                     "regression": sc.regression,
-                    "rollouts": rollouts,
-                    "fail_rate": len(failed) / rollouts,
-                    "within_10min": len(within10) / rollouts,
+                    "rollouts": n,
+                    "failed": len(failed),
+                    "fail_rate": len(failed) / n,
+                    "within_10min": len(within10) / n,
                     "median_ttd_min": float(np.median(failed)) if failed else math.nan,
                     "p90_ttd_min": float(np.quantile(failed, 0.9)) if failed else math.nan,
                     "fail_minutes": fails,
-                    "seconds": elapsed,
+                    "seconds": secs[method],
                 }
             )
     return rows
 
 
-def _ci(p: float, n: int) -> str:
-    """Wilson 95% interval, to show how precise a rate from n rollouts is."""
-    z = 1.96
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson 95% interval of a rate p observed on n rollouts."""
     den = 1 + z * z / n
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return f"[{100 * max(0, mid - half):.1f}, {100 * min(1, mid + half):.1f}]"
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def _ci(p: float, n: int) -> str:
+    lo, hi = wilson(p, n)
+    return f"[{100 * lo:.2f}, {100 * hi:.2f}]"
 
 
 def print_table(rows: list[dict[str, object]], kayenta_step: float) -> None:
@@ -269,7 +298,7 @@ def print_table(rows: list[dict[str, object]], kayenta_step: float) -> None:
         f"\n30-minute rollouts, judged every minute; 20 rps/version; kayenta step {kayenta_step:g}s"
     )
     head = (
-        f"{'scenario':32} {'method':10} {'fail rate':>9} {'95% CI':>13} "
+        f"{'scenario':32} {'method':10} {'rollouts':>8} {'fail rate':>9} {'95% CI':>16} "
         f"{'<=10 min':>8} {'median TTD':>10} {'p90 TTD':>7}"
     )
     print(head)
@@ -284,13 +313,22 @@ def print_table(rows: list[dict[str, object]], kayenta_step: float) -> None:
         else:
             w10, med, p90 = f"{'-':>8}", f"{'-':>10}", f"{'-':>7}"
         print(
-            f"{r['scenario']!s:32} {r['method']!s:10} {100 * fr:8.1f}% {_ci(fr, n):>13} "
+            f"{r['scenario']!s:32} {r['method']!s:10} {n:8d} {100 * fr:8.2f}% {_ci(fr, n):>16} "
             f"{w10} {med} {p90}"
         )
+    ident = next(r for r in rows if r["scenario"] == "identical" and r["method"] == "sequential")
+    n = int(ident["rollouts"])  # type: ignore[call-overload]
+    fr = float(ident["fail_rate"])  # type: ignore[arg-type]
+    lo, hi = wilson(fr, n)
+    verdict = "met" if hi <= 0.01 else ("not met" if lo > 0.01 else "not resolved at this n")
+    print(
+        f"\nidentical versions, sequential judge: {ident['failed']}/{n} false fails = "
+        f"{100 * fr:.2f}%, 95% CI [{100 * lo:.2f}%, {100 * hi:.2f}%]; goal <= 1%: {verdict}"
+    )
     print(
         "\nfail rate: share of rollouts with a fail verdict at any look (identical versions:"
         " false fails; goal <= 1%).\n<=10 min: share of regressed rollouts failed within 10"
-        " minutes (goal >= 95%). TTD: time to detect, minutes."
+        " minutes (goal >= 95%). TTD: time to detect, minutes. 95% CI: Wilson."
     )
 
 
@@ -321,6 +359,12 @@ def plot(rows: list[dict[str, object]], path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rollouts", type=int, default=200, help="simulated rollouts per scenario")
+    p.add_argument(
+        "--identical-rollouts",
+        type=int,
+        default=1500,
+        help="rollouts of identical versions for the sequential judge (Kayenta: --rollouts)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
         "--kayenta-step",
@@ -331,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", default="", help="write a PNG (needs matplotlib)")
     args = p.parse_args(argv)
     started = time.perf_counter()
-    rows = run(args.rollouts, args.seed, args.kayenta_step)
+    rows = run(args.rollouts, args.seed, args.kayenta_step, args.identical_rollouts)
     print_table(rows, args.kayenta_step)
     print(f"\n{time.perf_counter() - started:.0f}s total")
     if args.plot:

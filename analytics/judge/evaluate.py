@@ -202,10 +202,10 @@ def seq_latency(spec: MetricSpec, b: RequestData, c: RequestData, fr: Frame) -> 
     gb = sequential.split_blocks(b.ts, b.duration_ms, fr.start, fr.block_s, fr.n_blocks)
     gc = sequential.split_blocks(c.ts, c.duration_ms, fr.start, fr.block_s, fr.n_blocks)
     if q is None:
-        d = sequential.cles_diffs(gb, gc)
+        d, null_var = sequential.cles_blocks(gb, gc)
         margin = spec.tolerance
     else:
-        d = sequential.exceedance_diffs(gb, gc, q)
+        d, null_var = sequential.exceedance_blocks(gb, gc, q)
         margin = spec.tolerance * (1 - q)
     if d.size < MIN_BLOCKS:
         return _base(
@@ -216,7 +216,15 @@ def seq_latency(spec: MetricSpec, b: RequestData, c: RequestData, fr: Frame) -> 
             ),
             **common,
         )
-    r = sequential.mean_test(d, alpha=fr.alpha, margin=margin, direction=spec.direction)
+    # Known sampling noise + per-version level drift (sequential.known_null_var).
+    r = sequential.mean_test(
+        d,
+        alpha=fr.alpha,
+        margin=margin,
+        direction=spec.direction,
+        null_var=null_var,
+        min_drift_corr=sequential.drift_corr_floor(fr.block_s),
+    )
     change = (vc / vb - 1) if vb and vc is not None else None
     name = label if q is not None else "median"
     values = f"{name} {ms(vc)} canary vs {ms(vb)} baseline ({_rel(change)})"

@@ -173,3 +173,79 @@ def test_directions() -> None:
     small = rng.normal(0.1, 0.2, 60)
     assert sequential.mean_test(small, alpha=0.01).rejected
     assert not sequential.mean_test(small, alpha=0.01, margin=0.3).rejected
+
+
+def test_block_null_variances_match_permutations() -> None:
+    """Under H0 (exchangeable values within a block) the exceedance difference and P(c > b)
+    have the closed-form variances the latency tests use (ties included)."""
+    rng = np.random.default_rng(21)
+    pooled = np.round(rng.lognormal(3, 0.6, 90))  # integer milliseconds: ties
+    nb = 40
+    perms = [rng.permutation(pooled) for _ in range(4000)]
+    gb = [p[:nb] for p in perms]
+    gc = [p[nb:] for p in perms]
+    for q in (0.5, 0.9):
+        d, v = sequential.exceedance_blocks(gb, gc, q)
+        assert np.allclose(v, v[0])
+        assert float(np.var(d)) == pytest.approx(v[0], rel=0.08)
+    d, v = sequential.cles_blocks(gb, gc)
+    assert float(np.var(d)) == pytest.approx(v[0], rel=0.08)
+    assert np.allclose(d, sequential.cles_diffs(gb, gc))
+
+
+def _noise_plus_drift(rng: np.random.Generator, n: int, phi: float, drift_sd: float) -> np.ndarray:
+    e = rng.normal(0, drift_sd * math.sqrt(1 - phi * phi), n)
+    x = np.empty(n)
+    x[0] = rng.normal(0, drift_sd)
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + e[i]
+    return x + rng.normal(0, 1, n)  # + unit-variance sampling noise (known)
+
+
+def test_known_null_var_recovers_the_long_run_variance_of_noise_plus_drift() -> None:
+    rng = np.random.default_rng(22)
+    phi, sd = 0.7, 1.2
+    d = _noise_plus_drift(rng, 40000, phi, sd)
+    truth = 1 + sd**2 * (1 + phi) / (1 - phi)
+    assert sequential.known_null_var(d, 1.0) == pytest.approx(truth, rel=0.1)
+    # The noise dilutes the raw lag-1 autocorrelation: AR(1) prewhitening under-corrects.
+    assert sequential.long_run_variance(d) < 0.9 * truth
+    # Without drift the factor is about 1; the floor only scales the (small) excess variance.
+    iid = rng.normal(0, 1, 4000)
+    assert sequential.dependence_factor(iid, null_var=1.0, min_drift_corr=0.5) < 1.1
+
+
+def test_drift_floor_keeps_short_persistent_series_near_their_level() -> None:
+    """Noise + persistent drift, judged at every look from 6 to 60 blocks: the known-noise
+    drift correction keeps false rejections near alpha where the old correction did not."""
+    rng = np.random.default_rng(23)
+    alpha, runs = 0.05, 400
+    new = old = 0
+    for _ in range(runs):
+        d = _noise_plus_drift(rng, 60, 0.75, 1.5)
+        looks = range(6, 61, 6)
+        new += any(
+            sequential.mean_test(
+                d[:k], alpha=alpha, with_ci=False, null_var=1.0, min_drift_corr=0.5
+            ).rejected
+            for k in looks
+        )
+        old += any(sequential.mean_test(d[:k], alpha=alpha, with_ci=False).rejected for k in looks)
+    assert new / runs <= alpha
+    assert new < old
+
+
+def test_a_clear_shift_of_quiet_blocks_is_rejected_with_a_known_null_variance() -> None:
+    # A real regression can make blocks far less noisy than the null variance says (every
+    # canary value above the pooled median): that must not disable the test.
+    d = np.full(12, 0.9) + np.random.default_rng(24).normal(0, 0.01, 12)
+    r = sequential.mean_test(d, alpha=0.001, null_var=0.25 * 2 / 100, min_drift_corr=0.6)
+    assert r.rejected and r.dependence == 1.0
+
+
+def test_t_mixture_on_the_effective_sample_size() -> None:
+    x = np.random.default_rng(25).normal(0.5, 1, 50)
+    base = sequential.t_mixture_log_e(x)
+    assert sequential.t_mixture_log_e(x, f=1.0) == base
+    # Charging the prior and the variance estimate on t / f blocks is stricter than log(E) / f.
+    assert sequential.t_mixture_log_e(x, f=3.0) < base / 3
