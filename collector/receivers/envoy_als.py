@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -42,8 +42,6 @@ RECEIVER: Final = "envoy_als"
 SIGNAL: Final = "access_logs"
 OVERLOAD_WAIT_S: Final = 30.0
 STREAM_WINDOW: Final = 8  # appends in flight per stream
-
-RunBlocking = Callable[..., Awaitable[Any]]
 
 
 @dataclass(slots=True)
@@ -79,13 +77,12 @@ class _Queued:
     items: int
 
 
-def als_handler(ingest: Ingest, run_blocking: RunBlocking) -> grpc.GenericRpcHandler:
+def als_handler(ingest: Ingest) -> grpc.GenericRpcHandler:
     """The generic handler for StreamAccessLogs (raw bytes in, empty response out).
 
     Everything runs on the event loop: parsing a message (upb, well under a millisecond) and
     queueing it for the WAL (`Ingest.submit`), whose future the WAL writer resolves once the
-    group commit is durable; no thread is parked per message. `run_blocking` is unused here
-    (kept for the receivers' common signature)."""
+    group commit is durable; no thread is parked per message."""
     metrics = ingest.metrics
 
     async def stream_access_logs(requests: AsyncIterator[bytes], context: Any) -> bytes:
