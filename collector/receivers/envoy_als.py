@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -42,6 +42,11 @@ RECEIVER: Final = "envoy_als"
 SIGNAL: Final = "access_logs"
 OVERLOAD_WAIT_S: Final = 30.0
 STREAM_WINDOW: Final = 8  # appends in flight per stream
+# Messages up to this size are parsed on the event loop (~2 ms at most); bigger ones (up to the
+# 16 MiB limit) in the thread pool, so they cannot stall health checks and the other streams.
+INLINE_PARSE_BYTES: Final = 256 * 1024
+
+RunBlocking = Callable[..., Awaitable[Any]]
 
 
 @dataclass(slots=True)
@@ -77,12 +82,12 @@ class _Queued:
     items: int
 
 
-def als_handler(ingest: Ingest) -> grpc.GenericRpcHandler:
+def als_handler(ingest: Ingest, run_blocking: RunBlocking) -> grpc.GenericRpcHandler:
     """The generic handler for StreamAccessLogs (raw bytes in, empty response out).
 
-    Everything runs on the event loop: parsing a message (upb, well under a millisecond) and
-    queueing it for the WAL (`Ingest.submit`), whose future the WAL writer resolves once the
-    group commit is durable; no thread is parked per message."""
+    Everything runs on the event loop: parsing a message (upb; in `run_blocking`'s threads above
+    INLINE_PARSE_BYTES) and queueing it for the WAL (`Ingest.submit`), whose future the WAL
+    writer resolves once the group commit is durable; no thread is parked per message."""
     metrics = ingest.metrics
 
     async def stream_access_logs(requests: AsyncIterator[bytes], context: Any) -> bytes:
@@ -92,7 +97,11 @@ def als_handler(ingest: Ingest) -> grpc.GenericRpcHandler:
         try:
             async for raw in requests:
                 try:
-                    parsed = parse_message(raw)
+                    parsed = (
+                        parse_message(raw)
+                        if len(raw) <= INLINE_PARSE_BYTES
+                        else await run_blocking(parse_message, raw)
+                    )
                 except CollectorError as exc:
                     metrics.request(RECEIVER, SIGNAL, classify(exc).reason, nbytes=len(raw))
                     await _drain(queued, context)  # what came before stays accepted

@@ -184,7 +184,7 @@ class GrpcReceiver:
             ],
         )
         server.add_generic_rpc_handlers(otlp_handlers(self._ingest, self._run_blocking))
-        server.add_generic_rpc_handlers([envoy_als.als_handler(self._ingest)])
+        server.add_generic_rpc_handlers([envoy_als.als_handler(self._ingest, self._run_blocking)])
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         addr = _address(opts.host, opts.port)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
+import pytest
 
-from collector.receivers.envoy_als import METHOD
+from collector.receivers.envoy_als import INLINE_PARSE_BYTES, METHOD
 from tests.collector.conftest import ServeProcess, http_get, wait_for
 from tests.collector.receivers.grpc_client import stream_als
 from tests.collector.receivers.payloads import als_message
@@ -55,6 +56,26 @@ def test_node_identity_of_the_first_message_applies_to_the_whole_stream(
         ("source", "productpage-v1", "unknown", "v1", 200, 5),
         ("source", "productpage-v1", "unknown", "v1", 503, 4),
     ]
+
+
+def test_messages_over_the_inline_parse_size_are_stored_and_checked(
+    running_serve: ServeProcess,
+) -> None:
+    # Above INLINE_PARSE_BYTES a message is parsed in the thread pool instead of on the event
+    # loop: the same rows, and the same INVALID_ARGUMENT for a malformed one.
+    big = als_message(3000, first=True)
+    assert len(big) > INLINE_PARSE_BYTES
+    with grpc.insecure_channel(running_serve.grpc_target) as ch:
+        stream_als(ch, [big, als_message(3, first=False)])
+        bad = big + b"\x0a\xff\xff\xff\x0f"  # a field whose length runs past the end
+        assert len(bad) > INLINE_PARSE_BYTES
+        with pytest.raises(grpc.RpcError) as err:
+            stream_als(ch, [als_message(1, first=True), bad])
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "malformed protobuf" in (err.value.details() or "")
+    assert running_serve.stop() == 0
+    # The message before the malformed one stays accepted.
+    assert count_rows(running_serve.data_dir, "requests") == 3000 + 3 + 1
 
 
 def _rss_mib(pid: int) -> float:
