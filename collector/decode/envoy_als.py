@@ -226,6 +226,10 @@ def _tls_facts(tls: Any) -> tuple[tuple[str, ...], str, tuple[str, ...], str, st
     )
 
 
+_MX: Final = identity.PEER_METADATA_HEADER
+# Most entries log no headers: a plain empty dict answers lookups far faster than protobuf's
+# empty map containers.
+_NO_HEADERS: Final[Mapping[str, str]] = {}
 # The upstream host decides identity only for these clusters (identity.resolve); elsewhere
 # keying on it would make every entry a cache miss (one key per upstream pod address).
 _HOST_CLUSTERS: Final = frozenset({identity.PASSTHROUGH, identity.BLACKHOLE})
@@ -249,6 +253,20 @@ class _Identities:
                 _RESOLVED.clear()
             cache = _RESOLVED[local] = {}
         self._cache = cache
+
+    def of_http(self, entry: Any) -> tuple[tuple[Any, ...], int | None]:
+        """(identity columns, cluster port) of an HTTPAccessLogEntry."""
+        req, resp = entry.request, entry.response
+        return self.get(
+            entry.common_properties,
+            req.authority,
+            (req.request_headers or _NO_HEADERS).get(_MX, ""),
+            (resp.response_headers or _NO_HEADERS).get(_MX, ""),
+        )
+
+    def of_tcp(self, entry: Any) -> tuple[tuple[Any, ...], int | None]:
+        """(identity columns, cluster port) of a TCPAccessLogEntry."""
+        return self.get(entry.common_properties, "", "", "")
 
     def get(
         self, common: Any, authority: str, request_mx: str, response_mx: str
@@ -314,10 +332,6 @@ def _common_values(common: Any, default_ts_us: int) -> tuple[Any, ...]:
     )
 
 
-_MX: Final = identity.PEER_METADATA_HEADER
-_NO_HEADERS: Final[Mapping[str, str]] = {}
-
-
 def _http_values(
     entry: Any, idents: _Identities, default_ts_us: int
 ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -330,7 +344,7 @@ def _http_values(
     resp_headers: Mapping[str, str] = resp.response_headers or _NO_HEADERS
     trailers: Mapping[str, str] = resp.response_trailers or _NO_HEADERS
     authority = req.authority
-    ident, port = idents.get(common, authority, headers.get(_MX, ""), resp_headers.get(_MX, ""))
+    ident, port = idents.of_http(entry)
     grpc_status = trailers.get("grpc-status") or resp_headers.get("grpc-status", "")
     ctype = headers.get("content-type") or resp_headers.get("content-type", "")
     is_grpc = bool(grpc_status) or ctype.startswith("application/grpc")
@@ -357,7 +371,7 @@ def _tcp_values(
     entry: Any, idents: _Identities, default_ts_us: int
 ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     common = entry.common_properties
-    ident, port = idents.get(common, "", "", "")
+    ident, port = idents.of_tcp(entry)
     conn = entry.connection_properties
     values = (
         *_common_values(common, default_ts_us),

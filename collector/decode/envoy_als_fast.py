@@ -14,7 +14,7 @@ test_envoy_als_fast.py holds the two to identical tables.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, Final
 
@@ -42,7 +42,6 @@ AVAILABLE: Final = _wire is not None
 
 _PROTOCOLS: Final = pa.array(["http", "grpc", "tcp"], pa.string())
 _METHOD_NAMES: Final = pa.array([None, *(envoy_als._METHODS[i] for i in range(1, 10))], pa.string())
-_NO_HEADERS: Final[Mapping[str, str]] = {}
 _STRING_COLUMNS: Final = (
     "response_flags",
     "upstream_cluster",
@@ -124,21 +123,9 @@ def _resolve(
         raw = records[rec].payload[off : off + length]
         ids = idents[rec]
         if kind == 0:
-            e = accesslog_pb2.HTTPAccessLogEntry.FromString(raw)
-            req, resp = e.request, e.response
-            headers: Mapping[str, str] = req.request_headers or _NO_HEADERS
-            resp_headers: Mapping[str, str] = resp.response_headers or _NO_HEADERS
-            out.append(
-                ids.get(
-                    e.common_properties,
-                    req.authority,
-                    headers.get(envoy_als._MX, ""),
-                    resp_headers.get(envoy_als._MX, ""),
-                )
-            )
+            out.append(ids.of_http(accesslog_pb2.HTTPAccessLogEntry.FromString(raw)))
         else:
-            t = accesslog_pb2.TCPAccessLogEntry.FromString(raw)
-            out.append(ids.get(t.common_properties, "", "", ""))
+            out.append(ids.of_tcp(accesslog_pb2.TCPAccessLogEntry.FromString(raw)))
     return out
 
 
