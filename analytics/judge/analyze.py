@@ -15,9 +15,12 @@ import numpy as np
 from analytics.errors import JudgeInputError
 from analytics.judge import data as jdata
 from analytics.judge import evaluate as ev
+from analytics.judge import seq_metrics as seq
 from analytics.judge.model import CanaryConfig, MetricResult, MetricSpec, Verdict
 from analytics.judge.scoring import roll_up
 from analytics.window import TimeWindow
+
+PROMETHEUS_STEP_S = 10.0  # range-query step (= block) for Prometheus series without a block
 
 
 class _Inputs:
@@ -78,7 +81,11 @@ class _Inputs:
                 self._prom = prometheus.PrometheusSource(self.config.prometheus_url)
             src = self._prom
             assert isinstance(src, prometheus.PrometheusSource)
-            step = self.config.block_s if self.config.mode != "kayenta" else self.config.step_s
+            step = (
+                self.config.step_s
+                if self.config.mode == "kayenta"
+                else (self.config.block_s or PROMETHEUS_STEP_S)
+            )
             out = [
                 prometheus.side_series(
                     src,
@@ -152,14 +159,14 @@ def _judge_metric(
             )
         if mode == "flagger":
             return ev.flagger_series(spec, sc, sb.n)
-        return ev.seq_series(spec, sb, sc, fr)
+        return seq.seq_series(spec, sb, sc, fr)
     source = spec.source if spec.source in ("requests", "spans") else "requests"
     b = inputs.requests(source, "baseline")
     c = inputs.requests(source, "canary")
     if mode == "flagger":
         return ev.flagger_requests(spec, b, c, fr)
     if mode == "kayenta":
-        guard = ev._min_guard(spec, b.n, c.n, fr)
+        guard = ev.min_guard(spec, b.n, c.n, fr)
         if spec.kind == "request_share":
             if spec.expected_share is None:
                 return ev.kayenta_metric(
@@ -179,11 +186,11 @@ def _judge_metric(
             spec, e, k, fr, n_baseline=b.n, n_canary=c.n, guard=guard, seed=seed
         )
     if spec.kind == "error_rate":
-        return ev.seq_error_rate(spec, b, c, fr)
+        return seq.seq_error_rate(spec, b, c, fr)
     if spec.kind == "latency":
-        return ev.seq_latency(spec, b, c, fr)
+        return seq.seq_latency(spec, b, c, fr)
     if spec.kind == "request_share":
-        return ev.seq_request_share(spec, b, c, fr)
+        return seq.seq_request_share(spec, b, c, fr)
     raise JudgeInputError(f"metric {spec.name}: kind {spec.kind} needs a series source")
 
 

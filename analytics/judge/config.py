@@ -5,7 +5,8 @@ YAML form (every key optional except metrics[].name/kind; defaults shown):
     mode: sequential          # sequential | kayenta | flagger
     alpha: 0.01               # sequential: false-fail budget of the whole analysis
     min_requests: 200         # fewer requests on a side -> nodata -> inconclusive
-    block: 10s                # time block = one observation of the block tests
+    block: auto               # time block = one observation of the block tests; auto: from
+                              # the span and rate of the data (analytics/judge/blocks.py)
     step: 60s                 # kayenta mode: step of the per-step series
     source: requests          # requests | spans | prometheus (default data of the metrics)
     prometheus_url: ""        # for source prometheus / kind promql
@@ -20,8 +21,10 @@ YAML form (every key optional except metrics[].name/kind; defaults shown):
         critical: true
         weight: 1
         groups: [errors]
-        tolerance: 0          # relative margin that is not a regression
-      - {name: p99, kind: latency, quantile: 0.99, critical: true}
+        tolerance: 0.5pp      # how much worse still passes (default per kind, decision.py):
+                              # error_rate absolute ("0.5pp" or 0.005), latency relative
+                              # ("10%" or 0.1), series relative to the baseline mean
+      - {name: p99, kind: latency, quantile: 0.99, critical: true, tolerance: 20%}
       - {name: latency, kind: latency}                   # whole distribution
       - {name: share, kind: request_share, expected_share: 0.1}
       - {name: cpu, kind: metric, metric_name: process.cpu.utilization, tolerance: 0.2}
@@ -251,7 +254,7 @@ def _metric(ctx: _Ctx, raw: Any, i: int, default_source: str) -> MetricSpec:
             if kw[key] == 1.0:
                 raise ctx.fail(f, "must be below 1 (use 0.99 or 0.999)")
         elif key == "tolerance":
-            kw[key] = ctx.number(value, f, lo=0.0)
+            kw[key] = _tolerance(ctx, value, f, kind)
         elif key in ("query", "metric_name"):
             kw[key] = str(value)
         elif key == "expected_share":
@@ -282,6 +285,24 @@ def _metric(ctx: _Ctx, raw: Any, i: int, default_source: str) -> MetricSpec:
     return MetricSpec(**kw)
 
 
+def _tolerance(ctx: _Ctx, raw: Any, field: str, kind: str) -> float:
+    """A tolerance: a number (a fraction: 0.005, 0.1), "N%" (relative kinds) or "Npp"
+    (percentage points: error rates)."""
+    text = str(raw).strip().lower() if isinstance(raw, str) else None
+    if text is None:
+        return ctx.number(raw, field, lo=0.0)
+    for suffix in ("pp", "%"):
+        if text.endswith(suffix):
+            if suffix == "pp" and kind != "error_rate":
+                raise ctx.fail(field, f"{raw!r}: percentage points are for error_rate metrics")
+            if suffix == "%" and kind == "error_rate":
+                raise ctx.fail(
+                    field, f"{raw!r}: an error-rate tolerance is absolute: write e.g. 0.5pp"
+                )
+            return ctx.number(text[: -len(suffix)].strip(), field, lo=0.0) / 100.0
+    return ctx.number(raw, field, lo=0.0)
+
+
 def parse_config(data: Any, path: str = "<config>") -> CanaryConfig:
     """A YAML/JSON document (already parsed) -> CanaryConfig. Detects Kayenta canary configs."""
     ctx = _Ctx(path)
@@ -298,9 +319,10 @@ def parse_config(data: Any, path: str = "<config>") -> CanaryConfig:
         kw["alpha"] = ctx.number(data["alpha"], "alpha", lo=0.0, hi=0.5, lo_open=True)
     if "min_requests" in data:
         kw["min_requests"] = int(ctx.number(data["min_requests"], "min_requests", lo=1))
-    for key, attr in (("block", "block_s"), ("step", "step_s")):
-        if key in data:
-            kw[attr] = ctx.duration(data[key], key)
+    if "block" in data and str(data["block"]).strip().lower() not in ("auto", "none"):
+        kw["block_s"] = ctx.duration(data["block"], "block")
+    if "step" in data:
+        kw["step_s"] = ctx.duration(data["step"], "step")
     if "source" in data:
         kw["source"] = ctx.choice(data["source"], "source", ("requests", "spans", "prometheus"))
     if "prometheus_url" in data:

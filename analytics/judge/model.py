@@ -1,7 +1,9 @@
 """Values of the canary judge: per-metric results and the verdict (frozen, JSON-ready).
 
 Classifications follow Kayenta's labels in lower case: "pass", "high" (canary worse upward),
-"low" (canary worse downward), "nodata" (not enough data: never a failure by itself).
+"low" (canary worse downward), "nodata" (not enough data: never a failure by itself), plus
+"inconclusive" (sequential mode: judged, but the interval still allows a regression beyond the
+metric's tolerance; see analytics/judge/decision.py).
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-Classification = Literal["pass", "high", "low", "nodata"]
+Classification = Literal["pass", "high", "low", "nodata", "inconclusive"]
 VerdictLabel = Literal["pass", "fail", "inconclusive"]
 Direction = Literal["increase", "decrease", "either"]
 Mode = Literal["sequential", "kayenta", "flagger"]
 
-CLASSIFICATIONS: Final = ("pass", "high", "low", "nodata")
+CLASSIFICATIONS: Final = ("pass", "high", "low", "nodata", "inconclusive")
 VERDICTS: Final = ("pass", "fail", "inconclusive")
 DIRECTIONS: Final = ("increase", "decrease", "either")
 MODES: Final = ("sequential", "kayenta", "flagger")
@@ -182,7 +184,10 @@ class MetricSpec:
     error_codes    error_rate: classes counted as errors: "5xx", "4xx", "no_response", "grpc"
                    (any non-OK gRPC status), or exact HTTP codes like "503"
     grpc_codes     error_rate: gRPC statuses counted as errors (e.g. "14", "UNAVAILABLE")
-    tolerance      relative margin not counted as a regression (0.1 = 10% worse is tolerated)
+    tolerance      how much worse the canary may be and still pass (None: the kind's default,
+                   analytics/judge/decision.py): error_rate absolute (0.005 = +0.5 pp of
+                   requests), latency relative (0.1 = 10% slower), series relative to the
+                   baseline's mean, request_share relative to the expected share
     query          sql: a SELECT returning (side, ts, value); promql: a query with ${version}
     metric_name    metric: the OTLP metric name in the `metrics` table
     expected_share request_share: the canary's expected share of the two sides' requests
@@ -200,7 +205,7 @@ class MetricSpec:
     quantile: float | None = None
     error_codes: tuple[str, ...] = ("5xx",)
     grpc_codes: tuple[str, ...] = ()
-    tolerance: float = 0.0
+    tolerance: float | None = None
     query: str = ""
     metric_name: str = ""
     expected_share: float | None = None
@@ -226,7 +231,8 @@ class CanaryConfig:
     alpha        sequential mode: the false-fail budget of one whole analysis (split over the
                  metrics that can fail), valid however often the analysis is repeated
     min_requests the minimum-sample guard: fewer requests on either side -> nodata (inconclusive)
-    block_s      length of the time blocks that latency/series tests treat as one observation
+    block_s      length of the time blocks the sequential tests treat as one observation;
+                 None = from the data (analytics/judge/blocks.py)
     step_s       kayenta mode: step of the per-step series built from request-level data
     """
 
@@ -235,7 +241,7 @@ class CanaryConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     alpha: float = 0.01
     min_requests: int = 200
-    block_s: float = 10.0
+    block_s: float | None = None
     step_s: float = 60.0
     source: str = "requests"
     prometheus_url: str = ""

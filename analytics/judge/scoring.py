@@ -1,10 +1,19 @@
 """Metric results -> score (0-100) and verdict. Pure.
 
-sequential / flagger: score = weighted share of passing metrics among those with data (or
-Kayenta's group scheme when group_weights are set). A critical metric that fails -> fail
-(score 0). A critical metric without data, or half the weight without data -> inconclusive:
-low traffic never fails. Otherwise score >= pass -> pass, < marginal -> fail, else
-inconclusive. Flagger: any failing metric is a failed check -> fail.
+sequential: score = weighted share of passing metrics among those judged (pass, fail or
+inconclusive; or Kayenta's group scheme when group_weights are set). The verdict:
+  fail          a critical metric failed (whatever the others show, data or not), or the
+                failed metrics alone keep the score below marginal even if every
+                inconclusive metric were to pass
+  pass          every critical metric passed, less than half the weight has no data, and
+                score >= pass
+  inconclusive  otherwise: the reason names what holds it (an unsettled or data-less critical
+                metric first) and, from the metric, what more traffic would settle it.
+Inconclusive and no data never fail a verdict by themselves.
+
+flagger: a critical metric that fails -> fail (score 0); any failing metric is a failed
+check -> fail. A critical metric without data, or half the weight without data ->
+inconclusive. Otherwise score >= pass -> pass, < marginal -> fail, else inconclusive.
 
 kayenta: Kayenta's WeightedSumScorer and ThresholdScoreClassifier exactly (Pass / Marginal /
 Fail -> pass / inconclusive / fail), except that a score zeroed only for missing data is
@@ -35,6 +44,8 @@ def _names(ms: Sequence[MetricResult]) -> str:
 def roll_up(results: Sequence[MetricResult], config: CanaryConfig) -> RollUp:
     if config.mode == "kayenta":
         return _kayenta(results, config)
+    if config.mode == "sequential":
+        return _sequential(results, config)
     active = [m for m in results if not m.muted]
     if not active:
         return RollUp("inconclusive", 0.0, "no metrics to judge (all muted)", {})
@@ -103,10 +114,97 @@ def roll_up(results: Sequence[MetricResult], config: CanaryConfig) -> RollUp:
     )
 
 
-def _label(m: MetricResult) -> str:
+_LABEL = {"pass": "Pass", "high": "High", "low": "Low", "nodata": "Nodata", "inconclusive": "High"}
+
+
+def _label(m: MetricResult, inconclusive: str = "High") -> str:
+    """Kayenta's label of a result; an inconclusive metric scores as not passing (or as
+    `inconclusive`, to ask what the score could become)."""
     if m.label:
         return m.label
-    return {"pass": "Pass", "high": "High", "low": "Low", "nodata": "Nodata"}[m.classification]
+    return inconclusive if m.classification == "inconclusive" else _LABEL[m.classification]
+
+
+def _score(
+    judged: Sequence[MetricResult],
+    active: Sequence[MetricResult],
+    config: CanaryConfig,
+    ok: set[str],
+) -> tuple[float, dict[str, float]]:
+    """Weighted share of `judged` metrics whose classification is in `ok` (0-100)."""
+    if config.group_weights:
+        label = "Pass" if "inconclusive" in ok else "High"
+        ks = netflix.weighted_sum_score(
+            [netflix.ScoredMetric(_label(m, label), m.groups, False) for m in active],
+            config.group_weights,
+        )
+        return ks.score, ks.group_scores
+    wsum = sum(m.weight for m in judged)
+    if wsum <= 0:
+        return 0.0, {}
+    return 100.0 * sum(m.weight for m in judged if m.classification in ok) / wsum, {}
+
+
+def _sequential(results: Sequence[MetricResult], config: CanaryConfig) -> RollUp:
+    active = [m for m in results if not m.muted]
+    if not active:
+        return RollUp("inconclusive", 0.0, "no metrics to judge (all muted)", {})
+    failed = [m for m in active if m.failed]
+    nodata = [m for m in active if m.classification == "nodata"]
+    judged = [m for m in active if m.classification != "nodata"]
+    score, group_scores = _score(judged, active, config, {"pass"})
+    score = round(score, 2)
+    critical_failed = [m for m in failed if m.critical]
+    if critical_failed:
+        first = critical_failed[0]
+        return RollUp(
+            "fail", 0.0, f"critical metric {first.name} failed: {first.reason}", group_scores
+        )
+    th = config.thresholds
+    best, _ = _score(judged, active, config, {"pass", "inconclusive"})
+    if failed and best < th.marginal:
+        return RollUp(
+            "fail",
+            score,
+            f"failed {_names(failed)}: the score cannot reach marginal {th.marginal:g} "
+            f"(at most {best:.4g}): {failed[0].reason}",
+            group_scores,
+        )
+    total_w = sum(m.weight for m in active) or 1.0
+    holding = [m for m in active if m.critical and m.classification != "pass"]
+    if holding:
+        first = holding[0]
+        what = "has no data" if first.classification == "nodata" else "is not settled"
+        return RollUp(
+            "inconclusive",
+            score,
+            f"critical metric {first.name} {what}: {first.reason}",
+            group_scores,
+        )
+    if not judged or sum(m.weight for m in nodata) / total_w >= 0.5:
+        which = nodata[0] if nodata else active[0]
+        return RollUp(
+            "inconclusive",
+            score,
+            f"not enough data to judge {which.name}: {which.reason}",
+            group_scores,
+        )
+    if score >= th.pass_:
+        extra = f"; no data for {_names(nodata)}" if nodata else ""
+        return RollUp(
+            "pass",
+            score,
+            f"score {score:g} >= {th.pass_:g}: every critical metric passed, "
+            f"{len(judged)} metric(s) judged{extra}",
+            group_scores,
+        )
+    open_ = [m for m in judged if m.classification != "pass"]
+    return RollUp(
+        "inconclusive",
+        score,
+        f"score {score:g} < pass {th.pass_:g}: not passed yet {_names(open_)}: {open_[0].reason}",
+        group_scores,
+    )
 
 
 def _kayenta(results: Sequence[MetricResult], config: CanaryConfig) -> RollUp:
