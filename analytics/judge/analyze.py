@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -75,17 +76,7 @@ class _Inputs:
         if spec.source == "prometheus" or spec.kind == "promql":
             from analytics.judge import prometheus
 
-            if not self.config.prometheus_url:
-                raise JudgeInputError(f"metric {spec.name} needs prometheus_url in the config")
-            if self._prom is None:
-                self._prom = prometheus.PrometheusSource(self.config.prometheus_url)
-            src = self._prom
-            assert isinstance(src, prometheus.PrometheusSource)
-            step = (
-                self.config.step_s
-                if self.config.mode == "kayenta"
-                else (self.config.block_s or PROMETHEUS_STEP_S)
-            )
+            src, step = self._prometheus(spec)
             out = [
                 prometheus.side_series(
                     src,
@@ -109,6 +100,75 @@ class _Inputs:
             )
             for v in self.sides.values()
         )
+
+    def _prometheus(self, spec: MetricSpec) -> tuple[Any, float]:
+        """The Prometheus connection and the caller's step (the query step is
+        prometheus.query_step of it: at least a minute, so rate() has two samples)."""
+        from analytics.judge import prometheus
+
+        if not self.config.prometheus_url:
+            raise JudgeInputError(f"metric {spec.name} needs prometheus_url in the config")
+        if self._prom is None:
+            self._prom = prometheus.PrometheusSource(self.config.prometheus_url)
+        step = (
+            self.config.step_s
+            if self.config.mode == "kayenta"
+            else (self.config.block_s or PROMETHEUS_STEP_S)
+        )
+        return self._prom, step
+
+    def prometheus_error_counts(self, spec: MetricSpec, fr: ev.Frame) -> MetricResult:
+        """A Prometheus error-rate metric judged on request and error counts per aligned step
+        (each step one block), not on a ratio series: steps weigh by their traffic, and a side
+        without any 5xx series has 0 errors, not no data."""
+        from analytics.judge import blocks, prometheus
+
+        src, step = self._prometheus(spec)
+        sides = [
+            prometheus.side_counts(
+                src,
+                spec,
+                service=self.service,
+                version=v,
+                start=self.window.start,
+                end=self.window.end,
+                step_s=step,
+            )
+            for v in self.sides.values()
+        ]
+        if sides[0].n == 0 or sides[1].n == 0:
+            empty = sides[0] if sides[0].n == 0 else sides[1]
+            side = "baseline" if empty is sides[0] else "canary"
+            reason = prometheus.side_no_data_reason(
+                src,
+                spec,
+                service=self.service,
+                version=self.sides[side],
+                start=self.window.start,
+                end=self.window.end,
+                step_s=step,
+            )
+            return ev.base_result(
+                spec,
+                reason=f"{side}: {reason}",
+                n_baseline=round(float(sides[0].total.sum())),
+                n_canary=round(float(sides[1].total.sum())),
+            )
+        ts, e_b, n_b, e_c, n_c = prometheus.paired_counts(sides[0], sides[1])
+        q_step = prometheus.query_step(step)
+        span = float(ts[-1] - ts[0] + q_step) if ts.size else 0.0
+        choice = blocks.BlockChoice(
+            q_step,
+            span,
+            float(n_b.sum()) / span if span else 0.0,
+            float(n_c.sum()) / span if span else 0.0,
+            f"{q_step:g}s Prometheus steps",
+        )
+        guard = ev.min_guard(spec, round(float(n_b.sum())), round(float(n_c.sum())), fr)
+        if guard:
+            return ev.base_result(spec, reason=guard)
+        counts = blocks.BlockCounts(ts, n_b, e_b, n_c, e_c)
+        return seq.error_counts_result(spec, counts, fr, choice)
 
 
 class _Given:
@@ -145,6 +205,14 @@ def _judge_metric(
     spec: MetricSpec, inputs: _Inputs | _Given, fr: ev.Frame, config: CanaryConfig, seed: int
 ) -> MetricResult:
     mode = config.mode
+    if (
+        mode == "sequential"
+        and spec.kind == "error_rate"
+        and spec.source == "prometheus"
+        and not spec.query
+        and isinstance(inputs, _Inputs)
+    ):
+        return inputs.prometheus_error_counts(spec, fr)
     if _is_series(spec):
         sb, sc = inputs.series(spec)
         if mode == "kayenta":
