@@ -8,7 +8,8 @@ length here follows the span and the rate of the data in the window instead:
 
 `need` is how many requests each side should have in a block for the block's statistic to mean
 something: 20 for error counts, the median and the whole distribution, and enough for a tail
-quantile to have a couple of requests above it (1 / (1 - q): 100 per side for p99). `span` is
+quantile to have a request above it in the pooled block (1 / (2 (1 - q)): 50 per side for
+p99; ties at the quantile count half, sequential.exceedance_blocks). `span` is
 the time from the first to the last request of either side. Lengths snap up to a fixed ladder
 (0.1 s .. 10 min), so successive looks at a growing window reuse a handful of partitions, and
 the same data always gives the same blocks. Pure.
@@ -22,7 +23,25 @@ from typing import Final
 
 import numpy as np
 
-LADDER_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+LADDER_S: Final = (
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    45.0,
+    60.0,
+    90.0,
+    120.0,
+    180.0,
+    300.0,
+    600.0,
+)
 MAX_BLOCKS: Final = 120  # more blocks add little power and cost time at every look
 MIN_PER_SIDE: Final = 20
 
@@ -32,7 +51,7 @@ def need_per_side(quantile: float | None) -> int:
     whole distribution or error counts)."""
     if quantile is None or quantile <= 0.5:
         return MIN_PER_SIDE
-    return max(MIN_PER_SIDE, math.ceil(1.0 / (1.0 - quantile)))
+    return max(MIN_PER_SIDE, math.ceil(0.5 / (1.0 - quantile) - 1e-9))
 
 
 def snap_up(seconds: float) -> float:
@@ -59,7 +78,7 @@ def choose_block(
     tb, tc = np.asarray(ts_b, float), np.asarray(ts_c, float)
     need = need_per_side(quantile)
     if tb.size == 0 or tc.size == 0:
-        return BlockChoice(LADDER_S[6], 0.0, 0.0, 0.0, "no traffic on a side: default 10s")
+        return BlockChoice(10.0, 0.0, 0.0, 0.0, "no traffic on a side: default 10s")
     first = min(float(tb.min()), float(tc.min()))
     last = max(float(tb.max()), float(tc.max()))
     # A span shorter than a request gap still spans one "request's worth" of time.
@@ -153,7 +172,7 @@ def series_block(ts_b: np.ndarray, ts_c: np.ndarray) -> float:
     series' own spacing, or longer when the span holds more than MAX_BLOCKS of them."""
     gaps = [np.diff(np.unique(np.asarray(t, float))) for t in (ts_b, ts_c)]
     steps = np.concatenate([g[g > 0] for g in gaps])
-    step = float(np.median(steps)) if steps.size else LADDER_S[6]
+    step = float(np.median(steps)) if steps.size else 10.0
     both = np.concatenate([np.asarray(ts_b, float), np.asarray(ts_c, float)])
     span = float(both.max() - both.min()) if both.size else 0.0
     return snap_up(max(step, span / MAX_BLOCKS))

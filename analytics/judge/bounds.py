@@ -95,15 +95,45 @@ class RelativeCS:
 ScaledTest = Callable[[float, str], bool]
 
 
-def relative_cs(test: ScaledTest, *, top: float = 9.0, steps: int = 16) -> tuple[float, float]:
-    """(lo, hi) on the relative scale by bisection on r of a monotone scaled test (module doc).
+def relative_cs(
+    test: ScaledTest, *, tolerance: float, top: float = 9.0, steps: int = 16
+) -> tuple[float, float]:
+    """(lo, hi) on the relative scale by bisection on r of the scaled test (module doc).
 
-    hi: the smallest r in [-0.9, top] at which the scaled canary is significantly faster
-    (`test(r, "decrease")`), inf when none is; lo: the largest r in [-0.9, top] at which it is
-    still significantly slower (`test(r, "increase")`), -0.9 when none is."""
-    hi = _first_true(lambda r: test(r, "decrease"), -0.9, top, steps)
-    lo = _last_true(lambda r: test(r, "increase"), -0.9, top, steps)
+    hi: the smallest r at which the scaled canary is significantly faster (`test(r,
+    "decrease")`), inf when none up to `top` is; lo: the largest r at which it is still
+    significantly slower (`test(r, "increase")`), -0.9 when none is. The test is monotone in r
+    only approximately (its variance and dependence estimates move with r), so the search is
+    bracketed by the test at the points that decide the outcome (0 and +-tolerance): the
+    interval shown always agrees with the outcome."""
+    tol = min(abs(tolerance), 0.9)
+    hi = _bracketed(lambda r: test(r, "decrease"), (0.0, tol), -0.9, top, steps, first=True)
+    lo = _bracketed(lambda r: test(r, "increase"), (-tol, 0.0), -0.9, top, steps, first=False)
     return lo, hi
+
+
+def _bracketed(
+    pred: Callable[[float], bool],
+    cuts: tuple[float, float],
+    a: float,
+    b: float,
+    steps: int,
+    *,
+    first: bool,
+) -> float:
+    """The boundary of pred (false then true when `first`, true then false otherwise) searched
+    only inside the segment of [a, cuts[0], cuts[1], b] that pred at the cuts points to."""
+    points = [a, *sorted(cuts), b]
+    at = [pred(x) for x in points[1:-1]]
+    if first:  # smallest x with pred(x): left of the first cut where pred holds
+        for i, ok in enumerate(at):
+            if ok:
+                return _first_true(pred, points[i], points[i + 1], steps)
+        return _first_true(pred, points[-2], b, steps)
+    for i in range(len(at) - 1, -1, -1):  # largest x with pred(x): right of the last such cut
+        if at[i]:
+            return _last_true(pred, points[i + 1], points[i + 2], steps)
+    return _last_true(pred, a, points[1], steps)
 
 
 def _first_true(pred: Callable[[float], bool], a: float, b: float, steps: int) -> float:

@@ -339,7 +339,7 @@ def seq_latency(spec: MetricSpec, b: RequestData, c: RequestData, fr: Frame) -> 
     regressed = outcome == "fail" and test(0.0, "increase")
     # The interval shown is the bisection of the same test over r (display only: the outcome
     # above is the test at r = 0 and r = +-tolerance).
-    lo, hi = bounds.relative_cs(test)
+    lo, hi = bounds.relative_cs(test, tolerance=tol)
     change = (vc / vb - 1) if vb and vc is not None else math.nan
     name = label if q is not None else "median"
     values = (

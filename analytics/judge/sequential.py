@@ -437,9 +437,12 @@ def drift_corr_floor(block_s: float, drift_time_s: float = MIN_DRIFT_TIME_S) -> 
 def exceedance_blocks(
     groups_b: list[np.ndarray], groups_c: list[np.ndarray], q: float, min_per_side: int = 5
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`exceedance_diffs` and each block's null variance: given the m pooled values above the
-    block's quantile, the canary's count is hypergeometric under H0, so the difference has
-    variance p (1 - p) N / (N - 1) (1/n_b + 1/n_c), p = m / N (exact, ties included)."""
+    """`exceedance_diffs` and each block's null variance. Each value scores 1 above the block's
+    pooled quantile, 1/2 at it and 0 below (mid-ranks: Envoy reports whole milliseconds, so
+    many values tie at the quantile, and a strict "above" would ignore that mass). Given the
+    pooled scores, the canary's are a sample without replacement under H0, so the difference of
+    means has variance s2 N / (N - 1) (1/n_b + 1/n_c), s2 the pooled scores' population
+    variance (p (1 - p) without ties: exact, hypergeometric)."""
     out, var = [], []
     for b, c in zip(groups_b, groups_c, strict=True):
         if b.size < min_per_side or c.size < min_per_side:
@@ -447,18 +450,20 @@ def exceedance_blocks(
         pooled = np.concatenate([b, c])
         tau = np.quantile(pooled, q)
         n = pooled.size
-        p = float(np.mean(pooled > tau))
-        out.append(float(np.mean(c > tau) - np.mean(b > tau)))
-        var.append(p * (1 - p) * n / (n - 1) * (1 / b.size + 1 / c.size))
+        score = (pooled > tau) + 0.5 * (pooled == tau)
+        sb, sc = score[: b.size], score[b.size :]
+        out.append(float(sc.mean() - sb.mean()))
+        var.append(float(score.var()) * n / (n - 1) * (1 / b.size + 1 / c.size))
     return np.asarray(out, float), np.asarray(var, float)
 
 
 def exceedance_diffs(
     groups_b: list[np.ndarray], groups_c: list[np.ndarray], q: float, min_per_side: int = 5
 ) -> np.ndarray:
-    """Per block: share of canary values above the block's pooled q-quantile minus the
-    baseline's share. Under H0 (same distribution on both sides) its mean is 0, whatever the
-    traffic split, drift or heavy tail. Blocks with too few values on a side are skipped."""
+    """Per block: share of canary values above the block's pooled q-quantile (ties at it count
+    half) minus the baseline's share. Under H0 (same distribution on both sides) its mean is 0,
+    whatever the traffic split, drift or heavy tail. Blocks with too few values on a side are
+    skipped."""
     return exceedance_blocks(groups_b, groups_c, q, min_per_side)[0]
 
 

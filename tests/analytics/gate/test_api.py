@@ -51,8 +51,10 @@ def write_side(
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     data = tmp_path / "data"
-    write_side(data, "reviews.default.svc.cluster.local", "v1", n=500, seq=1)
-    write_side(data, "reviews.default.svc.cluster.local", "v2", n=500, seq=2)
+    # Equal versions, enough traffic to bound the error rate within +0.5 pp (3000 requests a
+    # side without errors) and latency within +10%: the judge passes them.
+    write_side(data, "reviews.default.svc.cluster.local", "v1", n=3000, seq=1)
+    write_side(data, "reviews.default.svc.cluster.local", "v2", n=3000, seq=2)
     write_side(data, "ratings.default.svc.cluster.local", "v1", n=500, seq=3)
     write_side(data, "ratings.default.svc.cluster.local", "v2", n=500, error_every=10, seq=4)
     # Flagger naming: primary and canary workloads of podinfo (destination_workload)

@@ -22,6 +22,7 @@ from analytics.gate.judging import StoreJudge
 from analytics.gate.runner import Gate
 from analytics.gate.state import load_state, queue_command
 from analytics.judge.config import default_config
+from analytics.judge.model import CanaryConfig
 from tests.analytics.gate.envoy_harness import (
     HOST,
     PORT,
@@ -34,7 +35,7 @@ from tests.analytics.gate.envoy_harness import (
 )
 
 INTERVAL = 60.0
-PER_INTERVAL = 500
+PER_INTERVAL = 1500
 
 
 @pytest.fixture
@@ -63,16 +64,47 @@ def rollout_config(**analysis: object) -> RolloutConfig:
     return parse_rollout_config(doc, "test")
 
 
-def make_gate(cfg: RolloutConfig, envoy: Envoy, data_dir: Path, clock: SimClock) -> Gate:
+# The judge's default metrics with tolerances a few minutes of this test's traffic (~300
+# canary requests a minute at 20%, ~1 ms loopback latencies with wide relative jitter) can
+# settle: +2 pp of errors, p99 x2, the median +50%. With the default tolerances (+0.5 pp,
+# +10%) the same healthy canary is held (see below).
+TEST_TOLERANCES = {
+    "error-rate": 0.02,
+    "latency-p99": 1.0,
+    "latency-p50": 0.5,
+    "latency-distribution": 0.5,
+}
+
+
+def judge_config(tolerances: dict[str, float] | None = TEST_TOLERANCES) -> CanaryConfig:
+    cfg = dataclasses.replace(default_config(), min_requests=100)
+    if tolerances is None:
+        return cfg
+    return dataclasses.replace(
+        cfg,
+        metrics=tuple(
+            dataclasses.replace(m, tolerance=tolerances.get(m.name, m.tolerance))
+            for m in cfg.metrics
+        ),
+    )
+
+
+def make_gate(
+    cfg: RolloutConfig,
+    envoy: Envoy,
+    data_dir: Path,
+    clock: SimClock,
+    judge_cfg: CanaryConfig | None = None,
+) -> Gate:
     actuator = EnvoyActuator.from_options({**cfg.actuator.options, "admin": envoy.admin_url}, cfg)
     # The real judge over the real store; min_requests lowered from 200 so a step needs ~100
-    # canary requests (the test's traffic), everything else is the judge's default config.
+    # canary requests (the test's traffic).
     judge = StoreJudge(
         data_dir,
         service=cfg.service,
         baseline=cfg.baseline,
         canary=cfg.canary,
-        config=dataclasses.replace(default_config(), min_requests=100),
+        config=judge_cfg or judge_config(),
     )
     return Gate(cfg, data_dir, actuator=actuator, judge=judge, clock=clock, sleep=clock.sleep)
 
@@ -175,6 +207,25 @@ def test_canary_with_5_percent_errors_is_rolled_back(mesh: tuple[Envoy, LoadGen]
     details = json.loads(str(rows[-1][4]))
     err = next(m for m in details["metrics"] if m["name"] == "error-rate")
     assert err["classification"] == "high"
+
+
+def test_healthy_canary_is_held_until_the_default_tolerances_are_settled(
+    mesh: tuple[Envoy, LoadGen],
+) -> None:
+    """No significant change is not a pass: with the default tolerances (+0.5 pp, +10%) a few
+    hundred canary requests cannot rule out a regression, so the gate holds at the first step
+    and says how much more traffic would settle it."""
+    envoy, lg = mesh
+    clock = SimClock(float(int(time.time()) - 3600))
+    gate = make_gate(rollout_config(), envoy, lg.data_dir, clock, judge_config(None))
+    drive(gate, lg, clock, max_intervals=3)
+    st = gate.state
+    assert st is not None and st.phase == "progressing" and st.canary_weight == 20
+    assert st.analyses == 3 and st.failed_checks == 0
+    rows = verdict_rows(lg.data_dir)
+    assert [r[2] for r in rows[1:]] == ["inconclusive"] * 3
+    details = json.loads(str(rows[-1][4]))
+    assert "would settle it" in details["reason"], details["reason"]
 
 
 def test_idle_canary_stays_inconclusive_and_does_not_advance(mesh: tuple[Envoy, LoadGen]) -> None:
