@@ -101,10 +101,13 @@ def settle_text(
     if math.isinf(factor):
         return f"{head}: too few blocks to bound it yet"
     more = (factor - 1.0) * requests
-    text = f"{head}; about {factor:.2g}x the traffic so far would settle it ({more:,.0f} more"
+    times = f"{factor:.2f}" if factor < 10 else f"{factor:.0f}"
+    text = f"{head}; about {times}x the traffic so far would settle it ({more:,.0f} more"
     if span_s > 0 and requests > 0:
         per_min = requests / span_s * 60.0
-        text += f" requests, ~{more / per_min:.0f} min at the current {per_min:,.0f}/min)"
+        minutes = more / per_min
+        when = f"{minutes:.1f}" if minutes < 10 else f"{minutes:,.0f}"
+        text += f" requests, ~{when} min at the current {per_min:,.0f}/min)"
     else:
         text += " requests)"
     return text

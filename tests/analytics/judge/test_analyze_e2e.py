@@ -141,7 +141,7 @@ def test_cli_an_equal_canary_on_little_traffic_is_inconclusive_and_says_what_set
     assert out.startswith("verdict: inconclusive")
     assert "critical metric error-rate is not settled" in out
     assert re.search(r"the upper bound \+[0-9.]+ pp is beyond the tolerance \+0\.50 pp", out)
-    assert re.search(r"about [0-9.]+x the traffic so far would settle it \([0-9,]+ more", out)
+    assert re.search(r"about [0-9.,]+x the traffic so far would settle it \([0-9,]+ more", out)
 
 
 def test_cli_passes_an_equal_canary_within_its_tolerances(
