@@ -36,11 +36,13 @@ def envoy_binary() -> str:
 
 
 class Upstream:
-    """An app version: answers 200 (or 500 on every `error_every`-th request) naming itself."""
+    """An app version: answers 200 (or 500 on every `error_every`-th request) naming itself,
+    after `delay_ms`."""
 
-    def __init__(self, version: str, error_every: int = 0) -> None:
+    def __init__(self, version: str, error_every: int = 0, delay_ms: float = 0.0) -> None:
         self.version = version
         self.error_every = error_every
+        self.delay_ms = delay_ms
         self.count = 0
         self.lock = threading.Lock()
         outer = self
@@ -59,6 +61,8 @@ class Upstream:
                     outer.count += 1
                     n = outer.count
                 status = 500 if outer.error_every and n % outer.error_every == 0 else 200
+                if outer.delay_ms:
+                    time.sleep(outer.delay_ms / 1000.0)
                 body = json.dumps({"version": outer.version}).encode()
                 self.send_response(status)
                 self.send_header("x-version", outer.version)
