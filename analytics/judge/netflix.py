@@ -9,7 +9,7 @@ Roll-up: Kayenta's WeightedSumScorer and ThresholdScoreClassifier.
 
 Assumption (Kayenta's, not ours): samples are independent. Per-step series of a mesh are not;
 see analytics/judge/sequential.py for the default method. The behaviour is pinned by
-`../shared/reference/kayenta_vectors.json` (tests/analytics/judge/test_kayenta_vectors.py).
+`tests/analytics/reference/kayenta_vectors.json` (tests/analytics/judge/test_kayenta_vectors.py).
 """
 
 from __future__ import annotations

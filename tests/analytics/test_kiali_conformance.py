@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pytest
 
 from analytics.catalog import connect
 from analytics.graph import service_graph
@@ -18,21 +17,14 @@ from analytics.window import TimeWindow
 from collector.store.schema import REQUESTS
 from collector.store.writer import write_table
 
-KIALI = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
-    / "reference"
-    / "servicegraph_fixtures"
-    / "kiali"
-)
+# Copied from ../shared/reference (sources and commits: reference/servicegraph_fixtures/README.md)
+KIALI = Path(__file__).resolve().parent / "reference" / "servicegraph_fixtures" / "kiali"
 DURATION = 600  # Kiali's default 10m: rate * 600 s = requests in the window
 
 
 def _fixture(name: str) -> Any:
     path = KIALI / name
-    if not path.exists():
-        pytest.skip(f"Kiali fixture {path} is absent (shared/reference not checked out)")
+    assert path.exists(), f"Kiali fixture {path} is missing"
     return json.loads(path.read_text())
 
 
