@@ -14,9 +14,14 @@
                                                           verdict with metadata rollbackOnFail
                                                           "true"; else 403
                                 post-rollout | event      200 (recorded)
-    GET|POST /gate/argo/verdict Argo Rollouts Web metric: 200 + {"verdict", "score", "reason",
-                                "metrics", ...}; use successCondition result.verdict == "pass"
-                                and failureCondition result.verdict == "fail".
+    GET|POST|PUT /gate/argo/verdict
+                                Argo Rollouts Web metric: 200 + {"verdict", "score", "reason",
+                                "metrics", ..., "requests", "summary"}; use jsonPath
+                                {$.summary} (or {$}), successCondition result.verdict == "pass"
+                                and failureCondition result.verdict == "fail". A side without
+                                requests gets a `hint`: what the telemetry carries instead
+                                (Argo's pod-template hashes never reach it: judge Argo canaries
+                                by DestinationRule subset, selector=subset).
     POST /judge                 Kayenta RemoteJudge: {canaryConfig, metricSetPairList,
                                 scoreThresholds} -> CanaryJudgeResult (the judge's
                                 analytics.judge.kayenta: NetflixACAJudge port).
@@ -76,6 +81,9 @@ FLAGGER_HOOKS: Final = (
     "event",
 )
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+# A rollouts-pod-template-hash: rand.SafeEncodeString of a decimal uint32 (argo-rollouts
+# utils/hash/hash.go), so only the characters the digits 0-9 map to.
+_ARGO_HASH: Final = re.compile(r"^[4-9bcdf]{6,10}$")
 
 JudgeFactory = Callable[[str, str, str, str], Judge]
 
@@ -85,6 +93,30 @@ def _clean(value: Any, what: str) -> str:
     if not _NAME.match(text):
         raise HttpError(400, f"{what} must be a name like 'reviews' or 'v2', got {text!r}")
     return text
+
+
+def _side_counts(details: Mapping[str, Any]) -> dict[str, int | None]:
+    """Requests judged per side (the most any metric saw); None when the judge reported none."""
+    counts: dict[str, int | None] = {"baseline": None, "canary": None}
+    for metric in details.get("metrics") or ():
+        if not isinstance(metric, Mapping):
+            continue
+        for side in counts:
+            n = metric.get(f"n_{side}")
+            if isinstance(n, int):
+                counts[side] = max(n, counts[side] or 0)
+    return counts
+
+
+def _strict_json(obj: Any) -> Any:
+    """`obj` with non-finite floats as null (JSON as Go's encoding/json accepts it)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict_json(v) for v in obj]
+    return obj
 
 
 class GateApi:
@@ -258,8 +290,12 @@ class GateApi:
     # --- Argo Rollouts ---------------------------------------------------------------------
 
     def argo(self, req: Request) -> Response:
+        """Argo Rollouts' Web metric provider (metricproviders/webmetric/webmetric.go): a GET
+        with the AnalysisTemplate's args templated into the query, or a POST/PUT with a JSON
+        body. Always 200 with the verdict (a non-2xx is an Error measurement for Argo, never a
+        pass); the AnalysisTemplate's conditions turn it into Successful/Failed/Inconclusive."""
         params: dict[str, Any] = {k: v[-1] for k, v in req.query.items() if v}
-        if req.method == "POST" and req.body:
+        if req.method in ("POST", "PUT") and req.body:
             body = req.json()
             if not isinstance(body, Mapping):
                 raise HttpError(400, "the body must be a JSON object")
@@ -270,26 +306,118 @@ class GateApi:
         baseline = _clean(params.get("baseline"), "baseline")
         canary = _clean(params.get("canary"), "canary")
         selector = _clean(params.get("selector") or "version", "selector")
-        j = self.judge(service, baseline, canary, selector, self._window(params.get("window")))
+        window_s = self._window(params.get("window"))
+        j = self.judge(service, baseline, canary, selector, window_s)
         rollout = str(params.get("rollout") or service.split(".")[0])
+        counts = _side_counts(j.details)
+        sides = {"baseline": baseline, "canary": canary}
+        empty = {side: value for side, value in sides.items() if counts[side] == 0}
+        hint = self._argo_hint(service, selector, empty, window_s) if empty else ""
+        extra: dict[str, Any] = {"caller": "argo", "requests": counts}
+        if hint:
+            extra["hint"] = hint
         self._record(
-            rollout,
-            service,
-            baseline,
-            canary,
-            "argo",
-            f"argo:{j.verdict}",
-            j.reason,
-            j,
-            {"caller": "argo"},
+            rollout, service, baseline, canary, "argo", f"argo:{j.verdict}", j.reason, j, extra
         )
+        score = j.score if j.score is not None and math.isfinite(j.score) else None
+        # `summary`: what an AnalysisTemplate should point its jsonPath at ({$.summary}); Argo
+        # stores the jsonPath result as the measurement's value, so it stays small and says why.
+        summary: dict[str, Any] = {
+            "verdict": j.verdict,
+            "score": score,
+            "reason": j.reason,
+            "baseline": baseline,
+            "canary": canary,
+            "selector": selector,
+            "requests": counts,
+        }
+        if hint:
+            summary["hint"] = hint
         out = {
             **j.details,
             "verdict": j.verdict,
-            "score": j.score if j.score is not None and math.isfinite(j.score) else None,
+            "score": score,
             "reason": j.reason,
+            "requests": counts,
+            **({"hint": hint} if hint else {}),
+            "summary": summary,
         }
-        return Response.json(out)
+        # Argo decodes the body with Go's encoding/json, which rejects NaN/Infinity: the body
+        # would then be treated as plain text and every condition would fail to evaluate.
+        return Response.json(_strict_json(out))
+
+    def _argo_hint(
+        self, service: str, selector: str, empty: Mapping[str, str], window_s: float
+    ) -> str:
+        """Why a side has no requests: the values the telemetry does carry for `service` in the
+        window, per selector, and whether the asked value is an Argo pod-template hash."""
+        parts = [
+            f"no requests for {side} {value!r} with selector={selector}"
+            for side, value in empty.items()
+        ]
+        hashes = [v for v in empty.values() if _ARGO_HASH.match(v)]
+        if hashes and selector != "subset":
+            what = (
+                "looks like an Argo Rollouts pod-template hash, which never reaches"
+                if len(hashes) == 1
+                else "look like Argo Rollouts pod-template hashes, which never reach"
+            )
+            parts.append(
+                f"{', '.join(repr(h) for h in hashes)} {what} telemetry (Istio drops the "
+                "rollouts-pod-template-hash from the workload name and takes the version from "
+                "the pod's labels): split traffic with DestinationRule subsets and ask with "
+                "selector=subset, baseline=<stableSubsetName>, canary=<canarySubsetName>"
+            )
+        try:
+            seen = self._seen_values(service, window_s)
+        except Exception as exc:  # the hint is best effort; the verdict stands without it
+            log.warning("cannot list the telemetry values of %s: %s", service, exc)
+            seen = {}
+        if any(seen.values()):
+            listed = "; ".join(
+                f"{sel}: {', '.join(f'{v} ({n})' for v, n in vals)}"
+                for sel, vals in seen.items()
+                if vals
+            )
+            parts.append(f"the telemetry of {service} in the window carries {listed}")
+        else:
+            parts.append(f"no requests to {service} at all in the window")
+        return "; ".join(parts)
+
+    def _seen_values(self, service: str, window_s: float) -> dict[str, list[tuple[str, int]]]:
+        """The most frequent values per selector for `service` in the window (requests): the
+        subsets of client-side reports, and destination_version / destination_workload."""
+        from analytics.catalog import connect
+
+        end = datetime.fromtimestamp(self.clock(), tz=UTC)
+        window = TimeWindow(end - timedelta(seconds=window_s), end)
+        params = {"service": service, "start": window.start, "end": window.end}
+        where = (
+            "protocol <> 'tcp' AND (destination_service_name = $service OR "
+            "destination_canonical_service = $service OR destination_service = $service) "
+            "AND ts >= $start AND ts < $end"
+        )
+        queries = {
+            "subset": "SELECT split_part(upstream_cluster, '|', 3) AS v, count(*) AS n "
+            f"FROM requests WHERE reporter = 'source' AND {where} GROUP BY v",
+            "version": f"SELECT destination_version AS v, count(*) AS n FROM traffic "
+            f"WHERE {where} GROUP BY v",
+            "workload": f"SELECT destination_workload AS v, count(*) AS n FROM traffic "
+            f"WHERE {where} GROUP BY v",
+        }
+        out: dict[str, list[tuple[str, int]]] = {}
+        conn = connect(self.data_dir, window)
+        try:
+            for selector, sql in queries.items():
+                rows = conn.sql(
+                    f"SELECT v, n FROM ({sql}) WHERE coalesce(v, '') NOT IN ('', 'unknown') "
+                    "ORDER BY n DESC, v LIMIT 5",
+                    params=params,
+                ).fetchall()
+                out[selector] = [(str(v), int(n)) for v, n in rows]
+        finally:
+            conn.close()
+        return out
 
     # --- Kayenta ---------------------------------------------------------------------------
 
@@ -320,6 +448,7 @@ class GateApi:
             Route("POST", "/gate/flagger/*", self.flagger),
             Route("GET", "/gate/argo/verdict", self.argo),
             Route("POST", "/gate/argo/verdict", self.argo),
+            Route("PUT", "/gate/argo/verdict", self.argo),
             Route("POST", "/judge", self.kayenta),
             Route("GET", "/gate/rollouts", self.rollouts),
             Route("GET", "/gate/rollouts/*", self.rollouts),

@@ -205,6 +205,56 @@ def test_argo_web_metric(api: tuple[str, Path]) -> None:
     assert r.status_code == 400  # Argo counts it as an Error measurement, never a pass
 
 
+def test_argo_summary_put_and_strict_json(tmp_path: Path) -> None:
+    """The compact `summary` an AnalysisTemplate's jsonPath reads, PUT (Argo's third method),
+    and a body Go's encoding/json accepts: no NaN/Infinity anywhere (else Argo would take the
+    body as text and every condition would fail to evaluate: an Error measurement)."""
+    from analytics.gate.api import GateApi
+    from analytics.gate.model import Judgement
+
+    details = {
+        "metrics": [
+            {"name": "error-rate", "n_baseline": 3100, "n_canary": 2900, "effect": float("nan")},
+            {"name": "latency", "n_baseline": 3000, "n_canary": 2900, "ci": [0.0, float("inf")]},
+        ]
+    }
+
+    def factory(service: str, baseline: str, canary: str, selector: str) -> Any:
+        return lambda window, canary_weight=None: Judgement(
+            "pass", float("nan"), "all good", details
+        )
+
+    api = GateApi(tmp_path, judge_factory=factory)
+    server = start_http_server("127.0.0.1", 0, api.routes())
+    try:
+        r = requests.put(
+            f"http://127.0.0.1:{server.port}/gate/argo/verdict",
+            json={
+                "service": "reviews.default.svc.cluster.local",
+                "baseline": "stable",
+                "canary": "canary",
+                "selector": "subset",
+            },
+            timeout=30,
+        )
+    finally:
+        server.stop()
+    assert r.status_code == 200
+    assert "NaN" not in r.text and "Infinity" not in r.text
+    body = r.json()
+    assert body["metrics"][0]["effect"] is None and body["metrics"][1]["ci"] == [0.0, None]
+    assert body["requests"] == {"baseline": 3100, "canary": 2900}
+    assert body["summary"] == {
+        "verdict": "pass",
+        "score": None,
+        "reason": "all good",
+        "baseline": "stable",
+        "canary": "canary",
+        "selector": "subset",
+        "requests": {"baseline": 3100, "canary": 2900},
+    }
+
+
 def kayenta_request(control: list[Any], experiment: list[Any]) -> dict[str, Any]:
     """A RemoteJudgeRequest as kayenta-judge's RemoteJudge posts it."""
     return {
