@@ -8,7 +8,8 @@ every column of the public schema present even when old files predate it (schema
 and a table with no files yet is an empty view with the right types.
 
 Derived views (documented in the README):
-  traffic  requests with the two reporters de-duplicated like Kiali (one row per request)
+  traffic  one row per request: the client's and the server's report of the same hop paired
+           and merged (analytics/pairing.py)
   edges    one row per (source workload, destination workload/service, protocol) over the window
   signals  one row per destination service/version per minute: golden signals
 """
@@ -22,50 +23,15 @@ from typing import Final
 import duckdb
 import pyarrow as pa
 
+from analytics.error_rule import IS_4XX, IS_5XX, IS_ERROR, IS_GRPC_ERROR, IS_NO_RESPONSE
 from analytics.objectstore_source import remote_location
+from analytics.pairing import TRAFFIC_SQL
 from analytics.window import TimeWindow
 from collector.store.layout import parse_segment_file, visible_files
 from collector.store.schema import TABLES, TIME_COLUMN
 
 BASE_VIEWS: Final = tuple(TABLES)
 DERIVED_VIEWS: Final = ("traffic", "edges", "signals")
-
-# Envoy response flags that mean the request never reached an upstream proxy: such a source
-# report has no destination twin even when the request id cannot be matched.
-NEVER_REACHED_FLAGS: Final = ("UH", "NR", "UF", "UO", "NC", "DF", "URX", "LH", "UAEX")
-
-# Row-level de-duplication (Kiali: destination reports inbound traffic; source reports traffic
-# that never reached a destination proxy). A source row is kept when no destination row carries
-# its request id; without a request id (TCP, stripped headers) when the destination is unknown
-# or a flag says the request never got there.
-_NEVER_REACHED_RE: Final = "(^|,)(" + "|".join(NEVER_REACHED_FLAGS) + ")(,|$)"
-TRAFFIC_SQL: Final = f"""
-WITH dest_ids AS (
-    SELECT request_id FROM requests
-    WHERE reporter = 'destination' AND request_id IS NOT NULL AND request_id <> ''
-)
-SELECT r.* FROM requests r
-WHERE r.reporter <> 'source'
-UNION ALL
-SELECT r.* FROM requests r ANTI JOIN dest_ids d ON r.request_id = d.request_id
-WHERE r.reporter = 'source' AND r.request_id IS NOT NULL AND r.request_id <> ''
-UNION ALL
-SELECT r.* FROM requests r
-WHERE r.reporter = 'source' AND coalesce(r.request_id, '') = ''
-  AND (r.destination_workload = 'unknown'
-       OR regexp_matches(coalesce(r.response_flags, '-'), '{_NEVER_REACHED_RE}'))
-"""
-
-# Error classes shared by the derived views, the graph and signals.
-IS_5XX: Final = "(protocol <> 'tcp' AND response_code >= 500)"
-IS_4XX: Final = "(protocol <> 'tcp' AND response_code >= 400 AND response_code < 500)"
-IS_NO_RESPONSE: Final = "(protocol <> 'tcp' AND coalesce(response_code, 0) = 0)"
-IS_GRPC_ERROR: Final = (
-    "(protocol = 'grpc' AND coalesce(grpc_status, '') NOT IN ('', '0') "
-    "AND response_code < 400 AND response_code > 0)"
-)
-# An error for error_rate: 5xx, no response, or a gRPC status other than OK.
-IS_ERROR: Final = f"({IS_5XX} OR {IS_NO_RESPONSE} OR {IS_GRPC_ERROR})"
 
 EDGES_SQL: Final = f"""
 SELECT

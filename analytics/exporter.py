@@ -24,12 +24,11 @@ Counters are cumulative like the connectors' (temporality cumulative): each refr
 costs one small incremental scan whatever the store's size. Rows arriving later than `lag_s`
 after their own timestamp are not counted. At start the first scan covers the last `backfill_s`.
 
-Edges come from the `requests` table (Envoy access logs; server histogram from
-reporter=destination rows, client histogram from reporter=source rows, counts de-duplicated like
-Kiali: destination reports plus source reports that never reached a destination proxy) when the
-increment has request rows, else from client/server span pairs. failed = 5xx, no response, or a
-non-OK gRPC status (requests) / span status ERROR (spans). An unknown client is `user` with
-connection_type="virtual_node", as the connector names uninstrumented callers.
+Edges come from the `traffic` view (Envoy access logs, one row per request:
+analytics/pairing.py; server histogram from the server's measurement, client histogram from the
+client's) when the increment has request rows, else from client/server span pairs. failed =
+analytics/error_rule.IS_ERROR (requests) / span status ERROR (spans). An unknown client is
+`user` with connection_type="virtual_node", as the connector names uninstrumented callers.
 
 Cardinality is bounded: at most `max_edges` client/server pairs and `max_span_series`
 service/span-name pairs are tracked (first come, biggest first within a scan); the rest are
@@ -53,6 +52,8 @@ from typing import Any, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
+
+from analytics.error_rule import IS_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,11 @@ class DerivedMetricsCollector:
                 hists.setdefault(key, _Hist.empty()).add(int(bidx), int(n), float(sum_s or 0.0))
 
     def _edges_from_requests(self, conn: Any, start: datetime, end: datetime) -> bool:
-        bidx = _BIDX_SQL.format(bounds=_BOUNDS_SQL, col="duration_ms")
+        # One row per request from the `traffic` view (analytics/pairing.py): the server
+        # histogram from server-measured rows, the client histogram from the client's duration
+        # (a paired request keeps it), each request counted once.
+        bidx_s = _BIDX_SQL.format(bounds=_BOUNDS_SQL, col="duration_ms")
+        bidx_c = _BIDX_SQL.format(bounds=_BOUNDS_SQL, col="client_duration_ms")
         sql = f"""
             WITH r AS (
               SELECT
@@ -234,20 +239,20 @@ class DerivedMetricsCollector:
                 CASE WHEN source_canonical_service IN ('', 'unknown')
                       AND source_workload IN ('', 'unknown') THEN 'virtual_node'
                      ELSE '' END AS ctype,
-                (coalesce(response_code, 0) >= 500 OR coalesce(response_code, 0) = 0
-                  OR coalesce(grpc_status, '') NOT IN ('', '0')) AS failed,
-                reporter,
-                coalesce(destination_workload, 'unknown') IN ('', 'unknown') AS unreached,
-                {bidx} AS bidx,
-                duration_ms
-              FROM requests
+                coalesce({IS_ERROR}, false) AS failed,
+                reporter = 'source' AS unpaired_client,
+                duration_ms, client_duration_ms
+              FROM traffic
               WHERE ts >= $start AND ts < $end AND protocol <> 'tcp'
             )
-            SELECT client, server, ctype, failed,
-                   CASE WHEN reporter = 'destination' THEN 'server' ELSE 'client' END AS role,
-                   (reporter = 'destination' OR unreached) AS counted,
-                   bidx, count(*) AS n, sum(duration_ms) / 1000.0 AS sum_s
-            FROM r GROUP BY ALL ORDER BY n DESC
+            SELECT client, server, ctype, failed, 'server' AS role, true AS counted,
+                   {bidx_s} AS bidx, count(*) AS n, sum(duration_ms) / 1000.0 AS sum_s
+            FROM r WHERE NOT unpaired_client GROUP BY ALL
+            UNION ALL
+            SELECT client, server, ctype, failed, 'client' AS role, unpaired_client AS counted,
+                   {bidx_c} AS bidx, count(*) AS n, sum(client_duration_ms) / 1000.0 AS sum_s
+            FROM r WHERE client_duration_ms IS NOT NULL GROUP BY ALL
+            ORDER BY n DESC
         """
         rows = conn.execute(sql, {"start": start, "end": end}).fetchall()
         self._add_edge_rows(rows)

@@ -1,9 +1,10 @@
 """The service graph from proxy requests, with Kiali's semantics.
 
 Levels (Kiali graph types): `workload` (default), `app`, `versioned-app`, `service`.
-  * Reporters are de-duplicated like Kiali (the catalog's `traffic` view): the destination's
-    report counts for traffic that reached a destination proxy (its latency excludes the
-    network hop), the source's report for traffic that never did (external hosts, UF/UH/NR...).
+  * One row per request: the catalog's `traffic` view pairs the client's and the server's
+    report of the same hop and merges them (analytics/pairing.py): the server's measurements
+    (its latency excludes the network hop), the client's source identity; a client report
+    without a server twin counts on its own (external hosts, UF/UH/NR...).
   * A source without peer identity (no sidecar, plain-text, probes) is the `unknown` node.
   * A destination without a known workload is a service node (Kiali's `svc_<ns>_<service>`);
     hosts outside the cluster are service nodes in namespace `unknown` with is_service_entry.
@@ -29,6 +30,7 @@ from typing import Any, Final, Literal
 
 import duckdb
 
+from analytics import error_rule
 from analytics.errors import GraphError
 from analytics.window import TimeWindow
 
@@ -36,7 +38,6 @@ Level = Literal["workload", "app", "versioned-app", "service"]
 Source = Literal["requests", "spans", "auto"]
 LEVELS: Final = ("workload", "app", "versioned-app", "service")
 SOURCES: Final = ("requests", "spans", "auto")
-DEDUPS: Final = ("series", "request")
 UNKNOWN: Final = "unknown"
 UNKNOWN_ID: Final = "unknown"
 
@@ -88,11 +89,9 @@ def _where(namespaces: Sequence[str], origin: str | None) -> str:
     return ("WHERE " + " AND ".join(conds)) if conds else ""
 
 
-def _check(level: str, dedup: str) -> None:
+def _check(level: str) -> None:
     if level not in _LEVEL_KEYS:
         raise GraphError(f"unknown graph level {level!r}; choose from {', '.join(LEVELS)}")
-    if dedup not in DEDUPS:
-        raise GraphError(f"unknown dedup {dedup!r}; choose from {', '.join(DEDUPS)}")
 
 
 def _key_exprs(level: str) -> str:
@@ -107,21 +106,19 @@ def _key_exprs(level: str) -> str:
         protocol"""
 
 
-def _projection(
-    level: str, namespaces: Sequence[str], dedup: str, origin: str | None = None
-) -> str:
-    """Per-row key columns of `level` over the requests (or the exact `traffic` view)."""
-    _check(level, dedup)
-    # With dedup='request' the traffic view already holds one row per request: no pick needed.
-    is_src = "coalesce(reporter = 'source', false)" if dedup == "series" else "false"
-    table = "requests" if dedup == "series" else "traffic"
+_IS_SRC: Final = "coalesce(reporter = 'source', false)"  # a client report without a twin
+
+
+def _projection(level: str, namespaces: Sequence[str], origin: str | None = None) -> str:
+    """Per-row key columns of `level` over the `traffic` view (one row per request)."""
+    _check(level)
     return f"""
 WITH r AS NOT MATERIALIZED (
     SELECT
         {_key_exprs(level)},
-        {is_src} AS is_src,
+        {_IS_SRC} AS is_src,
         *
-    FROM {table}
+    FROM traffic
     {_where(namespaces, origin)}
 )"""
 
@@ -171,15 +168,11 @@ def raw_columns(level: str) -> tuple[str, ...]:
     return (*_RAW_COMMON, *_RAW_LEVEL[level], "reporter")
 
 
-def raw_series_sql(
-    level: str, namespaces: Sequence[str] = (), dedup: str = "series", origin: str | None = None
-) -> str:
+def raw_series_sql(level: str, namespaces: Sequence[str] = (), origin: str | None = None) -> str:
     """Counts and bytes per raw key columns x response series, with the
     edge key of `level` computed on the aggregated rows (one scan, narrow group keys)."""
-    _check(level, dedup)
+    _check(level)
     raw = ", ".join(raw_columns(level))
-    is_src = "coalesce(reporter = 'source', false)" if dedup == "series" else "false"
-    table = "requests" if dedup == "series" else "traffic"
     return f"""
 WITH raw AS (
     SELECT {raw}, response_code, grpc_status, response_flags,
@@ -187,12 +180,12 @@ WITH raw AS (
         count(*) FILTER (WHERE mtls) AS n_mtls,
         sum(request_bytes) AS request_bytes,
         sum(response_bytes) AS response_bytes
-    FROM {table}
+    FROM traffic
     {_where(namespaces, origin)}
     GROUP BY ALL
 )
 SELECT {_key_exprs(level)},
-    {is_src} AS is_src,
+    {_IS_SRC} AS is_src,
     coalesce(response_code, 0) AS code,
     coalesce(grpc_status, '') AS grpc,
     coalesce(response_flags, '-') AS flags,
@@ -216,17 +209,13 @@ def _match(cols: Sequence[str], values: Sequence[Any]) -> str:
 
 
 def _narrow_group(
-    tuples: Mapping[tuple[Any, ...], tuple[Any, ...]],
-    unscanned_src: Sequence[tuple[Any, ...]],
-    cols: Sequence[str],
+    tuples: Mapping[tuple[Any, ...], tuple[Any, ...]], cols: Sequence[str]
 ) -> tuple[int, ...] | None:
-    """The fewest raw columns (their positions) that tell the scanned groups apart exactly.
+    """The fewest raw columns (their positions) that tell the edges apart exactly.
 
-    `tuples` maps each raw key tuple the latency scan reads to its (edge key, is_src); a
-    subset of columns works when its values identify the edge key one-to-one on those tuples.
-    Grouping the 10M-row scan by two short columns instead of eight is most of its cost.
-    The subset also names the source-only edges in the scan's filter, so no source report
-    left out (`unscanned_src`) may share their values."""
+    `tuples` maps each raw key tuple to its edge key; a subset of columns works when its values
+    identify the edge key one-to-one on those tuples. Grouping the 10M-row scan by two short
+    columns instead of eight is most of its cost."""
     order = sorted(range(len(cols)), key=lambda i: _GROUP_PREFERENCE.get(cols[i], 9))
     # Small subsets, then all columns: the search stays cheap for any number of tuples.
     sizes = [*range(1, min(3, len(cols) - 1) + 1), len(cols)]
@@ -240,8 +229,7 @@ def _narrow_group(
                 if seen.setdefault(sv, target) != target or back.setdefault(target, sv) != sv:
                     ok = False
                     break
-            src_only = {sv for sv, target in seen.items() if target[1]}
-            if ok and not any(tuple(t[i] for i in subset) in src_only for t in unscanned_src):
+            if ok:
                 return subset
     return None
 
@@ -258,21 +246,6 @@ _GROUP_PREFERENCE: Final = {
     "source_version": 7,
     "destination_namespace": 8,
 }
-
-
-def _scan_filter(
-    where: str,
-    group_cols: Sequence[str],
-    source_only: Sequence[tuple[Any, ...]] | None,
-) -> str:
-    """`where` plus: destination reports, and the source reports whose `group_cols` values
-    are in `source_only` (edges no destination reported); every row when None."""
-    if source_only is None:
-        return where
-    picks = ["reporter IS DISTINCT FROM 'source'"]
-    picks += [f"(reporter = 'source' AND {_match(group_cols, t)})" for t in source_only]
-    cond = "(" + " OR ".join(picks) + ")"
-    return f"{where} AND {cond}" if where else f"WHERE {cond}"
 
 
 def narrow_latency_sql(table: str, where: str, group_cols: Sequence[str]) -> str:
@@ -310,30 +283,10 @@ def identity_sql(
 FROM {table} {where} GROUP BY {cols}"""
 
 
-def latency_sql(
-    level: str,
-    namespaces: Sequence[str] = (),
-    dedup: str = "series",
-    source_only_edges: Sequence[tuple[Any, ...]] | None = None,
-    origin: str | None = None,
-) -> str:
-    """Per edge and reporter: latency quantiles, node attributes, first/last seen.
-
-    With `source_only_edges` (edge keys without any destination report), source reports of
-    every other edge are skipped: their latency would not be used, and sorting them for the
-    quantiles is the most expensive part of the query."""
-    where = ""
-    if source_only_edges is not None:
-        cols = [c.strip() for c in _EDGE_KEYS.split(",")]
-        conds = [
-            "("
-            + " AND ".join(f"{c} = {_sql_literal(v)}" for c, v in zip(cols, k, strict=True))
-            + ")"
-            for k in source_only_edges
-        ]
-        where = "WHERE NOT is_src" + "".join(f"\n   OR {c}" for c in conds)
-    return f"""{_projection(level, namespaces, dedup, origin)}
-SELECT {_EDGE_KEYS}, is_src,
+def latency_sql(level: str, namespaces: Sequence[str] = (), origin: str | None = None) -> str:
+    """Per edge: latency quantiles, node attributes, first/last seen."""
+    return f"""{_projection(level, namespaces, origin)}
+SELECT {_EDGE_KEYS},
     count(*) AS n,
     quantile_cont(duration_ms, [0.5, 0.95, 0.99]) AS q,
     avg(duration_ms) AS avg_ms,
@@ -349,7 +302,6 @@ SELECT {_EDGE_KEYS}, is_src,
     any_value(source_principal) AS source_principal,
     any_value(destination_principal) AS destination_principal
 FROM r
-{where}
 GROUP BY ALL
 """
 
@@ -364,16 +316,8 @@ def code_label(protocol: str, code: int, grpc: str) -> str:
 
 
 def classify(protocol: str, code: int, grpc: str) -> tuple[bool, bool, bool, bool, bool]:
-    """(5xx, 4xx, grpc error, no response, 3xx) — the same rules as catalog.IS_* in SQL."""
-    if protocol == "tcp":
-        return (False, False, False, False, False)
-    return (
-        code >= 500,
-        400 <= code < 500,
-        protocol == "grpc" and grpc not in ("", "0") and 0 < code < 400,
-        code == 0,
-        300 <= code < 400,
-    )
+    """(5xx, 4xx, grpc error, no response, 3xx): analytics/error_rule.py."""
+    return error_rule.classes(protocol, code, grpc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,62 +563,42 @@ def requests_edge_stats(
     *,
     level: str = "workload",
     namespaces: Sequence[str] = (),
-    dedup: str = "series",
     origin: str | None = None,
 ) -> list[EdgeStats]:
-    """Kiali's reporter pick over three scans: counts per raw key columns x series (the edge
-    keys computed on the aggregated rows), latency per edge, and the node identity of each
-    edge from a few probed rows. In Python, on the small results: per series the
-    destination's report when it has one, else the source's; latency from the destination's
-    reports when the edge has any ("Response Times are reported using destination proxy
-    telemetry, when available")."""
+    """Edge statistics over the `traffic` view (one row per request, analytics/pairing.py) in
+    three scans: counts per raw key columns x response series (the edge keys computed on the
+    aggregated rows), latency per edge, and the node identity of each edge from a few probed
+    rows."""
     raw_cols = raw_columns(level)
-    table = "requests" if dedup == "series" else "traffic"
     where = _where(namespaces, origin)
-    series: dict[tuple[Any, ...], dict[tuple[Any, ...], dict[bool, list[int]]]] = defaultdict(
-        lambda: defaultdict(dict)
+    series: dict[tuple[Any, ...], dict[tuple[Any, ...], list[int]]] = defaultdict(
+        lambda: defaultdict(lambda: [0, 0, 0, 0, 0])
     )
-    targets: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # raw key tuple -> (edge key, is_src)
-    for r in _rows(conn, raw_series_sql(level, namespaces, dedup, origin)):
+    targets: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # raw key tuple -> edge key
+    for r in _rows(conn, raw_series_sql(level, namespaces, origin)):
         key = tuple(r[k] for k in _KEY_COLS)
-        is_src = bool(r["is_src"])
-        targets[tuple(r[c] for c in raw_cols)] = (key, is_src)
-        acc = series[key][(r["code"], r["grpc"], r["flags"], r["host"])].setdefault(
-            is_src, [0, 0, 0, 0, 0]
-        )
+        targets[tuple(r[c] for c in raw_cols)] = key
+        acc = series[key][(r["code"], r["grpc"], r["flags"], r["host"])]
         for i, col in enumerate(("n", "n_mtls", "n_src", "request_bytes", "response_bytes")):
             acc[i] += int(r[col])
-    source_only = {
-        k
-        for k, by_series in series.items()
-        if not any(False in reps for reps in by_series.values())
-    }
-    # The raw tuples the latency scan reads: destination reports, and source reports of edges
-    # without any destination report.
-    scanned = {t: tg for t, tg in targets.items() if not tg[1] or tg[0] in source_only}
-    unscanned_src = [t for t, tg in targets.items() if tg[1] and t not in scanned]
-    subset = _narrow_group(scanned, unscanned_src, raw_cols)
+    subset = _narrow_group(targets, raw_cols)
     lat: dict[tuple[Any, ...], dict[str, Any]] = {}
     ident: dict[tuple[Any, ...], dict[str, Any]] = {}
-    if subset is not None and scanned:
-        by_group = {tuple(t[i] for i in subset): tg[0] for t, tg in scanned.items()}
+    if subset is not None and targets:
+        by_group = {tuple(t[i] for i in subset): k for t, k in targets.items()}
         group_cols = [raw_cols[i] for i in subset]
-        src_only = [sv for sv, k in by_group.items() if k in source_only]
-        scan_where = _scan_filter(where, group_cols, src_only if dedup == "series" else None)
-        for r in _rows(conn, narrow_latency_sql(table, scan_where, group_cols)):
+        for r in _rows(conn, narrow_latency_sql("traffic", where, group_cols)):
             lat[by_group[tuple(r[c] for c in group_cols)]] = r
         probes = [r["first_seen"] for r in lat.values()]
-        for r in _rows(conn, identity_sql(table, scan_where, group_cols, probes)):
+        for r in _rows(conn, identity_sql("traffic", where, group_cols, probes)):
             ident[by_group[tuple(r[c] for c in group_cols)]] = r
         if not lat.keys() <= ident.keys():  # cannot happen; read every row then
-            for r in _rows(conn, identity_sql(table, scan_where, group_cols, [])):
+            for r in _rows(conn, identity_sql("traffic", where, group_cols, [])):
                 ident[by_group[tuple(r[c] for c in group_cols)]] = r
-    elif scanned:
+    elif targets:
         # Several raw tuples share an edge key (e.g. NULL and 'unknown'): group by the key
         # expressions themselves.
-        for r in _rows(
-            conn, latency_sql(level, namespaces, dedup, sorted(source_only, key=repr), origin)
-        ):
+        for r in _rows(conn, latency_sql(level, namespaces, origin)):
             key = tuple(r[k] for k in _KEY_COLS)
             lat[key] = ident[key] = r
     out = []
@@ -682,8 +606,8 @@ def requests_edge_stats(
         names = {**ident[key], **dict(zip(_KEY_COLS, key, strict=True))}
         picked: list[Series] = []
         source_reported = 0
-        for (code, grpc, flags, host), reps in sorted(series[key].items()):
-            n, n_mtls, n_src, req_b, resp_b = reps.get(False) or reps[True]
+        for (code, grpc, flags, host), acc in sorted(series[key].items()):
+            n, n_mtls, n_src, req_b, resp_b = acc
             source_reported += n_src
             picked.append(Series(int(code), grpc, flags, host, n, n_mtls, req_b, resp_b))
         q = main["q"] or [None, None, None]
@@ -714,12 +638,9 @@ def requests_graph(
     *,
     level: str = "workload",
     namespaces: Sequence[str] = (),
-    dedup: str = "series",
     origin: str | None = None,
 ) -> Graph:
-    stats = requests_edge_stats(
-        conn, level=level, namespaces=namespaces, dedup=dedup, origin=origin
-    )
+    stats = requests_edge_stats(conn, level=level, namespaces=namespaces, origin=origin)
     return build_graph(stats, window, level=level, source="requests", namespaces=namespaces)
 
 
@@ -914,7 +835,6 @@ def service_graph(
     namespace: str | Sequence[str] | None = None,
     source: str = "requests",
     health_config: Any = None,
-    dedup: str = "series",
     origin: str | None = None,
 ) -> Graph:
     """The graph for `window` from proxy requests, spans, or whichever has data (`auto`),
@@ -936,9 +856,7 @@ def service_graph(
         has_requests = conn.execute("SELECT count(*) > 0 FROM (SELECT 1 FROM requests LIMIT 1)")
         source = "requests" if has_requests.fetchone() == (True,) else "spans"
     if source == "requests":
-        graph = requests_graph(
-            conn, window, level=level, namespaces=namespaces, dedup=dedup, origin=origin
-        )
+        graph = requests_graph(conn, window, level=level, namespaces=namespaces, origin=origin)
     else:
         from analytics.graph_spans import spans_graph
 

@@ -1,11 +1,11 @@
 """Golden signals per service / workload / version / namespace / app over time buckets.
 
-Rate, errors and latency come from the requests with the two reporters de-duplicated like the
-graph does (per series the destination's report when it has one, else the source's; latency
-from destination reports when the bucket has any), so a request that never reached its
-destination (UF, UH, ...) still counts as an error of the service it was meant for. TCP
-connections are left out (no request semantics). Errors: 5xx, no response (code 0), gRPC
-status other than OK. Buckets are aligned to the window start; empty buckets are absent.
+Rate, errors and latency come from the `traffic` view, one row per request (the client's and
+the server's reports of a hop paired: analytics/pairing.py), as the graph reads them, so a
+request that never reached its destination (UF, UH, ...) still counts as an error of the
+service it was meant for. TCP connections are left out (no request semantics). Errors:
+analytics/error_rule.py (5xx, no response, a gRPC status other than OK). Buckets are aligned to
+the window start; empty buckets are absent.
 
 Saturation, where the metrics table has it (averaged per bucket and service), from:
   cpu_utilization    process.cpu.utilization, container.cpu.utilization,
@@ -29,6 +29,7 @@ from typing import Final
 import duckdb
 import polars as pl
 
+from analytics.error_rule import IS_ERROR
 from analytics.errors import AnalyticsError
 from analytics.window import TimeWindow
 
@@ -126,8 +127,8 @@ def _base(
     return f"""
 WITH r AS NOT MATERIALIZED (
     SELECT {_bucket_index(window, micros)} AS bucket, {dims},
-        reporter = 'source' AS is_src, *
-    FROM requests WHERE {where}
+        *
+    FROM traffic WHERE {where}
 )"""
 
 
@@ -163,30 +164,14 @@ def golden_signals(
     mixed = bool(counts.select(pl.any_horizontal(pl.col("^_mix_.*$").any())).item())
     counts = counts.select(pl.exclude("^_mix_.*$"))
     base = _base(window, by, step_s, service, origin, raw=not mixed)
-    # Latency from destination reports; source reports only matter for groups with a bucket
-    # that has none (sorting the rest for quantiles would be wasted work).
-    source_only = counts.filter(pl.col("dst_requests") == 0).select(list(by)).unique().rows()
-    where = "WHERE NOT is_src" + "".join(
-        " OR ("
-        + " AND ".join(_dim_match(b, v, raw=not mixed) for b, v in zip(by, row, strict=True))
-        + ")"
-        for row in source_only
-    )
     micros = int(step_s * 1_000_000)
     lat = conn.sql(
         f"{base} SELECT {_bucket_ts(window, micros)}, * EXCLUDE (bucket) FROM ("
-        f"SELECT {cols}, is_src, count(*) AS n, "
-        f"quantile_cont(duration_ms, [{qs}]) AS q FROM r {where} GROUP BY ALL)"
+        f"SELECT {cols}, quantile_cont(duration_ms, [{qs}]) AS q FROM r GROUP BY ALL)"
     ).pl()
     if not mixed:
         lat = lat.with_columns(pl.col(list(by)).fill_null("unknown"))
-    picked_lat = (
-        lat.sort("is_src")  # destination (False) first
-        .group_by(keys, maintain_order=True)
-        .first()
-        .select([*keys, "q"])
-    )
-    out = counts.join(picked_lat, on=keys, how="left")
+    out = counts.join(lat.select([*keys, "q"]), on=keys, how="left")
     bucket_end = pl.min_horizontal(
         pl.col("bucket") + pl.duration(microseconds=int(step_s * 1_000_000)),
         pl.lit(window.end),
@@ -237,31 +222,22 @@ def _pick_counts(
     mix = ", ".join(
         f"coalesce(bool_or(_null_{b}) AND bool_or(_unk_{b}), false) AS _mix_{b}" for b in by
     )
-    err = (
-        "response_code >= 500 OR coalesce(response_code, 0) = 0 OR (protocol = 'grpc' AND "
-        "coalesce(grpc_status, '') NOT IN ('', '0') AND response_code < 400)"
-    )
-    # Per series (code, gRPC status, flags): destination rows if any, else source rows.
     return conn.sql(
         f"""{base},
         raw AS (
-            SELECT {cols}, protocol, response_code, grpc_status, response_flags,
-                count(*) FILTER (WHERE NOT is_src) AS n_dst,
-                count(*) FILTER (WHERE is_src) AS n_src
+            SELECT {cols}, protocol, response_code, grpc_status, count(*) AS n
             FROM r GROUP BY ALL
         ),
         s0 AS (
-            SELECT {bucket_ts}, {dims}, protocol, response_code, grpc_status, response_flags,
-                sum(n_dst) AS n_dst, sum(n_src) AS n_src, {seen}
+            SELECT {bucket_ts}, {dims}, protocol, response_code, grpc_status, sum(n) AS n, {seen}
             FROM raw GROUP BY ALL
         ),
         -- error classes from the (few) group keys, not per row
-        s AS (SELECT *, coalesce({err}, false) AS is_err FROM s0)
+        s AS (SELECT *, coalesce({IS_ERROR}, false) AS is_err FROM s0)
         SELECT {cols},
-            sum(CASE WHEN n_dst > 0 THEN n_dst ELSE n_src END)::BIGINT AS requests,
-            sum(CASE WHEN NOT is_err THEN 0 WHEN n_dst > 0 THEN n_dst ELSE n_src END)::BIGINT
-                AS errors,
-            sum(n_dst)::BIGINT AS dst_requests, {mix}
+            sum(n)::BIGINT AS requests,
+            sum(CASE WHEN is_err THEN n ELSE 0 END)::BIGINT AS errors,
+            {mix}
         FROM s GROUP BY {cols}"""
     ).pl()
 

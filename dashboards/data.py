@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import streamlit as st
 
-from analytics.catalog import IS_ERROR, connect
+from analytics.catalog import connect
+from analytics.error_rule import IS_4XX, IS_5XX, IS_ERROR
 from analytics.objectstore_source import table_partitions
 from analytics.window import TimeWindow
 
@@ -417,8 +418,8 @@ def search_requests(
     status_sql = {
         "ok": f"NOT {IS_ERROR}",
         "error": IS_ERROR,
-        "4xx": "response_code BETWEEN 400 AND 499",
-        "5xx": "response_code >= 500",
+        "4xx": IS_4XX,
+        "5xx": IS_5XX,
     }.get(status)
     if status_sql:
         where.append(status_sql)

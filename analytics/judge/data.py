@@ -24,9 +24,11 @@ from typing import Final
 import duckdb
 import numpy as np
 
+from analytics import error_rule
 from analytics.errors import JudgeInputError
 from analytics.judge.model import SELECTORS
 from analytics.window import TimeWindow
+from collector.store import grpc_status
 
 _SERVICE_SQL: Final = (
     "(destination_service_name = $service OR destination_canonical_service = "
@@ -81,61 +83,26 @@ class RequestData:
         )
 
 
-_GRPC_NAMES: Final = {
-    "OK": 0,
-    "CANCELLED": 1,
-    "UNKNOWN": 2,
-    "INVALID_ARGUMENT": 3,
-    "DEADLINE_EXCEEDED": 4,
-    "NOT_FOUND": 5,
-    "ALREADY_EXISTS": 6,
-    "PERMISSION_DENIED": 7,
-    "RESOURCE_EXHAUSTED": 8,
-    "FAILED_PRECONDITION": 9,
-    "ABORTED": 10,
-    "OUT_OF_RANGE": 11,
-    "UNIMPLEMENTED": 12,
-    "INTERNAL": 13,
-    "UNAVAILABLE": 14,
-    "DATA_LOSS": 15,
-    "UNAUTHENTICATED": 16,
-}
-
-
 def grpc_code(text: str) -> int:
-    """'14' or 'UNAVAILABLE' -> 14; raises ValueError."""
-    t = str(text).strip().upper()
-    if t in _GRPC_NAMES:
-        return _GRPC_NAMES[t]
-    return int(t)
+    """'14', 'UNAVAILABLE' or 'Unavailable' -> 14 (collector.store.grpc_status); raises
+    ValueError for anything else."""
+    code = grpc_status.code_of(text)
+    if code is None:
+        raise ValueError(f"not a gRPC status: {text!r}")
+    return code
 
 
 def error_mask(
     data: RequestData, codes: tuple[str, ...], grpc_codes: tuple[str, ...] = ()
 ) -> np.ndarray:
-    """Which requests count as errors. Classes: "5xx", "4xx", "no_response" (code 0 on HTTP),
-    "grpc" (any non-OK gRPC status), exact codes like "503"; `grpc_codes` add exact statuses.
-    TCP connections are never errors (they have no response code)."""
-    rc, gs = data.response_code, data.grpc_status
-    http = data.protocol != "tcp"
+    """Which requests count as errors: the union of the classes of analytics/error_rule.py
+    ("5xx", "4xx", "no_response", "grpc", "NXX", exact codes like "503") plus the exact gRPC
+    statuses of `grpc_codes`. TCP connections are never errors."""
     m = np.zeros(data.n, dtype=bool)
     for c in codes:
-        c = str(c).strip().lower()
-        if c == "5xx":
-            m |= http & (rc >= 500) & (rc < 600)
-        elif c == "4xx":
-            m |= http & (rc >= 400) & (rc < 500)
-        elif c in ("no_response", "0"):
-            m |= http & (rc == 0)
-        elif c == "grpc":
-            m |= gs > 0
-        elif len(c) == 3 and c.endswith("xx") and c[0].isdigit():
-            base = int(c[0]) * 100
-            m |= http & (rc >= base) & (rc < base + 100)
-        else:
-            m |= http & (rc == int(c))
+        m |= error_rule.class_mask(c, data.protocol, data.response_code, data.grpc_status)
     for g in grpc_codes:
-        m |= gs == grpc_code(g)
+        m |= data.grpc_status == grpc_code(g)
     return m
 
 
@@ -158,10 +125,8 @@ def _to_request_data(rows: duckdb.DuckDBPyRelation) -> RequestData:
     for i, g in enumerate(gs_raw):
         if g is None or g == "" or (isinstance(g, float) and math.isnan(g)):
             continue
-        try:
-            gs[i] = grpc_code(str(g))
-        except ValueError:
-            gs[i] = 2
+        code = grpc_status.code_of(str(g))
+        gs[i] = 2 if code is None else code  # unrecognized text: a failed status (UNKNOWN)
     rc = np.nan_to_num(np.asarray(cols["response_code"], float), nan=0.0).astype(np.int64)
     dur = np.asarray(cols["duration_ms"], float)
     return RequestData.from_arrays(

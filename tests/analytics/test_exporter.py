@@ -25,9 +25,11 @@ def _req(
     code: int = 200,
     ms: float = 7.0,
     dst_wl: str | None = None,
+    rid: str = "",
 ) -> dict[str, Any]:
     return {
         "ts": ts,
+        "request_id": rid,
         "duration_ms": ms,
         "reporter": reporter,
         "protocol": "http",
@@ -87,12 +89,13 @@ def test_requests_become_connector_metrics_with_kiali_dedup(tmp_path: Path) -> N
     _write_requests(
         tmp_path,
         [
-            _req(t, "source", "a", "b"),
-            _req(t, "destination", "a", "b"),  # one request, 2 reports
-            _req(t, "source", "a", "b", 503, 20),
-            _req(t, "destination", "a", "b", 503, 15),
-            _req(t, "source", "a", "ext", 0, 3000, dst_wl="unknown"),  # never reached a proxy
-            _req(t, "destination", "unknown", "a", 200, 1.5),  # from outside the mesh
+            _req(t, "source", "a", "b", rid="r1"),
+            _req(t, "destination", "a", "b", rid="r1"),  # one request, 2 reports
+            _req(t, "source", "a", "b", 503, 20, rid="r2"),
+            _req(t, "destination", "a", "b", 503, 15, rid="r2"),
+            # never reached a proxy
+            _req(t, "source", "a", "ext", 0, 3000, dst_wl="unknown", rid="r3"),
+            _req(t, "destination", "unknown", "a", 200, 1.5, rid="r4"),  # from outside the mesh
         ],
         1,
     )

@@ -197,13 +197,6 @@ def test_namespace_filter_marks_outside_nodes(data: Path) -> None:
     assert g.node("wl:bookinfo/productpage-v1").is_outside
 
 
-def test_request_id_dedup_agrees_with_series_dedup(data: Path) -> None:
-    a, b = graph(data), graph(data, dedup="request")
-    assert [(e.source, e.target, e.protocol, e.requests, e.errors) for e in a.edges] == [
-        (e.source, e.target, e.protocol, e.requests, e.errors) for e in b.edges
-    ]
-
-
 def test_traffic_and_edges_views_match_the_graph(data: Path) -> None:
     conn = connect(data, WINDOW)
     n = conn.execute("SELECT count(*) FROM traffic").fetchone()

@@ -57,22 +57,32 @@ def rollout_config(**analysis: object) -> RolloutConfig:
         "service": HOST,
         "baseline": "v1",
         "canary": "v2",
-        "analysis": {"interval": "60s", "stepWeights": [20, 50], "failureLimit": 2, **analysis},
+        # Each step judged on its own traffic: a window spanning two weights mixes two traffic
+        # splits, which the latency tests charge as drift (see the closing note of issue 14).
+        "analysis": {
+            "interval": "60s",
+            "window": "step",
+            "stepWeights": [20, 50],
+            "failureLimit": 2,
+            **analysis,
+        },
         "apply": {"retries": 1, "backoff": "0s"},
         "actuator": {"type": "envoy", "admin": "set-by-test", "host": HOST, "port": PORT},
     }
     return parse_rollout_config(doc, "test")
 
 
-# The judge's default metrics with tolerances a few minutes of this test's traffic (~300
-# canary requests a minute at 20%, ~1 ms loopback latencies with wide relative jitter) can
-# settle: +2 pp of errors, p99 x2, the median +50%. With the default tolerances (+0.5 pp,
-# +10%) the same healthy canary is held (see below).
+# The judge's default metrics with tolerances a few minutes of this test's traffic can settle:
+# ~300 canary requests a minute at 20%, and loopback latencies of ~1 ms whose relative jitter
+# (and drift, on a busy machine) is large, so the latency tolerances are wide (x2 .. x4). This
+# test is about the gate acting on real verdicts; latency regressions are judged in
+# tests/analytics/judge (+40 ms through real Envoys fails). With the default tolerances
+# (+0.5 pp, +10%) the same healthy canary is held (see below).
 TEST_TOLERANCES = {
     "error-rate": 0.02,
-    "latency-p99": 1.0,
-    "latency-p50": 0.5,
-    "latency-distribution": 0.5,
+    "latency-p99": 3.0,
+    "latency-p50": 1.0,
+    "latency-distribution": 1.0,
 }
 
 
@@ -214,7 +224,7 @@ def test_healthy_canary_is_held_until_the_default_tolerances_are_settled(
 ) -> None:
     """No significant change is not a pass: with the default tolerances (+0.5 pp, +10%) a few
     hundred canary requests cannot rule out a regression, so the gate holds at the first step
-    and says how much more traffic would settle it."""
+    and names the bound that is still too wide."""
     envoy, lg = mesh
     clock = SimClock(float(int(time.time()) - 3600))
     gate = make_gate(rollout_config(), envoy, lg.data_dir, clock, judge_config(None))
@@ -225,7 +235,7 @@ def test_healthy_canary_is_held_until_the_default_tolerances_are_settled(
     rows = verdict_rows(lg.data_dir)
     assert [r[2] for r in rows[1:]] == ["inconclusive"] * 3
     details = json.loads(str(rows[-1][4]))
-    assert "would settle it" in details["reason"], details["reason"]
+    assert "is beyond the tolerance" in details["reason"], details["reason"]
 
 
 def test_idle_canary_stays_inconclusive_and_does_not_advance(mesh: tuple[Envoy, LoadGen]) -> None:
