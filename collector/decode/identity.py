@@ -347,7 +347,10 @@ def peer_from_mapping(fields: Mapping[str, Any]) -> Workload | None:
         cluster_id=get("cluster", "k8s.cluster.name"),
     )
     if w.canonical_service == UNKNOWN:
-        w = replace(w, canonical_service=_first(labels, (CANONICAL_NAME_LABEL,)))
+        w = replace(w, canonical_service=_first(labels, (CANONICAL_NAME_LABEL, *_APP_LABELS)))
+    if w.canonical_service == UNKNOWN and w.workload != UNKNOWN:
+        # Istio's canonical service: its label, else app labels, else the workload's name.
+        w = replace(w, canonical_service=w.workload)
     return w if w != UNKNOWN_WORKLOAD else None
 
 

@@ -64,6 +64,9 @@ def _local_workload(
         or merged.get("app")
         or _text(merged.get("cluster_name")).split(".", 1)[0]
     )
+    if not service or service == "unknown":
+        # Istio's canonical service when no label names it: the workload's name.
+        service = workload
     version = _text(merged.get("service.version") or merged.get("version"))
     sa = _text(merged.get("service_account") or merged.get("k8s.serviceaccount.name"))
     principal = ""

@@ -93,6 +93,20 @@ def test_demo_errors_scenario_rolls_back_and_sql_answers_meanwhile(tmp_path: Pat
             time.sleep(2)
         assert rows, "meshlens sql found no requests while the demo ran"
         assert all(r["m"] == 1 for r in rows), rows  # every sidecar-to-sidecar hop is mTLS
+        # Every path (gRPC ALS, OTel ALS) names the reporting proxy's own canonical service, as
+        # Istio derives it (its labels, else the workload's name): no phantom `unknown` nodes.
+        local_unknown = _meshlens(
+            "sql",
+            "--data-dir",
+            str(data),
+            "--format",
+            "json",
+            "select origin, reporter, count(*) n from requests where "
+            "(reporter = 'destination' and destination_canonical_service = 'unknown') or "
+            "(reporter = 'source' and source_canonical_service = 'unknown') group by all",
+        )
+        assert local_unknown.returncode == 0, local_unknown.stderr
+        assert json.loads(local_unknown.stdout) == [], local_unknown.stdout
 
         # A second demo on the same data dir is refused, clearly.
         again = _meshlens(
