@@ -188,8 +188,9 @@ _TABLE_COLS: Final = f"""
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def inbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
-    """Who calls the service (Istio's 'Client Workloads'): the server proxies' reports
-    (reporter=destination, as Istio's dashboards default to), no de-duplication join needed."""
+    """Who calls the service (Istio's 'Client Workloads'): one row per request from the
+    `traffic` view, so a caller the server's proxy cannot name is named by the caller's own
+    report (analytics/pairing.py)."""
     conn = connect(Path(ddir), window.tw)
     try:
         return _df(
@@ -197,7 +198,7 @@ def inbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
             f"""
             SELECT source_workload, source_namespace, destination_version AS version, protocol,
                    {_TABLE_COLS}
-            FROM requests WHERE reporter = 'destination' AND ts >= $start AND ts < $end
+            FROM traffic WHERE ts >= $start AND ts < $end
               AND destination_canonical_service = $svc
             GROUP BY ALL ORDER BY requests DESC LIMIT {MAX_ROWS}""",
             {**_p(window), "svc": service, "secs": window.seconds},
@@ -208,8 +209,9 @@ def inbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def outbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
-    """What the service calls (Istio's 'Outbound Services'): the client proxies' reports
-    (reporter=source), which include calls that never reached a destination proxy."""
+    """What the service calls (Istio's 'Outbound Services'): one row per request from the
+    `traffic` view, calls that never reached a destination proxy included; mTLS as the server
+    saw it (a client-side ALS report only sees the app's plaintext hop)."""
     conn = connect(Path(ddir), window.tw)
     try:
         return _df(
@@ -217,7 +219,7 @@ def outbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
             f"""
             SELECT destination_service, destination_version AS version, protocol,
                    {_TABLE_COLS}
-            FROM requests WHERE reporter = 'source' AND ts >= $start AND ts < $end
+            FROM traffic WHERE ts >= $start AND ts < $end
               AND source_canonical_service = $svc
             GROUP BY ALL ORDER BY requests DESC LIMIT {MAX_ROWS}""",
             {**_p(window), "svc": service, "secs": window.seconds},
