@@ -3,6 +3,7 @@
 CollectorError
   ConfigError(setting, value)        a setting or flag has a bad value
   DecodeError(kind, detail)          a payload could not be decoded (-> INVALID_ARGUMENT / 400)
+    JsonFieldError(kind, path, problem)  a JSON payload's field has a bad value (names the field)
   PayloadTooLarge(size, limit)       a request over the size limit (-> RESOURCE_EXHAUSTED / 413)
   Overloaded(resource, retry_after)  a memory or queue budget is full (-> RESOURCE_EXHAUSTED/429)
   StoreUnavailable(path, reason)     WAL cannot take writes, e.g. disk full (-> UNAVAILABLE / 503)
@@ -67,3 +68,13 @@ class AuthError(CollectorError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class JsonFieldError(DecodeError):
+    """A JSON payload with a value its schema does not allow, at `path` (the JSON path as the
+    sender wrote it, e.g. `resourceSpans[0].scopeSpans[1].spans[3].traceId`)."""
+
+    def __init__(self, kind: str, path: str, problem: str) -> None:
+        super().__init__(kind, f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem

@@ -1,9 +1,11 @@
 """`meshlens import accesslog FILE...`: Istio/Envoy access-log files into the `requests` table.
 
-Text (Istio's default format, Envoy's default format) and Istio's JSON format are detected per
-line; `kubectl logs` output works as is (`--timestamps` and `--prefix` prefixes are stripped),
-`-` reads stdin, `.gz` files are decompressed. Lines that are not access logs are skipped,
-counted, and the first few reported with file and line number. Rows are written straight to
+Text (Istio's default format, Envoy's default format) and JSON formats are detected per entry,
+also a JSON format that Envoy prints over several lines (a JSON `accessLogFormat` under TEXT
+encoding); `kubectl logs` output works as is (`--timestamps` and `--prefix` prefixes are
+stripped from every line), `-` reads stdin, `.gz` files are decompressed. Every line that is not
+imported is reported on stderr with its file, line number(s) and the reason (a run of lines
+with the same reason as one report), and nothing else is lost. Rows are written straight to
 Parquet (writer node `import-<random>`), in batches, so a huge file needs bounded memory.
 
     kubectl logs deploy/reviews-v1 -c istio-proxy --timestamps | meshlens import accesslog -
@@ -19,14 +21,14 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
 from collector.config import Setting, add_settings, parse_bool
 from collector.decode import identity
-from collector.decode.access_log_text import parse_access_log_line
+from collector.decode.access_log_text import Rejected, parse_lines
 from collector.decode.request_rows import rows_to_table
 from collector.store.writer import write_table
 
@@ -38,16 +40,53 @@ IMPORT: Final = (
     Setting("proxy_namespace", "", "namespace of --proxy-pod"),
     Setting("batch_rows", 100_000, "rows per Parquet file written", int),
 )
-SHOW_BAD: Final = 5
 
 
 @dataclass(slots=True)
 class ImportStats:
-    lines: int = 0
+    lines: int = 0  # non-blank lines read
     rows: int = 0
-    skipped: int = 0
+    skipped: int = 0  # non-blank lines not imported, every one reported
     files_written: int = 0
-    bad_examples: list[str] = field(default_factory=list)
+    reports: int = 0  # reports made (a run of lines with one reason is one)
+
+
+class _Reports:
+    """Rejected entries -> report lines; a run with one reason is one report (kept as its
+    first entry, last line and line count, so a huge file of other output needs no memory)."""
+
+    def __init__(self, name: str, report: Callable[[str], None] | None, stats: ImportStats):
+        self.name = name
+        self.report = report
+        self.stats = stats
+        self.first: Rejected | None = None
+        self.last = 0
+        self.entries = 0
+        self.lines = 0
+
+    def add(self, rejected: Rejected) -> None:
+        self.stats.skipped += rejected.lines
+        if self.first is not None and self.first.reason != rejected.reason:
+            self.flush()
+        if self.first is None:
+            self.first = rejected
+        self.last = rejected.last
+        self.entries += 1
+        self.lines += rejected.lines
+
+    def flush(self) -> None:
+        first = self.first
+        if first is None:
+            return
+        self.stats.reports += 1
+        if self.report is not None:
+            if self.entries == 1:
+                where = first.where
+            else:
+                where = f"{first.first}-{self.last} ({self.lines} lines)"
+            self.report(f"{self.name}:{where}: {first.reason}: {first.excerpt}")
+        self.first = None
+        self.entries = self.lines = 0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +144,18 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
 
+    def printing(self, report: Callable[[str], None] | None) -> Callable[[str], None] | None:
+        """`report`, clearing the bar while it prints so the two do not garble each other."""
+        if report is None or self.bar is None:
+            return report
+
+        def around(line: str) -> None:
+            self.bar.clear()
+            report(line)
+            self.bar.refresh()
+
+        return around
+
 
 def _lines(stream: IO[bytes], progress: _Progress) -> Iterator[tuple[int, str]]:
     for lineno, data in enumerate(stream, start=1):
@@ -120,8 +171,11 @@ def import_files(
     local: identity.Workload = identity.UNKNOWN_WORKLOAD,
     batch_rows: int = 100_000,
     node: str | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> ImportStats:
-    """Parse and write; returns the counts (no printing besides the progress bar)."""
+    """Parse and write; returns the counts. `report` gets one line per run of lines that
+    were not imported ("<file>:<line>[-<line>]: <reason>: <excerpt>"); nothing else is
+    printed besides the progress bar."""
     node = node or f"import-{secrets.token_hex(3)}"
     seq = time.time_ns() // 1000
     stats = ImportStats()
@@ -136,26 +190,28 @@ def import_files(
             seq += 1
             rows = []
 
+    def counted(numbered: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+        for lineno, line in numbered:
+            if line.strip():
+                stats.lines += 1
+            yield lineno, line
+
     for name in files:
         stream, size = _open(name)
         bar = _Progress(progress, size, os.path.basename(name) if name != "-" else "stdin")
+        reports = _Reports(name if name != "-" else "stdin", bar.printing(report), stats)
         try:
-            for lineno, line in _lines(stream, bar):
-                if not line.strip():
+            numbered = counted(_lines(stream, bar))
+            for item in parse_lines(numbered, local=local, node_id=node_id, origin="file"):
+                if isinstance(item, Rejected):
+                    reports.add(item)
                     continue
-                stats.lines += 1
-                row = parse_access_log_line(line, local=local, node_id=node_id)
-                if row is None:
-                    stats.skipped += 1
-                    if len(stats.bad_examples) < SHOW_BAD:
-                        shown = line.strip()
-                        shown = shown if len(shown) <= 120 else shown[:117] + "..."
-                        stats.bad_examples.append(f"{name}:{lineno}: {shown}")
-                    continue
-                rows.append(row)
+                reports.flush()
+                rows.append(item)
                 stats.rows += 1
                 if len(rows) >= batch_rows:
                     flush()
+            reports.flush()
         finally:
             bar.close()
             if stream is not sys.stdin.buffer:
@@ -173,26 +229,30 @@ def run(args: argparse.Namespace) -> int:
         print("meshlens import: --batch-rows must be at least 1", file=sys.stderr)
         return 2
     started = time.monotonic()
+
+    def report(line: str) -> None:
+        print(f"  skipped {line}", file=sys.stderr)
+
     stats = import_files(
         Path(args.data_dir),
         list(args.files),
         progress=bool(args.progress),
         local=_local_workload(args.proxy_pod, args.proxy_namespace),
         batch_rows=args.batch_rows,
+        report=report,
     )
     took = time.monotonic() - started
     if stats.skipped:
         print(
-            f"skipped {stats.skipped} of {stats.lines} lines that are not access-log lines; "
-            f"first {len(stats.bad_examples)}:",
+            f"skipped {stats.skipped} of {stats.lines} lines that are not access-log entries "
+            "(each reported above with its reason)",
             file=sys.stderr,
         )
-        for example in stats.bad_examples:
-            print(f"  {example}", file=sys.stderr)
     if stats.rows == 0:
         print(
             f"meshlens import: no access-log lines found in {stats.lines} lines of "
-            f"{', '.join(args.files)} (expected Istio's text or JSON access-log format)",
+            f"{', '.join(args.files)} (expected Istio's or Envoy's text or JSON access-log "
+            "format)",
             file=sys.stderr,
         )
         return 1

@@ -14,14 +14,22 @@ Istio's default text format (istio pilot/pkg/model/telemetry_logging.go `EnvoyTe
 fields, `"%DYNAMIC_METADATA(istio.mixer:status)%"`) and of Envoy's own default format (which
 stops after `"%UPSTREAM_HOST%"`). Istio's JSON format (`EnvoyJSONLogFormatIstio`) uses the keys
 start_time, method, path, protocol, response_code, ... upstream_cluster, requested_server_name.
-Lines from `kubectl logs --timestamps` / `--prefix` are accepted (the prefixes are stripped).
+
+A JSON `accessLogFormat` under TEXT encoding (a format string with newlines in it) makes
+Envoy print one JSON object over many lines; `read_entries` puts those lines back together
+(tracking JSON nesting outside strings) before parsing. `kubectl logs` prefixes are stripped
+from every line: `--prefix` ("[pod/<pod>/<container>] ", kubectl pkg/cmd/logs/logs.go) and
+`--timestamps` (the kubelet's RFC 3339 time and a space), and a node's CRI log file prefix
+("<time> stdout F "; "P" lines continue on the next one). Every entry that is not imported
+comes back as a `Rejected` with its line numbers and the reason.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -30,6 +38,7 @@ import pyarrow as pa
 from collector.decode import identity
 from collector.decode.identity import Observation, Workload
 from collector.decode.request_rows import rows_to_table
+from collector.store import grpc_status as grpc_status_codes
 from collector.store.records import Record
 from collector.store.schema import UNKNOWN
 
@@ -45,9 +54,13 @@ _TEXT_RE: Final = re.compile(
     r"\s*$"
 )
 _MIDDLE_TOKEN_RE: Final = re.compile(r'"[^"]*"|\S+')
-# `kubectl logs --prefix` ("[pod/name/container] ") and `--timestamps` ("2024-...Z ").
+# `kubectl logs --prefix` ("[pod/name/container] "), then `--timestamps` ("2024-...Z ") or a
+# CRI log file's "<time> <stream> <tag> " (tag P: a partial line, continued on the next one).
+# One space each (kubectl and the kubelet write exactly that), so istio-agent's own lines
+# ("<time>\tinfo\t...") keep their time.
 _K8S_PREFIX_RE: Final = re.compile(
-    r"^(?:\[pod/[^\]]*\]\s+)?(?:\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-][\d:]+)\s+)?"
+    r"^(?:\[pod/[^\]]*\] )?"
+    r"(?:\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-][\d:]+)(?: (?:stdout|stderr) (?P<tag>[FP])(?::\S*)?)? )?"
 )
 _JSON_KEYS: Final = frozenset(
     ("start_time", "response_code", "upstream_cluster", "response_flags", "authority", "method")
@@ -56,6 +69,14 @@ _JSON_KEYS: Final = frozenset(
 
 def strip_k8s_prefix(line: str) -> str:
     return _K8S_PREFIX_RE.sub("", line, count=1)
+
+
+def _split_k8s_prefix(line: str) -> tuple[str, bool]:
+    """(the line without kubectl/CRI prefixes, whether it is a CRI partial line)."""
+    m = _K8S_PREFIX_RE.match(line)
+    if m is None or not m.end():
+        return line, False
+    return line[m.end() :], m.group("tag") == "P"
 
 
 def _dash(value: Any) -> str:
@@ -77,8 +98,11 @@ class _OutOfRange(ValueError):
     """A numeric field no real proxy writes (e.g. '1E309' bytes, a 20-digit code): the line
     is rejected as malformed rather than stored with a made-up value."""
 
+    def __init__(self, name: str, text: str) -> None:
+        super().__init__(f"{name} {text[:40]!r} is out of range")
 
-def _int(value: Any, limit: int = _INT64_MAX) -> int | None:
+
+def _int(value: Any, limit: int = _INT64_MAX, name: str = "number") -> int | None:
     """A number from a log field; None when absent or not a number; _OutOfRange outside
     [-limit, limit]."""
     text = _dash(value)
@@ -89,9 +113,9 @@ def _int(value: Any, limit: int = _INT64_MAX) -> int | None:
     except ValueError:
         return None
     except OverflowError:
-        raise _OutOfRange(text) from None
+        raise _OutOfRange(name, text) from None
     if not -limit <= number <= limit:
-        raise _OutOfRange(text)
+        raise _OutOfRange(name, text)
     return number
 
 
@@ -150,10 +174,34 @@ def parse_text_fields(line: str) -> dict[str, Any] | None:
     }
 
 
+# Envoy writes "-" for a value it does not have; a JSON template with an unquoted operator
+# (`"duration": %DURATION%`) then prints `"response_duration": -`, which is not JSON.
+_BARE_DASH_RE: Final = re.compile(r'"(?:[^"\\]|\\.)*"|(:\s*)-(?=\s*[,}\]])')
+
+
+def _bare_dash_to_null(m: re.Match[str]) -> str:
+    return m.group(0) if m.group(1) is None else m.group(1) + "null"
+
+
+def _load_json(text: str) -> Any:
+    """json.loads, and once more with Envoy's bare "-" values read as null; raises the first
+    attempt's ValueError when both fail."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        fixed = _BARE_DASH_RE.sub(_bare_dash_to_null, text)
+        if fixed == text:
+            raise
+        try:
+            return json.loads(fixed)
+        except ValueError:
+            raise exc from None
+
+
 def parse_json_fields(line: str) -> dict[str, Any] | None:
     try:
-        obj = json.loads(line)
-    except ValueError:
+        obj = _load_json(line)
+    except (ValueError, RecursionError):
         return None
     if not isinstance(obj, dict) or not (_JSON_KEYS & obj.keys()):
         return None
@@ -253,7 +301,8 @@ def fields_to_row(
         _IDENTITY_CACHE[key] = cached
     ident, cluster = cached
     row = dict(ident)
-    grpc_status = _dash(f.get("grpc_status"))
+    # %GRPC_STATUS% prints names ("OK", "Unavailable") or numbers by Envoy version and format.
+    grpc_status = grpc_status_codes.normalize(_dash(f.get("grpc_status")))
     content_type = _dash(f.get("content_type"))
     if is_tcp:
         protocol = "tcp"
@@ -266,7 +315,7 @@ def fields_to_row(
     if not trace_id and len(tp) >= 4 and len(tp[1]) == 32:
         trace_id = tp[1]
     dlocal = _dash(f.get("downstream_local_address"))
-    duration = _int(f.get("duration"))
+    duration = _int(f.get("duration"), name="duration")
     row.update(
         ts=ts,
         duration_ms=float(duration) if duration is not None else None,
@@ -274,11 +323,11 @@ def fields_to_row(
         method=method or None,
         path=_dash(f.get("path")) or None,
         authority=authority or None,
-        response_code=_int(f.get("response_code"), 999) or 0,  # HTTP codes have 3 digits
+        response_code=_int(f.get("response_code"), 999, "response_code") or 0,  # 3 digits
         grpc_status=grpc_status,
         response_flags=_dash(f.get("response_flags")) or "-",
-        request_bytes=_int(f.get("bytes_received")),
-        response_bytes=_int(f.get("bytes_sent")),
+        request_bytes=_int(f.get("bytes_received"), name="bytes_received"),
+        response_bytes=_int(f.get("bytes_sent"), name="bytes_sent"),
         upstream_cluster=cluster.raw or UNKNOWN,
         request_id=_dash(f.get("request_id")),
         trace_id=trace_id.lower(),
@@ -321,9 +370,265 @@ def parse_access_log_line(
         return None
 
 
+# ---- a stream of lines -> entries -> rows, with a reason for everything not imported ------
+
+MAX_ENTRY_LINES: Final = 1000  # a JSON entry not closed within this many lines is broken
+_EXCERPT: Final = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One access-log candidate: a physical line, or the lines of one JSON object spread over
+    several (kubectl and CRI prefixes removed, joined by newlines)."""
+
+    first: int  # line numbers, 1-based, inclusive
+    last: int
+    text: str
+    lines: int = 1  # non-blank physical lines in it
+    broken: str = ""  # why the lines do not make a whole entry ("" when they do)
+    value: Any = None  # the parsed JSON, when reading the entries parsed it already
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Lines that were not imported, and why."""
+
+    first: int
+    last: int
+    lines: int  # non-blank physical lines
+    reason: str
+    excerpt: str  # the line at fault, else the first with more than a brace on it
+
+    @property
+    def where(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+
+
+_TOKEN_RE: Final = re.compile(r'"(?:[^"\\\n]|\\.)*"?|[{}\[\]:,]|[^\s"{}\[\]:,]+')
+# Lines that cannot continue a JSON object: a text access-log line, Envoy's and istio-agent's
+# own log lines (stderr, interleaved with the access log on stdout by the container runtime).
+_STANDALONE_RE: Final = re.compile(r"\[\d{4}-\d\d-\d\d[T ]|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*\s")
+
+
+class _JsonLines:
+    """The lines of one JSON object being put together, and where its parser would be."""
+
+    __slots__ = ("first", "last", "nonblank", "parts", "stack", "state")
+
+    def __init__(self, lineno: int) -> None:
+        self.first = self.last = lineno
+        self.nonblank = 0
+        self.parts: list[str] = []
+        self.stack: list[str] = []
+        self.state = "value"  # what comes next: "value", "key", or "after" (a value)
+
+    def wants_value(self) -> bool:
+        return self.state == "value"
+
+    def feed(self, lineno: int, text: str) -> int | None:
+        """Take one line; the offset just past the object's closing brace if it ends on this
+        line, else None."""
+        self.last = lineno
+        self.nonblank += 1 if text.strip() else 0
+        stack = self.stack
+        for m in _TOKEN_RE.finditer(text):
+            token = m.group()
+            c = token[0]
+            if c == "{" or c == "[":
+                stack.append(c)
+                self.state = "key" if c == "{" else "value"
+            elif c == "}" or c == "]":
+                if stack:
+                    stack.pop()
+                self.state = "after"
+                if not stack:
+                    self.parts.append(text[: m.end()])
+                    return m.end()
+            elif c == ":":
+                self.state = "value"
+            elif c == ",":
+                self.state = "key" if stack and stack[-1] == "{" else "value"
+            else:
+                self.state = "after"
+        self.parts.append(text)
+        return None
+
+    def entry(self, broken: str = "") -> Entry:
+        return Entry(self.first, self.last, "\n".join(self.parts), max(self.nonblank, 1), broken)
+
+
+def _whole_json(text: str) -> Any:
+    """The JSON value `text` holds, None when it is not one whole JSON value."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def read_entries(
+    lines: Iterable[tuple[int, str]], *, max_lines: int = MAX_ENTRY_LINES
+) -> Iterator[Entry]:
+    """Numbered physical lines -> access-log candidates, in order of their first line (a
+    standalone line met inside a multi-line JSON object comes out before it).
+
+    A line starting with "{" that is not a whole JSON object opens one that takes the next
+    lines until its braces close (counted outside strings). It is given up as `broken`, and the
+    lines after it read afresh, when a line could not continue it: a new "{" where no value
+    can start, a text access-log or Envoy/istio-agent log line (these come out on their own),
+    `max_lines` lines without the closing brace, or the end of the input.
+    """
+    open_: _JsonLines | None = None
+    partial = ""  # a CRI partial line ("P") waiting for the rest
+    partial_from = 0
+    for lineno, raw in lines:
+        text, is_partial = _split_k8s_prefix(raw.rstrip("\r\n"))
+        if partial:
+            text, lineno_first = partial + text, partial_from
+        else:
+            lineno_first = lineno
+        if is_partial:
+            partial, partial_from = text, lineno_first
+            continue
+        partial = ""
+        while True:  # a line may close one JSON object and open the next
+            if open_ is not None:
+                head = text.lstrip()
+                if _STANDALONE_RE.match(head):
+                    yield Entry(lineno_first, lineno, text)
+                    break
+                if head.startswith("{") and not open_.wants_value():
+                    whole = _whole_json(text)
+                    if whole is not None:  # e.g. istio-agent's JSON log line: on its own
+                        yield Entry(lineno_first, lineno, text, value=whole)
+                        break
+                    yield open_.entry(
+                        f"JSON object not closed before line {lineno_first} starts another"
+                    )
+                    open_ = None
+                    continue
+                end = open_.feed(lineno, text)
+                if end is None:
+                    if open_.last - open_.first + 1 >= max_lines:
+                        yield open_.entry(f"JSON object not closed within {max_lines} lines")
+                        open_ = None
+                    break
+                yield open_.entry()
+                open_ = None
+                text = text[end:]
+                if not text.strip():
+                    break
+                lineno_first = lineno
+                continue
+            head = text.lstrip()
+            if not head:
+                break
+            if head[0] == "{":
+                value = _whole_json(text)
+                if value is not None:
+                    yield Entry(lineno_first, lineno, text, value=value)
+                    break
+                open_ = _JsonLines(lineno_first)
+                continue
+            yield Entry(lineno_first, lineno, text)
+            break
+    if partial:
+        yield Entry(partial_from, partial_from, partial)
+    if open_ is not None:
+        yield open_.entry("the input ended before the JSON object was closed")
+
+
+def _excerpt(text: str, line: int | None = None) -> str:
+    """Line `line` (0-based) of `text`, else its first line with more than a brace on it."""
+    lines = text.strip().split("\n")
+    if line is not None and 0 <= line < len(lines):
+        shown = lines[line].strip()
+    else:
+        shown = next((ln.strip() for ln in lines if len(ln.strip()) > 1), lines[0].strip())
+    return shown if len(shown) <= _EXCERPT else shown[: _EXCERPT - 3] + "..."
+
+
+_TEXT_START_RE: Final = re.compile(r'\[([^\]]*)\] "')
+
+
+def _text_reason(text: str) -> str:
+    """Why a line starting with "[" is not a text access log."""
+    m = _TEXT_START_RE.match(text)
+    if m is None:
+        return "not an access-log line"
+    if _ts_us(m.group(1)) is None:
+        return f"start time {m.group(1)[:40]!r} is not an RFC 3339 time"
+    return "not in Istio's or Envoy's text access-log format (fields missing or out of order)"
+
+
+def parse_entry(
+    entry: Entry,
+    *,
+    local: Workload = identity.UNKNOWN_WORKLOAD,
+    node_id: str = "",
+    origin: str = "file",
+) -> dict[str, Any] | Rejected:
+    """An entry -> a requests row, or Rejected saying why not."""
+
+    def rejected(reason: str, line: int | None = None) -> Rejected:
+        excerpt = _excerpt(entry.text, line)
+        return Rejected(entry.first, entry.last, entry.lines, reason, excerpt)
+
+    if entry.broken:
+        return rejected(entry.broken)
+    value = entry.value
+    text = entry.text.strip() if value is None else "{"
+    fields: dict[str, Any] | None
+    if text.startswith("{"):
+        if value is None:
+            try:
+                value = _load_json(text)
+            except json.JSONDecodeError as exc:
+                at = f"line {entry.first + exc.lineno - 1} column {exc.colno}"
+                return rejected(f"invalid JSON at {at}: {exc.msg}", exc.lineno - 1)
+            except (ValueError, RecursionError) as exc:
+                return rejected(f"invalid JSON: {str(exc)[:80]}")
+        if not isinstance(value, dict):
+            return rejected("JSON that is not an object")
+        if not (_JSON_KEYS & value.keys()):
+            return rejected(
+                "JSON object without access-log fields (start_time, method, response_code, "
+                "upstream_cluster, ...)"
+            )
+        fields = value
+    elif text.startswith("["):
+        fields = parse_text_fields(text)
+        if fields is None:
+            return rejected(_text_reason(text))
+    else:
+        return rejected("not an access-log line")
+    try:
+        row = fields_to_row(fields, local=local, node_id=node_id, origin=origin)
+    except _OutOfRange as exc:
+        return rejected(str(exc))
+    if row is None:
+        start = fields.get("start_time")
+        if start is None:
+            return rejected("no start_time field")
+        return rejected(f"start_time {str(start)[:40]!r} is not an RFC 3339 time")
+    return row
+
+
+def parse_lines(
+    lines: Iterable[tuple[int, str]],
+    *,
+    local: Workload = identity.UNKNOWN_WORKLOAD,
+    node_id: str = "",
+    origin: str = "file",
+) -> Iterator[dict[str, Any] | Rejected]:
+    """Numbered lines of an access log (as `kubectl logs` prints it, or a file) -> requests
+    rows and Rejected entries (line numbers and reason), in order."""
+    for entry in read_entries(lines):
+        yield parse_entry(entry, local=local, node_id=node_id, origin=origin)
+
+
 def decode_lines_record(record: Record) -> dict[str, pa.Table]:
-    """A record of access-log lines (UTF-8, one per line; context = source name). Lines that
-    are not access logs are skipped (the importer counts and reports them)."""
+    """A record of access-log lines (UTF-8, one per line; context = source name). Entries
+    that are not access logs are skipped (the importer counts and reports them)."""
     text = record.payload.decode("utf-8", errors="replace")
-    rows = [r for r in (parse_access_log_line(ln) for ln in text.splitlines() if ln.strip()) if r]
+    rows = [r for r in parse_lines(enumerate(text.split("\n"), 1)) if isinstance(r, dict)]
     return {"requests": rows_to_table(rows)}

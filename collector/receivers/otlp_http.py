@@ -5,20 +5,23 @@ into the same protobuf bytes the gRPC path stores, by collector.decode.otlp_json
 (undone by httpd within the size limit), and the answer in the request's encoding: 200 with an
 Export*ServiceResponse (partial_success when items were rejected); on failure a google.rpc.Status
 with 400 (bad data, do not retry), 413 (too large), 415 (content type), 429 / 503 with
-Retry-After (retry). Auth and the body-size limit are httpd's (HttpOptions).
+Retry-After (retry). A JSON body with a bad value gets a 400 whose message names the field's JSON
+path and the problem, and whose details hold a google.rpc.BadRequest with that field violation
+(the OTLP spec's "Bad Data"). Auth and the body-size limit are httpd's (HttpOptions).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
-from google.protobuf import json_format
-from google.rpc import status_pb2
+from google.protobuf import any_pb2, json_format
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
-from collector.errors import CollectorError, DecodeError
+from collector.errors import CollectorError, DecodeError, JsonFieldError
 from collector.httpd import Request, Response, Route
 from collector.receivers import otlp
 from collector.receivers.failures import classify
@@ -35,17 +38,26 @@ def _status(
     http_status: int,
     as_json: bool,
     headers: Mapping[str, str] | None = None,
+    details: Sequence[Message] = (),
 ) -> Response:
     hdrs = tuple((headers or {}).items())
+    status = status_pb2.Status(code=code, message=message)
+    for detail in details:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
     if as_json:
-        body = json.dumps({"code": code, "message": message}).encode()
+        body = json.dumps(json_format.MessageToDict(status)).encode()
         return Response(http_status, body, JSON, hdrs)
-    return Response(
-        http_status,
-        status_pb2.Status(code=code, message=message).SerializeToString(),
-        PROTOBUF,
-        hdrs,
-    )
+    return Response(http_status, status.SerializeToString(), PROTOBUF, hdrs)
+
+
+def _bad_request(exc: DecodeError) -> tuple[Message, ...]:
+    """google.rpc.BadRequest naming the field, when the error knows which one."""
+    if not isinstance(exc, JsonFieldError):
+        return ()
+    violation = error_details_pb2.BadRequest.FieldViolation(field=exc.path, description=exc.problem)
+    return (error_details_pb2.BadRequest(field_violations=[violation]),)
 
 
 def _to_proto(signal: otlp.Signal, body: bytes) -> bytes:
@@ -70,7 +82,7 @@ def handle_export(ingest: Ingest, signal: otlp.Signal, req: Request) -> Response
         raw = _to_proto(signal, req.body) if as_json else req.body
     except DecodeError as exc:
         ingest.metrics.request(RECEIVER, signal.name, "invalid", nbytes=len(req.body))
-        return _status(3, str(exc), 400, as_json)
+        return _status(3, str(exc), 400, as_json, details=_bad_request(exc))
     try:
         checked = ingest.otlp(RECEIVER, signal, raw)
     except CollectorError as exc:

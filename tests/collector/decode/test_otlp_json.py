@@ -4,6 +4,7 @@ import base64
 import copy
 import json
 import math
+import re
 from typing import Any
 
 import pytest
@@ -16,17 +17,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector.decode.otlp_json import (
-    REQUEST_TYPES,
-    _Fallback,
-    _fast,
-    _general,
-    otlp_json_to_proto,
-)
+from collector.decode.otlp_json import MAX_DEPTH, REQUEST_TYPES, otlp_json_to_proto
 from collector.decode.otlp_logs import decode_logs
 from collector.decode.otlp_metrics import decode_metrics
 from collector.decode.otlp_traces import decode_traces
-from collector.errors import DecodeError
+from collector.errors import DecodeError, JsonFieldError
 from tests.collector.decode.samples import (
     envoy_traces_request,
     sdk_logs_request,
@@ -117,36 +112,196 @@ def test_envoy_span_round_trips() -> None:
     assert ExportTraceServiceRequest.FromString(converted) == message
 
 
+_SPAN = "resourceSpans[0].scopeSpans[0].spans[0]"
+
+
 @pytest.mark.parametrize(
     ("kind", "body", "match"),
     [
         ("traces", b"{nope", r"invalid JSON at line 1 column 2"),
         ("traces", b"\xff\xfe", r"not UTF-8|invalid JSON"),
-        ("traces", b"[1, 2]", r"body must be a JSON object, got list"),
+        ("traces", b"", r"empty body"),
+        ("traces", b'{"resourceSpans": [{"scopeSpans": [', r"JSON ends early .*truncated"),
+        ("traces", b"[1, 2]", r"body must be a JSON object .*, got an array"),
+        ("traces", b"1" * 5000, r"invalid JSON: Exceeds the limit"),
         (
             "traces",
             b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}',
-            r"ExportTraceServiceRequest\.resourceSpans\[0\]\.scopeSpans\[0\]"
-            r"\.spans\[0\]\.traceId: 'zz' is not a hex",
+            rf"^cannot decode otlp/json traces: {re.escape(_SPAN)}\.traceId: expected 32 hex "
+            r"digits, got \"zz\" \('z' at position 0 is not a hex digit\)$",
         ),
         (
             "logs",
             b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"spanId":12}]}]}]}',
-            r"logRecords\[0\]\.spanId: expected a hex string, got int",
+            r"logRecords\[0\]\.spanId: expected 16 hex digits, got a number 12$",
         ),
         ("traces", b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":[2]}]}]}]}', r"kind"),
         (
             "metrics",
             b'{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"sum":{"dataPoints":[{"asInt":"x1"}]}}]}]}]}',
-            r"asInt",
+            r"dataPoints\[0\]\.asInt: expected an integer .*\"x1\"",
         ),
-        ("logs", b'{"resourceLogs":{"a":1}}', r"resourceLogs"),
+        ("logs", b'{"resourceLogs":{"a":1}}', r"^[^:]+: resourceLogs: expected an array, got an"),
     ],
 )
 def test_bad_json_names_the_field(kind: str, body: bytes, match: str) -> None:
     with pytest.raises(DecodeError, match=match) as err:
         otlp_json_to_proto(kind, body)
     assert err.value.kind == f"otlp/json {kind}"
+    assert "Failed to parse" not in str(err.value)  # json_format's wording is gone
+
+
+def _span_body(**span: object) -> bytes:
+    doc = {"resourceSpans": [{"scopeSpans": [{}, {"spans": [{}, {}, {}, span]}]}]}
+    return json.dumps(doc).encode()
+
+
+_DEEP = "resourceSpans[0].scopeSpans[1].spans[3]"
+
+
+@pytest.mark.parametrize(
+    ("span", "field", "problem"),
+    [
+        (
+            {"traceId": "5b8efff798038103d269b633813fc60"},
+            "traceId",
+            "expected 32 hex digits, got 31",
+        ),
+        ({"spanId": "eee19b7ec3c1b17"}, "spanId", "expected 16 hex digits, got 15"),
+        ({"parentSpanId": "eee19b7ec3c1b17g"}, "parentSpanId", "'g' at position 15"),
+        ({"traceId": "AQIDBAUGBwgJCgsMDQ4PEA=="}, "traceId", "'Q' at position 1"),  # base64
+        ({"traceId": None, "spanId": ["ab"]}, "spanId", "got an array"),
+        ({"kind": "SPAN_KIND_NOPE"}, "kind", 'unknown SpanKind "SPAN_KIND_NOPE"'),
+        ({"kind": True}, "kind", "expected an integer (a SpanKind), got true"),
+        ({"kind": 2.5}, "kind", "expected an integer"),
+        ({"kind": 2**31}, "kind", "out of range for enum"),
+        ({"status": {"code": "ERROR"}}, "status.code", 'unknown StatusCode "ERROR"'),
+        ({"startTimeUnixNano": "12a"}, "startTimeUnixNano", 'got a string "12a"'),
+        ({"startTimeUnixNano": "-1"}, "startTimeUnixNano", "out of range for fixed64"),
+        ({"startTimeUnixNano": "1e30"}, "startTimeUnixNano", "out of range for fixed64"),
+        ({"startTimeUnixNano": " 12"}, "startTimeUnixNano", "expected an integer"),
+        ({"startTimeUnixNano": 1.5}, "startTimeUnixNano", "got a number 1.5"),
+        ({"droppedAttributesCount": 2**32}, "droppedAttributesCount", "out of range for uint32"),
+        ({"name": 5}, "name", "expected a string, got a number 5"),
+        ({"name": "\ud800"}, "name", "unpaired surrogate"),
+        ({"events": {"name": "x"}}, "events", "expected an array, got an object"),
+        ({"events": [None]}, "events[0]", "null is not allowed in an array"),
+        ({"events": [{"name": "e", "timeUnixNano": "x"}]}, "events[0].timeUnixNano", "got a"),
+        ({"links": [{"traceId": "0"}]}, "links[0].traceId", "expected 32 hex digits, got 1"),
+        ({"status": []}, "status", "expected an object, got an array"),
+        (
+            {"traceId": "ab", "trace_id": "cd"},
+            "trace_id",
+            "set twice (as 'traceId' and 'trace_id')",
+        ),
+        (
+            {"attributes": [{"key": "k", "value": {"stringValue": "a", "intValue": "1"}}]},
+            "attributes[0].value.intValue",
+            "'stringValue' and 'intValue' are alternatives (oneof value)",
+        ),
+        (
+            {"attributes": [{"key": "k", "value": {"intValue": "1.5"}}]},
+            "attributes[0].value.intValue",
+            'got a string "1.5"',
+        ),
+        (
+            {"attributes": [{"key": "k", "value": {"doubleValue": "fast"}}]},
+            "attributes[0].value.doubleValue",
+            'expected a number (or "NaN", "Infinity", "-Infinity"), got a string "fast"',
+        ),
+        (
+            {"attributes": [{"key": "k", "value": {"boolValue": "true"}}]},
+            "attributes[0].value.boolValue",
+            'expected true or false, got a string "true"',
+        ),
+        (
+            {"attributes": [{"key": "k", "value": {"bytesValue": "not base64!"}}]},
+            "attributes[0].value.bytesValue",
+            "is not base64",
+        ),
+        (
+            {"attributes": [{"key": "\udfff", "value": {"stringValue": "v"}}]},
+            "attributes[0].key",
+            "unpaired surrogate",
+        ),
+        ({"attributes": [1]}, "attributes[0]", "expected an object, got a number 1"),
+    ],
+)
+def test_each_bad_value_is_named_by_its_json_path(
+    span: dict[str, object], field: str, problem: str
+) -> None:
+    with pytest.raises(JsonFieldError) as err:
+        otlp_json_to_proto("traces", _span_body(**span))
+    assert err.value.path == f"{_DEEP}.{field}"
+    assert problem in err.value.problem
+    assert str(err.value) == f"cannot decode otlp/json traces: {_DEEP}.{field}: {err.value.problem}"
+
+
+def test_bare_nan_is_named_too() -> None:
+    point = b'{"gauge":{"dataPoints":[{"asDouble":NaN}]}}'
+    body = b'{"resourceMetrics":[{"scopeMetrics":[{"metrics":[' + point + b"]}]}]}"
+    with pytest.raises(JsonFieldError, match=r'bare NaN is not JSON; send the string "NaN"'):
+        otlp_json_to_proto("metrics", body)
+
+
+def test_what_the_mapping_allows_is_accepted() -> None:
+    # Unknown fields anywhere are ignored (OTLP spec), null is "not set", ids are
+    # case-insensitive hex, int64 as numbers or strings (also "1e3"), enums as integers,
+    # known names or decimal strings, doubles as strings, bytes as base64 (either alphabet).
+    span = {
+        "traceId": "5B8EFFF798038103d269b633813fc60c",
+        "spanId": "eee19b7ec3c1b174",
+        "parentSpanId": "",
+        "name": None,
+        "kind": "3",
+        "startTimeUnixNano": 1544712660000000000,
+        "endTimeUnixNano": "1.544712661e18",
+        "status": {"code": 2, "futureField": [1, {"x": None}]},
+        "attributes": [
+            {"key": "d", "value": {"doubleValue": "NaN"}},
+            {"key": "b", "value": {"bytesValue": "_-8"}},
+            {"key": "b2", "value": {"bytesValue": "/+8="}},
+            {"key": "n", "value": {"intValue": -5}},
+            {"key": "future", "value": {"futureValue": 1}},
+        ],
+        "futureField": {"x": 1},
+    }
+    msg = ExportTraceServiceRequest.FromString(otlp_json_to_proto("traces", _span_body(**span)))
+    got = msg.resource_spans[0].scope_spans[1].spans[3]
+    assert got.trace_id.hex() == "5b8efff798038103d269b633813fc60c"
+    assert (got.kind, got.status.code, got.name) == (3, 2, "")
+    assert got.end_time_unix_nano - got.start_time_unix_nano == 1_000_000_000
+    values = {kv.key: kv.value for kv in got.attributes}
+    assert math.isnan(values["d"].double_value)
+    assert values["b"].bytes_value == values["b2"].bytes_value == b"\xff\xef"
+    assert values["n"].int_value == -5
+    assert values["future"].WhichOneof("value") is None
+
+
+def test_unknown_enum_numbers_are_kept() -> None:
+    # proto3 enums are open: a newer sender's value survives (and decoders map it to unknown)
+    msg = ExportTraceServiceRequest.FromString(otlp_json_to_proto("traces", _span_body(kind=9)))
+    assert msg.resource_spans[0].scope_spans[1].spans[3].kind == 9
+
+
+def test_nesting_limit() -> None:
+    def nested(levels: int) -> dict[str, Any]:
+        value: dict[str, Any] = {"stringValue": "x"}
+        for _ in range(levels):
+            value = {"arrayValue": {"values": [value]}}
+        return value
+
+    def body(levels: int) -> bytes:
+        record = {"body": nested(levels)}
+        doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}
+        return json.dumps(doc).encode()
+
+    # request(1) > resourceLogs(2) > scopeLogs(3) > logRecords(4) > body(5) > (array, any)...
+    ok = (MAX_DEPTH - 5) // 2
+    payload = otlp_json_to_proto("logs", body(ok))
+    assert ExportLogsServiceRequest.FromString(payload).ByteSize() > 0
+    with pytest.raises(JsonFieldError, match=f"nested deeper than {MAX_DEPTH}"):
+        otlp_json_to_proto("logs", body(ok + 1))
 
 
 def test_empty_object_is_an_empty_request() -> None:
@@ -158,7 +313,60 @@ def test_unknown_signal_is_a_programming_error() -> None:
         otlp_json_to_proto("profiles", b"{}")
 
 
-# --- the fast path must convert exactly as json_format does, or step aside ------------------
+# --- against protobuf's own json_format (the proto3 JSON mapping as Google implements it) ----
+
+
+def _reference(signal: str, doc: Any) -> bytes | None:
+    """json_format's conversion after turning hex ids into base64; None when it refuses."""
+    ids = {"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"}
+
+    def fix(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                hexadecimal = isinstance(v, str) and not len(v) % 2
+                if k in ids and hexadecimal and all(c in "0123456789abcdefABCDEF" for c in v):
+                    v = base64.b64encode(bytes.fromhex(v)).decode()
+                out[k] = fix(v)
+            return out
+        if isinstance(node, list):
+            return [fix(v) for v in node]
+        return node
+
+    message = REQUEST_TYPES[signal]()
+    try:
+        json_format.ParseDict(fix(doc), message, ignore_unknown_fields=True)
+        return message.SerializeToString()
+    except Exception:  # every refusal counts as one
+        return None
+
+
+# What json_format takes and meshlens deliberately refuses: names of no enum value (json_format
+# silently sets 0), Python-only number spellings ("1_0", "٣", "inf", "\t2"), non-integral
+# enum numbers (json_format truncates 2.5 to 2), base64 with junk in it, base64 ids (OTLP
+# says hex), and strings or arrays where a message belongs (json_format iterates them as keys).
+_DELIBERATE = re.compile(
+    r"unknown \w+ \"|expected an integer|expected a number|is not base64|"
+    r"out of range for enum|hex digits|expected an object, got (a string|an array)"
+)
+
+
+def _same_as_reference(signal: str, doc: Any) -> None:
+    try:
+        ours: bytes | None = otlp_json_to_proto(signal, json.dumps(doc).encode())
+    except JsonFieldError as exc:
+        ours = None
+        problem = exc.problem
+    except DecodeError:
+        return  # not an object at the top: json_format is not asked
+    reference = _reference(signal, copy.deepcopy(doc))
+    request_type = REQUEST_TYPES[signal]
+    if ours is not None:
+        assert reference is not None, f"accepted what json_format refuses: {doc!r}"
+        assert request_type.FromString(ours) == request_type.FromString(reference)
+    elif reference is not None:
+        assert _DELIBERATE.search(problem), f"refused ({problem}) what json_format takes: {doc!r}"
+
 
 # fmt: off
 _LEAVES: st.SearchStrategy[Any] = st.sampled_from(
@@ -201,31 +409,9 @@ def _structured(signal: str) -> st.SearchStrategy[dict[str, object]]:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), signal=st.sampled_from(["traces", "metrics", "logs"]))
-def test_fast_path_equals_json_format(data: st.DataObject, signal: str) -> None:
+def test_random_documents_convert_as_json_format_does(data: st.DataObject, signal: str) -> None:
     doc = data.draw(st.one_of(_structured(signal), _DOCS.filter(lambda d: isinstance(d, dict))))
-    request_type = REQUEST_TYPES[signal]
-    try:
-        fast: bytes | None = _fast(request_type, doc)
-    except _Fallback:
-        fast = None
-    try:
-        general: bytes | None = _general(request_type, copy.deepcopy(doc), signal)
-    except DecodeError:
-        general = None
-    if fast is not None:
-        assert general is not None, f"fast path accepted what json_format rejects: {doc!r}"
-        assert request_type.FromString(fast) == request_type.FromString(general)
-
-
-def test_fast_path_takes_plain_sdk_bodies() -> None:
-    for signal, payload in (
-        ("traces", sdk_traces_request()),
-        ("metrics", sdk_metrics_request()),
-        ("logs", sdk_logs_request()),
-    ):
-        request_type = REQUEST_TYPES[signal]
-        doc = json.loads(_otlp_json(request_type.FromString(payload)))
-        assert request_type.FromString(_fast(request_type, doc)) == request_type.FromString(payload)
+    _same_as_reference(signal, doc)
 
 
 def _paths(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -249,12 +435,18 @@ _SDK_DOCS = {
 }
 
 
+def test_sdk_bodies_equal_json_format() -> None:
+    for signal, doc in _SDK_DOCS.items():
+        ours = otlp_json_to_proto(signal, json.dumps(doc).encode())
+        assert ours == _reference(signal, copy.deepcopy(doc))
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     signal=st.sampled_from(sorted(_SDK_DOCS)),
     edits=st.lists(st.tuples(st.integers(min_value=0), _LEAVES), min_size=1, max_size=3),
 )
-def test_fast_path_equals_json_format_on_mutated_sdk_bodies(
+def test_mutated_sdk_bodies_convert_as_json_format_does(
     signal: str, edits: list[tuple[int, object]]
 ) -> None:
     doc = copy.deepcopy(_SDK_DOCS[signal])
@@ -265,15 +457,4 @@ def test_fast_path_equals_json_format_on_mutated_sdk_bodies(
         for step in parent_path:
             parent = parent[step]
         parent[last] = copy.deepcopy(leaf)
-    request_type = REQUEST_TYPES[signal]
-    try:
-        fast: bytes | None = _fast(request_type, doc)
-    except _Fallback:
-        fast = None
-    try:
-        general: bytes | None = _general(request_type, copy.deepcopy(doc), signal)
-    except DecodeError:
-        general = None
-    if fast is not None:
-        assert general is not None, f"fast path accepted what json_format rejects: {doc!r}"
-        assert request_type.FromString(fast) == request_type.FromString(general)
+    _same_as_reference(signal, doc)

@@ -7,8 +7,13 @@ import json
 import pytest
 
 from collector.decode.access_log_text import (
+    Rejected,
     decode_lines_record,
     parse_access_log_line,
+    parse_entry,
+    parse_json_fields,
+    parse_lines,
+    read_entries,
     strip_k8s_prefix,
 )
 from collector.decode.otel_als import otel_access_log_to_request
@@ -294,6 +299,29 @@ def test_otel_attribute_format_and_node_name_resource() -> None:
     assert row["duration_ms"] == 7.0
 
 
+@pytest.mark.parametrize(
+    ("printed", "stored"),
+    [("OK", "0"), ("Unavailable", "14"), ("DEADLINE_EXCEEDED", "4"), ("14", "14"), ("-", "")],
+)
+def test_grpc_status_names_are_stored_as_codes(printed: str, stored: str) -> None:
+    # Istio's OTel/file providers use %GRPC_STATUS(CAMEL_STRING)%: names, not numbers.
+    attrs = {
+        "start_time": "2024-05-01T10:00:00.000Z",
+        "method": "POST",
+        "path": "/pkg.Svc/Call",
+        "response_code": 200,
+        "response_flags": "-",
+        "duration": 7,
+        "upstream_cluster": "outbound|50051||grpc.default.svc.cluster.local",
+        "authority": "grpc:50051",
+        "grpc_status": printed,
+        "content_type": "application/grpc",
+    }
+    row = otel_access_log_to_request("", attrs, {}, 0)
+    assert row is not None and row["protocol"] == "grpc"
+    assert row["grpc_status"] == stored
+
+
 def test_otel_non_access_logs() -> None:
     assert otel_access_log_to_request("user logged in", {"level": "info"}, {}, 1) is None
     assert otel_access_log_to_request("", {}, {"service.name": "x"}, 1) is None
@@ -312,3 +340,159 @@ def test_otel_envoy_builtin_resource_labels() -> None:
     assert row is not None
     assert (row["destination_workload"], row["destination_namespace"]) == ("reviews-v2", "bookinfo")
     assert row["destination_canonical_service"] == "reviews"
+
+
+# ---- multi-line entries, kubectl prefixes on every line, and reasons --------------------------
+
+_PRETTY = json.dumps(json.loads(ISTIO_JSON), indent=2)  # a JSON format under TEXT encoding
+
+
+def _numbered(text: str) -> list[tuple[int, str]]:
+    return list(enumerate(text.split("\n"), 1))
+
+
+def _split(items: list[object]) -> tuple[list[dict[str, object]], list[Rejected]]:
+    rows = [i for i in items if isinstance(i, dict)]
+    rejected = [i for i in items if isinstance(i, Rejected)]
+    assert len(rows) + len(rejected) == len(items)
+    return rows, rejected
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "",
+        "2020-11-25T21:26:18.412345678Z ",
+        "[pod/sleep-6d68f6b8c5-x2x4p/istio-proxy] ",
+        "[pod/sleep-6d68f6b8c5-x2x4p/istio-proxy] 2020-11-25T21:26:18.412345678Z ",
+        "2020-11-25T21:26:18.412345678Z stdout F ",  # a node's CRI log file
+    ],
+)
+def test_multi_line_json_entries_with_prefixes(prefix: str) -> None:
+    text = "\n".join([_PRETTY, ISTIO_DOC_IN, _PRETTY, ""])
+    lines = [(n, prefix + line) for n, line in _numbered(text)]
+    rows, rejected = _split(list(parse_lines(lines)))
+    assert rejected == []
+    assert [r["response_code"] for r in rows] == [418, 418, 418]
+    single = parse_access_log_line(ISTIO_JSON)
+    assert rows[0] == single == rows[2]
+
+
+def test_read_entries_line_numbers() -> None:
+    n = _PRETTY.count("\n") + 1
+    entries = list(read_entries(_numbered(_PRETTY + "\n\n" + _PRETTY)))
+    assert [(e.first, e.last, e.lines, e.broken) for e in entries] == [
+        (1, n, n, ""),
+        (n + 2, 2 * n + 1, n, ""),
+    ]
+
+
+def test_interleaved_agent_line_inside_a_json_entry() -> None:
+    # istio-agent writes to stderr, Envoy's access log to stdout: the runtime interleaves lines
+    pretty = _PRETTY.split("\n")
+    agent = "2020-11-25T21:26:19.000000Z\tinfo\tEnvoy proxy is ready"
+    text = "\n".join([*pretty[:5], agent, ISTIO_DOC_OUT, *pretty[5:]])
+    rows, rejected = _split(list(parse_lines(_numbered(text))))
+    assert [r["response_code"] for r in rows] == [418, 418]
+    assert [(r.first, r.reason) for r in rejected] == [(6, "not an access-log line")]
+
+
+def test_interleaved_json_agent_line_inside_a_json_entry() -> None:
+    pretty = _PRETTY.split("\n")
+    agent = '{"level":"info","time":"2020-11-25T21:26:19.000000Z","msg":"Envoy proxy is ready"}'
+    text = "\n".join([*pretty[:3], agent, *pretty[3:]])
+    rows, rejected = _split(list(parse_lines(_numbered(text))))
+    assert [r["response_code"] for r in rows] == [418]
+    assert [(r.first, r.reason) for r in rejected] == [
+        (
+            4,
+            "JSON object without access-log fields (start_time, method, response_code, "
+            "upstream_cluster, ...)",
+        )
+    ]
+
+
+def test_broken_entries_are_reported_and_lose_nothing_else() -> None:
+    pretty = _PRETTY.split("\n")
+    truncated = pretty[:6]  # the proxy was killed mid-entry, say
+    text = "\n".join([*truncated, *pretty, ISTIO_JSON, *truncated])
+    rows, rejected = _split(list(parse_lines(_numbered(text))))
+    assert len(rows) == 2
+    first, last = rejected
+    assert (first.first, first.last, first.lines) == (1, 6, 6)
+    assert first.reason == "JSON object not closed before line 7 starts another"
+    start = 6 + len(pretty) + 2
+    assert (last.first, last.last) == (start, start + 5)
+    assert last.reason == "the input ended before the JSON object was closed"
+    assert last.excerpt.startswith('"upstream_host"')
+
+
+def test_an_unclosed_object_gives_up_after_max_lines() -> None:
+    text = "\n".join(["{", *(f'"k{i}": {i},' for i in range(20)), ISTIO_JSON])
+    entries = list(read_entries(_numbered(text), max_lines=10))
+    assert entries[0].broken == "JSON object not closed within 10 lines"
+    assert (entries[0].first, entries[0].last) == (1, 10)
+    rows, rejected = _split([parse_entry(e) for e in entries])
+    assert len(rows) == 1  # the entry after it
+    assert [r.where for r in rejected] == ["1-10", *(str(n) for n in range(11, 22))]
+
+
+def test_two_objects_on_one_line_and_crlf() -> None:
+    text = ISTIO_JSON + ISTIO_JSON + "\r\n" + ISTIO_DOC_OUT + "\r\n"
+    rows, rejected = _split(list(parse_lines(_numbered(text))))
+    assert (len(rows), rejected) == (3, [])
+
+
+def test_cri_partial_lines_are_joined() -> None:
+    ts = "2020-11-25T21:26:18.412345678Z"
+    half = len(ISTIO_DOC_OUT) // 2
+    lines = [
+        (1, f"{ts} stdout P {ISTIO_DOC_OUT[:half]}"),
+        (2, f"{ts} stdout F {ISTIO_DOC_OUT[half:]}"),
+        (3, f"{ts} stderr F info Envoy proxy is ready"),
+    ]
+    rows, rejected = _split(list(parse_lines(lines)))
+    assert [r["response_code"] for r in rows] == [418]
+    assert [(r.first, r.reason) for r in rejected] == [(3, "not an access-log line")]
+
+
+def test_unquoted_operators_that_print_a_dash() -> None:
+    # boeboe's format in istio/istio#12232 leaves %DURATION% etc. unquoted; Envoy prints "-"
+    # for a value it does not have, e.g. %RESPONSE_DURATION% of a request with no response.
+    line = ISTIO_JSON[:-1] + ', "response_duration": -, "note": "a: -, b"}'
+    row = parse_access_log_line(line)
+    assert row is not None and row["response_code"] == 418
+    fields = parse_json_fields(line)
+    assert fields is not None and fields["note"] == "a: -, b"
+    assert fields["response_duration"] is None
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("hello world", "not an access-log line"),
+        ("[2024-01-01 00:00:00.000][1][info][main] starting main dispatch loop", "not an acc"),
+        ('[not-a-time] "GET / HTTP/1.1" 200 -', "start time 'not-a-time' is not an RFC 3339"),
+        ('[2020-11-25T21:26:18.409Z] "GET /x HTTP/1.1" 200 - truncated', "not in Istio's"),
+        ('{"level":"info","msg":"x"}', "JSON object without access-log fields"),
+        ("[1, 2]", "not an access-log line"),
+        ('{"method": "GET", "response_code": 200}', "no start_time field"),
+        ('{"method": "GET", "start_time": "yesterday"}', "start_time 'yesterday' is not an RFC"),
+        (
+            '{"method": "GET", "start_time": "2024-01-01T00:00:00Z", "duration": "1E400"}',
+            "duration '1E400' is out of range",
+        ),
+        ('{"method": "GET",\n "start_time": x}', "invalid JSON at line 2 column 16"),
+    ],
+)
+def test_reasons(text: str, reason: str) -> None:
+    (item,) = list(parse_lines(_numbered(text)))
+    assert isinstance(item, Rejected)
+    assert item.reason.startswith(reason), item.reason
+    assert item.first == 1
+
+
+def test_decode_lines_record_reads_multi_line_entries() -> None:
+    payload = "\n".join([_PRETTY, "garbage", ISTIO_DOC_IN]).encode()
+    t = decode_lines_record(Record(RecordKind.ACCESS_LOG_LINES, 0, payload, b"file.log"))
+    assert t["requests"].num_rows == 2
