@@ -165,7 +165,7 @@ def golden_signals(ddir: str, window: Window, service: str, step_s: int) -> pd.D
                    quantile_cont(duration_ms, 0.95) AS p95_ms,
                    quantile_cont(duration_ms, 0.99) AS p99_ms
             FROM traffic
-            WHERE ts >= $start AND ts < $end AND destination_canonical_service = $svc
+            WHERE ts >= $start AND ts < $end AND {_TO_SERVICE}
               AND protocol <> 'tcp'
             GROUP BY ALL ORDER BY bucket, version""",
             {**_p(window), "svc": service},
@@ -173,6 +173,13 @@ def golden_signals(ddir: str, window: Window, service: str, step_s: int) -> pd.D
     finally:
         conn.close()
 
+
+# Requests to a service: its canonical service, or (a request that never reached a proxy, so no
+# server named itself) the service the client routed to.
+_TO_SERVICE: Final = (
+    "(destination_canonical_service = $svc OR (coalesce(destination_canonical_service, "
+    "'unknown') IN ('', 'unknown') AND destination_service_name = $svc))"
+)
 
 _TABLE_COLS: Final = f"""
     count(*) AS requests,
@@ -199,7 +206,7 @@ def inbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
             SELECT source_workload, source_namespace, destination_version AS version, protocol,
                    {_TABLE_COLS}
             FROM traffic WHERE ts >= $start AND ts < $end
-              AND destination_canonical_service = $svc
+              AND {_TO_SERVICE}
             GROUP BY ALL ORDER BY requests DESC LIMIT {MAX_ROWS}""",
             {**_p(window), "svc": service, "secs": window.seconds},
         )
@@ -235,10 +242,10 @@ def codes_by_flags(ddir: str, window: Window, service: str) -> pd.DataFrame:
     try:
         return _df(
             conn,
-            """
+            f"""
             SELECT CAST(response_code AS VARCHAR) AS response_code,
                    coalesce(response_flags, '-') AS response_flags, count(*) AS requests
-            FROM traffic WHERE ts >= $start AND ts < $end AND destination_canonical_service = $svc
+            FROM traffic WHERE ts >= $start AND ts < $end AND {_TO_SERVICE}
             GROUP BY ALL ORDER BY requests DESC LIMIT 400""",
             {**_p(window), "svc": service},
         )
@@ -325,7 +332,7 @@ def version_latencies(
             f"""
             SELECT destination_version AS version, duration_ms, {IS_ERROR} AS error
             FROM traffic
-            WHERE ts >= $start AND ts < $end AND destination_canonical_service = $svc
+            WHERE ts >= $start AND ts < $end AND {_TO_SERVICE}
               AND destination_version IN (SELECT unnest($versions::VARCHAR[]))
               AND protocol <> 'tcp'
             USING SAMPLE reservoir({int(limit)} ROWS) REPEATABLE (7)""",
