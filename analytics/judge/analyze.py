@@ -6,9 +6,10 @@ sequential.py / netflix.py / evaluate.py / scoring.py and take numpy arrays.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -21,6 +22,7 @@ from analytics.judge.model import CanaryConfig, MetricResult, MetricSpec, Verdic
 from analytics.judge.scoring import roll_up
 from analytics.window import TimeWindow
 
+T = TypeVar("T")
 PROMETHEUS_STEP_S = 10.0  # range-query step (= block) for Prometheus series without a block
 
 
@@ -76,20 +78,8 @@ class _Inputs:
         if spec.source == "prometheus" or spec.kind == "promql":
             from analytics.judge import prometheus
 
-            src, step = self._prometheus(spec)
-            out = [
-                prometheus.side_series(
-                    src,
-                    spec,
-                    service=self.service,
-                    version=v,
-                    start=self.window.start,
-                    end=self.window.end,
-                    step_s=step,
-                )
-                for v in self.sides.values()
-            ]
-            return out[0], out[1]
+            b, c = self._per_side(spec, prometheus.side_series)
+            return b, c
         return tuple(  # type: ignore[return-value]
             jdata.load_metric_series(
                 self.conn,
@@ -117,15 +107,11 @@ class _Inputs:
         )
         return self._prom, step
 
-    def prometheus_error_counts(self, spec: MetricSpec, fr: ev.Frame) -> MetricResult:
-        """A Prometheus error-rate metric judged on request and error counts per aligned step
-        (each step one block), not on a ratio series: steps weigh by their traffic, and a side
-        without any 5xx series has 0 errors, not no data."""
-        from analytics.judge import blocks, prometheus
-
+    def _per_side(self, spec: MetricSpec, query: Callable[..., T]) -> list[T]:
+        """`query` (prometheus.side_series / side_counts) for the baseline, then the canary."""
         src, step = self._prometheus(spec)
-        sides = [
-            prometheus.side_counts(
+        return [
+            query(
                 src,
                 spec,
                 service=self.service,
@@ -136,6 +122,15 @@ class _Inputs:
             )
             for v in self.sides.values()
         ]
+
+    def prometheus_error_counts(self, spec: MetricSpec, fr: ev.Frame) -> MetricResult:
+        """A Prometheus error-rate metric judged on request and error counts per aligned step
+        (each step one block), not on a ratio series: steps weigh by their traffic, and a side
+        without any 5xx series has 0 errors, not no data."""
+        from analytics.judge import blocks, prometheus
+
+        src, step = self._prometheus(spec)
+        sides = self._per_side(spec, prometheus.side_counts)
         if sides[0].n == 0 or sides[1].n == 0:
             empty = sides[0] if sides[0].n == 0 else sides[1]
             side = "baseline" if empty is sides[0] else "canary"
