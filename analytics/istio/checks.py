@@ -1,14 +1,17 @@
 """Run the Istio checks over the store: read observed traffic with DuckDB, judge it with the pure
 routing/authz/mtls modules, return a `CheckReport`.
 
-Rows come from the `traffic` view (the two reporters de-duplicated, destination reports first:
-the destination proxy is where AuthorizationPolicy and PeerAuthentication are enforced). They are
-grouped in SQL first, so a window of millions of requests becomes a few thousand groups.
+Rows come from the `traffic` view (the client's and the server's report of a hop paired into
+one row; the server's side where it knows: the destination proxy is where AuthorizationPolicy
+and PeerAuthentication are enforced). They are grouped in SQL first, so a window of millions of
+requests becomes a few thousand groups. What telemetry lacks about a group (destination labels,
+the peer's principal, the workload port) is taken from the other sources that know it
+(`analytics.istio.labels`, `analytics.istio.telemetry.Context`), or left unknown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,146 +19,154 @@ import duckdb
 
 from analytics.catalog import connect
 from analytics.istio.authz import RequestFacts, check_policy, decide, strip_spiffe
+from analytics.istio.labels import KnownLabels, LabelIndex, build_index
 from analytics.istio.mtls import EdgeObservation, check_mtls
 from analytics.istio.report import CheckReport, Finding
 from analytics.istio.resources import IstioConfig
-from analytics.istio.routing import Observation, RoutingOptions, check_routing
+from analytics.istio.routing import RoutingOptions, check_routing
+from analytics.istio.telemetry import (
+    EXAMPLES_PER_GROUP,
+    Context,
+    authz_groups,
+    edge_groups,
+    load_context,
+    routing_observations,
+    rows,
+)
 from analytics.window import TimeWindow
 
 CHECKS: Final = ("routing", "authz", "mtls")
-EXAMPLES_PER_GROUP: Final = 3
+DECISIONS: Final = {True: "allow", False: "deny", None: "undetermined"}
 
 
-def _rows(conn: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
-    cur = conn.execute(sql)
-    cols = [d[0] for d in cur.description or []]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-
-def _walk_keys(node: Any, out: set[str]) -> None:
-    if isinstance(node, dict):
-        for k, v in node.items():
-            out.add(str(k))
-            if k == "key":
-                out.add(f"when:{v}")
-            _walk_keys(v, out)
-    elif isinstance(node, list):
-        for v in node:
-            _walk_keys(v, out)
-
-
-def used_keys(config: IstioConfig, kind: str) -> set[str]:
-    """Every field name (and `when:` key) that resources of `kind` use: what to group by."""
-    out: set[str] = set()
-    for r in config.of_kind(kind):
-        _walk_keys(dict(r.spec), out)
-    return out
-
-
-def routing_observations(conn: duckdb.DuckDBPyConnection, config: IstioConfig) -> list[Observation]:
-    # Only group by what some match condition reads, to keep the groups few.
-    keys = used_keys(config, "VirtualService")
-    ua = "coalesce(user_agent, '')" if "headers" in keys else "''"
-    path = "coalesce(path, '')" if "uri" in keys else "''"
-    method = "coalesce(method, '')" if "method" in keys else "''"
-    rows = _rows(
-        conn,
-        f"""
-        SELECT destination_service AS host, destination_version AS version, {ua} AS ua,
-               {path} AS path, {method} AS method, coalesce(destination_port, 0) AS port,
-               source_namespace, source_canonical_service AS source_app, source_version,
-               count(*) AS n
-        FROM traffic WHERE protocol <> 'tcp' GROUP BY ALL""",
-    )
-    return [
-        Observation(
-            r["host"] or "unknown",
-            r["version"] or "unknown",
-            r["ua"],
-            r["path"],
-            r["method"],
-            int(r["port"]),
-            r["source_namespace"] or "unknown",
-            r["source_app"] or "unknown",
-            r["source_version"] or "unknown",
-            int(r["n"]),
-        )
-        for r in rows
-    ]
-
-
-def _ip(address: str | None) -> str:
+def _ip(address: str | None) -> str | None:
     if not address:
-        return ""
+        return None
     host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
     return host.strip("[]")
 
 
-def authz_groups(conn: duckdb.DuckDBPyConnection, config: IstioConfig) -> list[dict[str, Any]]:
-    keys = used_keys(config, "AuthorizationPolicy")
+def _text(value: Any) -> str:
+    return "" if value is None or value == "unknown" else str(value)
 
-    def col(expr: str, *names: str) -> str:
-        return expr if keys & set(names) else "''"
 
-    path = col("coalesce(path, '')", "paths", "notPaths")
-    host = col(
-        "coalesce(authority, '')",
-        "hosts",
-        "notHosts",
-        "when:request.headers[:authority]",
-        "when:request.headers[host]",
+def _source_identity(
+    g: dict[str, Any], ctx: Context, index: LabelIndex
+) -> tuple[str | None, str | None]:
+    """(principal, namespace) as the destination proxy saw them, from the peer certificate:
+    none ('') for plaintext; unknown (None) unless the request was mTLS and the client's
+    identity is known (the certificate, or the client's own report of the hop, as the traffic
+    view pairs them; the principal the client was seen with; its service account in a
+    manifest). A principal
+    with unknown TLS is not used: a plaintext request presents none."""
+    mtls = g["mtls"]
+    if mtls is False:
+        return "", ""
+    if mtls is not True:
+        return None, None
+    row = str(g["principal"])
+    principal = strip_spiffe(row) if row.startswith("spiffe://") else ""
+    sns, swl = _text(g["sns"]), _text(g["swl"])
+    if not principal:
+        sa = index.service_account(sns, swl) if sns and swl else ""
+        known = ctx.principals.get((sns, swl), "")
+        if known:
+            principal = strip_spiffe(known)
+        elif sa:
+            principal = f"{ctx.trust_domain}/ns/{sns}/sa/{sa}"
+    if principal:
+        parts = principal.split("/")
+        return principal, parts[2] if len(parts) > 2 and parts[1] == "ns" else None
+    return None, sns or None  # the certificate's namespace is the workload's
+
+
+def _principal_label(g: dict[str, Any], facts: RequestFacts) -> str:
+    if str(g["principal"]).startswith("spiffe://") and facts.principal:
+        return str(g["principal"])
+    if facts.principal:
+        return f"spiffe://{facts.principal} (derived)"
+    return "(none)" if facts.principal == "" else "(unknown)"
+
+
+def _port(g: dict[str, Any], index: LabelIndex) -> int | None:
+    """The destination workload port: what a destination report logged (its inbound cluster),
+    or a client's service port mapped through the Service's targetPort."""
+    port = g["port"]
+    if not port:
+        return None
+    if g["reporter"] == "destination":
+        return int(port)
+    return index.target_port(_text(g["dns"]), _text(g["dsvc_name"]), int(port))
+
+
+def _index(config: IstioConfig, ctx: Context) -> LabelIndex:
+    return build_index(config.workloads, config.services, ctx.learned)
+
+
+def _canonical(g: dict[str, Any]) -> str:
+    """The destination's canonical service as label evidence: '' when it equals the workload's
+    name in a report other than the gRPC ALS (then it may be the decoders' fallback to that
+    name, not a label: it says nothing about `app`)."""
+    canonical = _text(g["app"])
+    if canonical and canonical == _text(g["dwl"]) and g.get("origin") != "envoy_als":
+        return ""
+    return canonical
+
+
+def _labels(g: dict[str, Any], index: LabelIndex) -> KnownLabels:
+    return index.destination(
+        _text(g["dns"]), _text(g["dwl"]), _text(g["dsvc_name"]), _canonical(g), _text(g["version"])
     )
-    ua = col("coalesce(user_agent, '')", "when:request.headers[user-agent]")
-    ip = col(
-        "coalesce(source_address, '')",
-        "ipBlocks",
-        "notIpBlocks",
-        "remoteIpBlocks",
-        "notRemoteIpBlocks",
-        "when:source.ip",
-        "when:remote.ip",
+
+
+def _facts(g: dict[str, Any], ctx: Context, index: LabelIndex) -> RequestFacts:
+    principal, sns = _source_identity(g, ctx, index)
+    labels = _labels(g, index)
+    return RequestFacts(
+        _text(g["dns"]),
+        _canonical(g),
+        _text(g["version"]),
+        principal,
+        sns,
+        _ip(g["ip"]),
+        g["method"] or None,
+        g["path"],
+        _port(g, index),
+        g["host"],
+        g["ua"],
+        labels=labels,
+        has_proxy=ctx.has_proxy(g["reporter"], g["dsvc"], g["dns"], g["dwl"]),
     )
-    return _rows(
-        conn,
-        f"""
-        SELECT destination_namespace AS dns, destination_workload AS dwl,
-               destination_canonical_service AS app, destination_version AS version,
-               coalesce(source_principal, '') AS principal, source_namespace AS sns,
-               source_workload AS swl, {ip} AS ip, coalesce(method, '') AS method,
-               {path} AS path, coalesce(destination_port, 0) AS port, {host} AS host,
-               {ua} AS ua, count(*) AS n,
-               list(DISTINCT coalesce(path, '')) [1:{EXAMPLES_PER_GROUP}] AS examples
-        FROM traffic WHERE protocol <> 'tcp' GROUP BY ALL""",
-    )
+
+
+def _destination(g: dict[str, Any]) -> str:
+    if g["dwl"] != "unknown" or g["dsvc"] in (None, "unknown"):
+        return f"{g['dns']}/{g['dwl']}"
+    return f"{g['dns']}/{g['dwl']} (service {g['dsvc']})"
+
+
+def _label_keys(config: IstioConfig) -> Collection[str]:
+    return build_index(config.workloads, config.services).label_keys
 
 
 def _authz(
     conn: duckdb.DuckDBPyConnection, config: IstioConfig
 ) -> tuple[list[Finding], list[dict[str, Any]]]:
     policies = config.of_kind("AuthorizationPolicy")
+    keys = _label_keys(config)
     for p in policies:
-        check_policy(p)  # refuse unsupported features before replaying anything
+        check_policy(p, keys)  # refuse unsupported features before replaying anything
+    ctx = load_context(conn)
+    index = _index(config, ctx)
     callers: dict[tuple[str, ...], dict[str, Any]] = {}
     for g in authz_groups(conn, config):
-        facts = RequestFacts(
-            g["dns"] or "",
-            g["app"] or "",
-            g["version"] or "",
-            strip_spiffe(g["principal"]),
-            g["sns"] or "",
-            _ip(g["ip"]),
-            g["method"],
-            g["path"],
-            int(g["port"]),
-            g["host"],
-            g["ua"],
-        )
+        facts = _facts(g, ctx, index)
         d = decide(policies, facts)
         key = (
             f"{g['sns']}/{g['swl']}",
-            g["principal"] or "(none)",
-            f"{g['dns']}/{g['dwl']}",
-            "allow" if d.allowed else "deny",
+            _principal_label(g, facts),
+            _destination(g),
+            DECISIONS[d.allowed],
             d.policy,
         )
         row = callers.setdefault(
@@ -164,6 +175,7 @@ def _authz(
                 "caller": key[0],
                 "principal": key[1],
                 "destination": key[2],
+                "service": g["dsvc"] or "unknown",
                 "decision": key[3],
                 "reason": key[4],
                 "requests": 0,
@@ -176,25 +188,9 @@ def _authz(
         for ex in g["examples"] or []:
             if len(row["examples"]) < EXAMPLES_PER_GROUP and ex not in row["examples"]:
                 row["examples"].append(ex)
-    rows = sorted(callers.values(), key=lambda r: (r["destination"], r["decision"], r["caller"]))
-    findings = [
-        Finding(
-            "authz",
-            "problem",
-            r["destination"],
-            f"would DENY {r['requests']} requests from {r['caller']} "
-            f"(principal {r['principal']}): {r['reason']}",
-            {
-                "caller": r["caller"],
-                "principal": r["principal"],
-                "requests": r["requests"],
-                "examples": r["examples"],
-            },
-        )
-        for r in rows
-        if r["decision"] == "deny"
-    ]
-    denied = _rows(
+    found = sorted(callers.values(), key=lambda r: (r["destination"], r["decision"], r["caller"]))
+    findings = [_authz_finding(r) for r in found if r["decision"] != "allow"]
+    denied = rows(
         conn,
         """
         SELECT source_namespace || '/' || source_workload AS caller,
@@ -218,34 +214,59 @@ def _authz(
         )
         for d in denied
     )
-    return findings, rows
+    return findings, found
 
 
-def edge_observations(conn: duckdb.DuckDBPyConnection) -> list[EdgeObservation]:
-    rows = _rows(
-        conn,
-        """
-        SELECT source_namespace AS sns, source_workload AS swl,
-               coalesce(source_principal, '') AS principal,
-               destination_namespace AS dns, destination_workload AS dwl,
-               destination_canonical_service AS app, destination_version AS version,
-               coalesce(mtls, false) AS mtls, count(*) AS n
-        FROM traffic GROUP BY ALL""",
-    )
-    return [
-        EdgeObservation(
-            r["sns"] or "unknown",
-            r["swl"] or "unknown",
-            r["principal"],
-            r["dns"] or "unknown",
-            r["dwl"] or "unknown",
-            r["app"] or "unknown",
-            r["version"] or "unknown",
-            bool(r["mtls"]),
-            int(r["n"]),
+def _authz_finding(r: dict[str, Any]) -> Finding:
+    details = {
+        "caller": r["caller"],
+        "principal": r["principal"],
+        "requests": r["requests"],
+        "examples": r["examples"],
+    }
+    if r["decision"] == "deny":
+        return Finding(
+            "authz",
+            "problem",
+            r["destination"],
+            f"would DENY {r['requests']} requests from {r['caller']} "
+            f"(principal {r['principal']}): {r['reason']}",
+            details,
         )
-        for r in rows
-    ]
+    return Finding(
+        "authz",
+        "warning",
+        r["destination"],
+        f"{r['requests']} requests from {r['caller']} (principal {r['principal']}) {r['reason']}",
+        details,
+    )
+
+
+def edge_observations(
+    conn: duckdb.DuckDBPyConnection, config: IstioConfig | None = None
+) -> list[EdgeObservation]:
+    ctx = load_context(conn)
+    index = _index(config or IstioConfig(), ctx)
+    out: list[EdgeObservation] = []
+    for g in edge_groups(conn):
+        out.append(
+            EdgeObservation(
+                g["sns"] or "unknown",
+                g["swl"] or "unknown",
+                g["principal"] if g["principal"] != "unknown" else "",
+                g["dns"] or "unknown",
+                g["dwl"] or "unknown",
+                g["app"] or "unknown",
+                g["version"] or "unknown",
+                g["mtls"],
+                int(g["n"]),
+                port=_port(g, index),
+                has_proxy=ctx.has_proxy(g["reporter"], g["dsvc"], g["dns"], g["dwl"]),
+                labels=_labels(g, index),
+                dest_service=_text(g["dsvc"]),
+            )
+        )
+    return out
 
 
 def run_check(
@@ -264,15 +285,16 @@ def run_check(
     tables: dict[str, list[dict[str, Any]]] = {}
     try:
         if check == "routing":
-            findings, rows = check_routing(
+            findings, table = check_routing(
                 config, routing_observations(conn, config), routing_options
             )
         elif check == "authz":
-            findings, rows = _authz(conn, config)
+            findings, table = _authz(conn, config)
         else:
-            findings, rows, tables = check_mtls(config, edge_observations(conn))
+            findings, table, tables = check_mtls(config, edge_observations(conn, config))
     finally:
         conn.close()
+    findings = [*findings, *(Finding(check, "info", "config", n) for n in config.notes)]
     return CheckReport(
-        check, window.to_json(), tuple(findings), tuple(rows), config.skipped, tables
+        check, window.to_json(), tuple(findings), tuple(table), config.skipped, tables
     )

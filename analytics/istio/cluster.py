@@ -1,7 +1,10 @@
 """Read Istio resources from a cluster through the Kubernetes API (a thin client over requests).
 
 Credentials: in-cluster (the pod's service account) or a kubeconfig's current context (token or
-client certificate; CA from file or inline data). Only GETs of the four kinds we check.
+client certificate; CA from file or inline data). Only GETs: the four kinds we check, and Pods and
+Services for their labels (what policy selectors match; without them a selector on a label
+telemetry lacks cannot be evaluated). Reading those two needs `list` on pods and services; when
+RBAC refuses it, the check runs without them and says so.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ RESOURCES: Final = (
     ("security.istio.io", "v1", "authorizationpolicies"),
     ("security.istio.io", "v1", "peerauthentications"),
 )
+# Core objects read for labels only (group "" = /api/v1): optional.
+LABEL_SOURCES: Final = (("", "v1", "pods"), ("", "v1", "services"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,31 +110,45 @@ def _session(creds: Credentials) -> Iterator[requests.Session]:
         yield s
 
 
+def _url(server: str, group: str, version: str, plural: str, namespace: str | None) -> str:
+    scope = f"/namespaces/{namespace}" if namespace else ""
+    base = f"{server}/api/{version}" if not group else f"{server}/apis/{group}/{version}"
+    return f"{base}{scope}/{plural}"
+
+
 def load_from_cluster(
     creds: Credentials, namespace: str | None = None, timeout_s: float = 10.0
 ) -> IstioConfig:
-    """Every resource of the checked kinds (all namespaces, or one)."""
+    """Every resource of the checked kinds (all namespaces, or one), and the labels of the
+    pods and services there."""
     configs: list[IstioConfig] = []
+    notes: list[str] = []
     with _session(creds) as s:
-        for group, version, plural in RESOURCES:
-            scope = f"/namespaces/{namespace}" if namespace else ""
-            url = f"{creds.server}/apis/{group}/{version}{scope}/{plural}"
+        for group, version, plural in (*RESOURCES, *LABEL_SOURCES):
+            url = _url(creds.server, group, version, plural, namespace)
+            optional = (group, version, plural) in LABEL_SOURCES
             try:
                 resp = s.get(url, timeout=timeout_s)
             except requests.RequestException as exc:
                 raise ClusterAccessError(url, f"request failed: {type(exc).__name__}") from None
             if resp.status_code == 404:  # kind not installed
                 continue
+            if optional and resp.status_code in (401, 403):
+                notes.append(
+                    f"{plural} not readable at {url} (HTTP {resp.status_code}): workload labels "
+                    "come from telemetry and --config manifests only"
+                )
+                continue
             if resp.status_code != 200:
                 raise ClusterAccessError(url, f"HTTP {resp.status_code}: {resp.text[:200]}")
             body: dict[str, Any] = resp.json()
             kind = body.get("kind", "List").removesuffix("List")
             for item in body.get("items", []):
-                item.setdefault("apiVersion", f"{group}/{version}")
+                item.setdefault("apiVersion", f"{group}/{version}" if group else version)
                 item.setdefault("kind", kind)
             configs.append(
                 parse_documents(
                     yaml.safe_dump({"kind": "List", "items": body.get("items", [])}), url
                 )
             )
-    return merge(configs)
+    return merge([*configs, IstioConfig(notes=tuple(notes))])

@@ -16,6 +16,7 @@ from typing import Any, Final
 import yaml
 
 from analytics.errors import IstioConfigError
+from analytics.istio.kube import KubeService, KubeWorkload, from_document
 
 _NET: Final = "cloudcoil.models.istio.networking.v1"
 _SEC: Final = "cloudcoil.models.istio.security.v1"
@@ -42,6 +43,7 @@ class Resource:
     namespace: str
     spec: Mapping[str, Any]
     source: str  # "file.yaml#2": where it came from, for messages
+    created: str = ""  # metadata.creationTimestamp when known (Istio prefers the oldest)
 
     @property
     def ref(self) -> str:
@@ -52,6 +54,9 @@ class Resource:
 class IstioConfig:
     resources: tuple[Resource, ...] = ()
     skipped: tuple[str, ...] = field(default=())  # "Gateway default/gw (file.yaml#3)"
+    workloads: tuple[KubeWorkload, ...] = ()  # label facts from Kubernetes objects
+    services: tuple[KubeService, ...] = ()
+    notes: tuple[str, ...] = ()  # what could not be read (e.g. pods without RBAC access)
 
     def of_kind(self, kind: str) -> list[Resource]:
         return [r for r in self.resources if r.kind == kind]
@@ -74,8 +79,28 @@ def _dropped_fields(given: Any, kept: Any, path: str = "") -> list[str]:
     return []
 
 
+def json_keys(node: Any) -> Any:
+    """YAML -> JSON as kubectl converts it (sigs.k8s.io/yaml): every mapping key a string
+    (`80` -> "80", `true` -> "true"), so Istio's `portLevelMtls: {80: ...}` is what the API
+    server stores."""
+    if isinstance(node, Mapping):
+        return {_key(k): json_keys(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [json_keys(v) for v in node]
+    return node
+
+
+def _key(k: Any) -> str:
+    if isinstance(k, bool):
+        return "true" if k else "false"
+    if k is None:
+        return "null"
+    return str(k)
+
+
 def validate_document(doc: Mapping[str, Any], path: str, index: int | None) -> None:
     """Raise IstioConfigError when `doc` does not satisfy its CRD schema (types, unknown fields)."""
+    doc = json_keys(doc)
     group = str(doc.get("apiVersion", "")).split("/")[0]
     target = SCHEMAS.get((group, str(doc.get("kind"))))
     if target is None:
@@ -98,7 +123,9 @@ def validate_document(doc: Mapping[str, Any], path: str, index: int | None) -> N
         raise IstioConfigError(path, index, unknown[0], "unknown field (not in the CRD schema)")
 
 
-def _resource(doc: Mapping[str, Any], source: str, path: str, index: int | None) -> Resource:
+def _resource(
+    doc: Mapping[str, Any], source: str, path: str, index: int | None, namespace: str
+) -> Resource:
     meta = doc.get("metadata") or {}
     if not isinstance(meta, Mapping) or not meta.get("name"):
         raise IstioConfigError(path, index, "metadata.name", "every resource needs a name")
@@ -109,9 +136,10 @@ def _resource(doc: Mapping[str, Any], source: str, path: str, index: int | None)
     return Resource(
         kind=str(doc["kind"]),
         name=str(meta["name"]),
-        namespace=str(meta.get("namespace") or "default"),
+        namespace=str(meta.get("namespace") or namespace),
         spec=spec,
         source=source,
+        created=str(meta.get("creationTimestamp") or ""),
     )
 
 
@@ -123,8 +151,10 @@ def _expand(doc: Any) -> Iterator[Any]:
         yield doc
 
 
-def parse_documents(text: str, path: str) -> IstioConfig:
-    """Parse one YAML stream (several documents, List objects) into resources."""
+def parse_documents(text: str, path: str, *, namespace: str | None = None) -> IstioConfig:
+    """Parse one YAML stream (several documents, List objects) into resources. `namespace`:
+    where resources without metadata.namespace go (`kubectl apply -n`; default 'default')."""
+    default_ns = namespace or "default"
     try:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
@@ -133,10 +163,12 @@ def parse_documents(text: str, path: str) -> IstioConfig:
         raise IstioConfigError(path, None, where, f"invalid YAML: {exc}") from None
     resources: list[Resource] = []
     skipped: list[str] = []
+    workloads: list[KubeWorkload] = []
+    services: list[KubeService] = []
     for index, raw in enumerate(docs, start=1):
         if raw is None:
             continue
-        for doc in _expand(raw):
+        for doc in _expand(json_keys(raw)):
             if not isinstance(doc, Mapping) or "kind" not in doc or "apiVersion" not in doc:
                 raise IstioConfigError(
                     path, index, "", "not a Kubernetes object (no apiVersion/kind)"
@@ -144,13 +176,19 @@ def parse_documents(text: str, path: str) -> IstioConfig:
             group = str(doc["apiVersion"]).split("/")[0]
             source = f"{path}#{index}"
             if (group, doc["kind"]) in SCHEMAS and doc["kind"] in KINDS:
-                resources.append(_resource(doc, source, path, index))
+                resources.append(_resource(doc, source, path, index, default_ns))
+                continue
+            if (group, doc["kind"]) in SCHEMAS:
+                validate_document(doc, path, index)
+            kube = from_document(doc, source, default_ns)
+            if isinstance(kube, KubeWorkload):
+                workloads.append(kube)
+            elif isinstance(kube, KubeService):
+                services.append(kube)
             else:
-                if (group, doc["kind"]) in SCHEMAS:
-                    validate_document(doc, path, index)
                 name = (doc.get("metadata") or {}).get("name", "?")
                 skipped.append(f"{doc['kind']} {name} ({source})")
-    return IstioConfig(tuple(resources), tuple(skipped))
+    return IstioConfig(tuple(resources), tuple(skipped), tuple(workloads), tuple(services))
 
 
 def _yaml_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -164,14 +202,18 @@ def _yaml_files(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def merge(configs: Iterable[IstioConfig]) -> IstioConfig:
-    res: list[Resource] = []
-    skipped: list[str] = []
-    for c in configs:
-        res.extend(c.resources)
-        skipped.extend(c.skipped)
-    return IstioConfig(tuple(res), tuple(skipped))
+    configs = list(configs)
+    return IstioConfig(
+        tuple(r for c in configs for r in c.resources),
+        tuple(s for c in configs for s in c.skipped),
+        tuple(w for c in configs for w in c.workloads),
+        tuple(s for c in configs for s in c.services),
+        tuple(n for c in configs for n in c.notes),
+    )
 
 
-def load_config(paths: Iterable[Path]) -> IstioConfig:
+def load_config(paths: Iterable[Path], *, namespace: str | None = None) -> IstioConfig:
     """Every Istio resource in the given files and directories (*.yaml, *.yml)."""
-    return merge(parse_documents(f.read_text(), str(f)) for f in _yaml_files(paths))
+    return merge(
+        parse_documents(f.read_text(), str(f), namespace=namespace) for f in _yaml_files(paths)
+    )

@@ -4,9 +4,13 @@ For each VirtualService, observed requests to its hosts are assigned to the firs
 match they satisfy (as the client sidecar does), and each route's configured weights are
 compared with where those requests landed (destination service and version, the version being
 the subset's `version` label). A share is off when it lies outside a binomial tolerance
-(`z` standard errors, plus `slack`). Also flagged: weighted subsets that got no traffic although
-enough was expected, traffic to versions that no route names, and DestinationRule subsets whose
-labels match no observed workload.
+(`z` standard errors, plus `slack`). Problems: a share off, a subset that routes give weight to
+and that received nothing although that had become improbable (below `alpha`), and traffic the
+routes do not explain (versions of a host no route names). A DestinationRule subset that no
+route sends traffic to (Istio's stock `destination-rule-all.yaml` defines every version) is
+information, not a problem. A route whose match reads what telemetry lacks (a header other than
+user-agent) cannot be given its requests; it is reported as not verified, and the traffic is
+still checked against the versions the routes name.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from analytics.istio.report import Finding
 from analytics.istio.resources import IstioConfig, Resource
 
 Z_999: Final = 3.29  # two-sided 99.9%: a routing check runs often; keep false alarms rare
+ALPHA: Final = 0.001  # "got none" is a problem when P(none | configured weights) is below this
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +162,47 @@ def _tolerance(p: float, n: int, opts: RoutingOptions) -> float:
     return opts.z * math.sqrt(max(p * (1 - p), 0.0) / n) + opts.slack
 
 
+def _assign(
+    vs: Resource, http: Sequence[Mapping[str, Any]], mine: Sequence[Observation]
+) -> tuple[dict[int, dict[tuple[str, str], int]] | None, str]:
+    """Requests per route and (host, version); None (and why) when a match is unverifiable."""
+    per_route: dict[int, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
+    try:
+        for o in mine:
+            idx = route_index(http, o)
+            if idx is not None:
+                per_route[idx][(o.host, o.version)] += o.count
+    except UnverifiableMatch as exc:
+        return None, str(exc)
+    return per_route, ""
+
+
+def _judge(
+    name: str, key: tuple[str, str], p: float, k: int, n: int, vs: Resource, opts: RoutingOptions
+) -> tuple[str, Finding | None]:
+    share = k / n if n else 0.0
+    if n < opts.min_requests:
+        return "ok", None
+    if p > 0 and k == 0 and n * p >= 5:
+        return "no traffic", Finding(
+            "routing",
+            "problem",
+            vs.ref,
+            f"route {name}: {key[0]} {key[1]} is configured for {p:.0%} but got none of {n} "
+            "requests",
+            {"route": name, "host": key[0], "version": key[1]},
+        )
+    if abs(share - p) > _tolerance(p, n, opts):
+        return "split off", Finding(
+            "routing",
+            "problem",
+            vs.ref,
+            f"route {name}: {key[0]} {key[1]} got {share:.1%} of {n} requests, configured {p:.0%}",
+            {"route": name, "host": key[0], "version": key[1], "observed": share, "configured": p},
+        )
+    return "ok", None
+
+
 def check_virtual_service(
     vs: Resource,
     obs: Sequence[Observation],
@@ -168,21 +214,21 @@ def check_virtual_service(
     http = list(vs.spec.get("http") or [])
     hosts = {fqdn(str(h), vs.namespace) for h in vs.spec.get("hosts") or []}
     mine = [o for o in obs if o.host in hosts]
-    per_route: dict[int, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
-    try:
-        for o in mine:
-            idx = route_index(http, o)
-            if idx is not None:
-                per_route[idx][(o.host, o.version)] += o.count
-    except UnverifiableMatch as exc:
-        findings.append(Finding("routing", "info", vs.ref, f"not verified: {exc}"))
-        return findings, rows
-    routed_versions: set[tuple[str, str]] = set()
-    for idx, route in enumerate(http):
+    per_route, why = _assign(vs, http, mine)
+    if per_route is None:
+        findings.append(
+            Finding(
+                "routing",
+                "info",
+                vs.ref,
+                f"not verified: {why}; the split per route is not compared, only that "
+                "traffic reached versions the routes name",
+            )
+        )
+    for idx, route in enumerate(http if per_route is not None else []):
         name = route.get("name") or f"http[{idx}]"
         expected = _expected(route, vs, versions)
-        routed_versions.update(expected)
-        got = per_route.get(idx, {})
+        got = (per_route or {}).get(idx, {})
         n = sum(got.values())
         keys = set(expected) | {k for k in got if (k[0], "*") not in expected}
         for key in sorted(keys):
@@ -192,51 +238,22 @@ def check_virtual_service(
                 if key[1] != "*"
                 else sum(c for (h, _v), c in got.items() if h == key[0])
             )
-            share = k / n if n else 0.0
-            row = {
-                "virtual_service": vs.ref,
-                "route": name,
-                "host": key[0],
-                "version": key[1],
-                "configured": round(p, 4),
-                "observed": round(share, 4),
-                "requests": k,
-                "route_requests": n,
-                "status": "ok",
-            }
-            if n >= opts.min_requests:
-                if p > 0 and k == 0 and n * p >= 5:
-                    row["status"] = "no traffic"
-                    findings.append(
-                        Finding(
-                            "routing",
-                            "problem",
-                            vs.ref,
-                            f"route {name}: {key[0]} {key[1]} is configured for {p:.0%} "
-                            f"but got none "
-                            f"of {n} requests",
-                            {"route": name, "host": key[0], "version": key[1]},
-                        )
-                    )
-                elif abs(share - p) > _tolerance(p, n, opts):
-                    row["status"] = "split off"
-                    findings.append(
-                        Finding(
-                            "routing",
-                            "problem",
-                            vs.ref,
-                            f"route {name}: {key[0]} {key[1]} got {share:.1%} of {n} requests, "
-                            f"configured {p:.0%}",
-                            {
-                                "route": name,
-                                "host": key[0],
-                                "version": key[1],
-                                "observed": share,
-                                "configured": p,
-                            },
-                        )
-                    )
-            rows.append(row)
+            status, finding = _judge(name, key, p, k, n, vs, opts)
+            if finding is not None:
+                findings.append(finding)
+            rows.append(
+                {
+                    "virtual_service": vs.ref,
+                    "route": name,
+                    "host": key[0],
+                    "version": key[1],
+                    "configured": round(p, 4),
+                    "observed": round(k / n, 4) if n else 0.0,
+                    "requests": k,
+                    "route_requests": n,
+                    "status": status,
+                }
+            )
     # Traffic to versions of these hosts that no route sends anything to.
     named = {(h, v) for (h, v), p in _all_expected(http, vs, versions).items() if p > 0}
     wildcard = {h for (h, v) in named if v == "*"}
@@ -289,29 +306,84 @@ def check_routing(
                     "tcp/tls routes are not compared (no per-route telemetry)",
                 )
             )
-    seen = {(o.host, o.version) for o in obs}
+    findings.extend(check_subsets(config, obs, rows, versions))
+    return findings, rows
+
+
+def check_subsets(
+    config: IstioConfig,
+    obs: Sequence[Observation],
+    rows: Sequence[Mapping[str, Any]],
+    versions: Mapping[tuple[str, str], str | None],
+) -> list[Finding]:
+    """Each DestinationRule subset against the routes and the traffic: one that routes give
+    weight to and that received none is a problem once that became improbable; one that no
+    route names is information (a subset may be defined ahead of any route)."""
+    seen = {(o.host, o.version) for o in obs if o.count > 0}
+    weighted: set[tuple[str, str]] = set()
+    for vs in config.of_kind("VirtualService"):
+        http = list(vs.spec.get("http") or [])
+        weighted.update(k for k, p in _all_expected(http, vs, versions).items() if p > 0)
+    flagged = {(r["host"], r["version"]) for r in rows if r["status"] == "no traffic"}
+    findings: list[Finding] = []
     for dr in config.of_kind("DestinationRule"):
         host = fqdn(str(dr.spec.get("host", "")), dr.namespace)
         for s in dr.spec.get("subsets") or []:
+            name = s.get("name")
             version = (s.get("labels") or {}).get("version")
+            key = (host, str(version))
             if version is None:
+                findings.append(
+                    Finding(
+                        "routing", "info", dr.ref, f"subset {name}: no version label to compare"
+                    )
+                )
+            elif key in seen or key in flagged:
+                continue
+            elif key not in weighted:
                 findings.append(
                     Finding(
                         "routing",
                         "info",
                         dr.ref,
-                        f"subset {s.get('name')}: no version label to compare",
+                        f"subset {name} (version={version}): no route sends traffic to it, and "
+                        f"none reached {host} {version} in the window",
+                        {"subset": name, "host": host, "version": version},
                     )
                 )
-            elif (host, str(version)) not in seen:
-                findings.append(
-                    Finding(
-                        "routing",
-                        "problem",
-                        dr.ref,
-                        f"subset {s.get('name')} (version={version}) matches no workload that "
-                        f"received traffic for {host} in the window",
-                        {"subset": s.get("name"), "host": host, "version": version},
-                    )
-                )
-    return findings, rows
+            else:
+                findings.append(_weighted_but_empty(dr, name, host, str(version), rows))
+    return findings
+
+
+def _weighted_but_empty(
+    dr: Resource, name: Any, host: str, version: str, rows: Sequence[Mapping[str, Any]]
+) -> Finding:
+    judged = [
+        r for r in rows if r["host"] == host and r["version"] == version and r["configured"] > 0
+    ]
+    n = sum(int(r["route_requests"]) for r in judged)
+    p_none = math.prod((1 - float(r["configured"])) ** int(r["route_requests"]) for r in judged)
+    routes = ", ".join(f"{r['virtual_service']} route {r['route']}" for r in judged)
+    details = {"subset": name, "host": host, "version": version, "route_requests": n}
+    if judged and n and p_none < ALPHA:
+        return Finding(
+            "routing",
+            "problem",
+            dr.ref,
+            f"subset {name} (version={version}) matches no workload that received traffic for "
+            f"{host} in the window, although {routes} give it weight ({n} requests routed)",
+            details,
+        )
+    why = (
+        "the routes that give it weight were not verified"
+        if not judged
+        else ("no requests took the routes that give it weight" if not n else "too few requests")
+    )
+    return Finding(
+        "routing",
+        "info",
+        dr.ref,
+        f"subset {name} (version={version}) received no traffic for {host}; not judged: {why}",
+        details,
+    )
