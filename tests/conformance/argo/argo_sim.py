@@ -1,6 +1,6 @@
 """What Argo Rollouts does with an AnalysisTemplate's Web metric, reproduced in Python from its
-source (copies in upstream/, refs in SOURCES.md), so that tests can send meshlens the exact
-request Argo sends and judge our answer the way Argo does:
+source (cited, with commit and line ranges, in SOURCES.md and test_argo_sim.py), so that tests
+can send meshlens the exact request Argo sends and judge our answer the way Argo does:
 
   rollout_args     utils/analysis/factory.go BuildArgumentsForRolloutAnalysisRun (value,
                    valueFrom.podTemplateHashValue Stable|Latest, valueFrom.fieldRef metadata.*)
