@@ -122,10 +122,11 @@ BENCHES: tuple[Bench, ...] = (
     Bench(
         "judge",
         "bench.judge_sim",
-        "canary judge on simulated rollouts: false-fail rate and time to detect, sequential "
-        "vs Kayenta",
+        "canary judge on simulated rollouts over a grid of traffic models (error bursts, "
+        "per-version drift, traffic): A/A false fails and passes, regressions passed and "
+        "failed within 5 / 10 minutes; sequential vs Kayenta vs fixed-sample tests",
         (),
-        ("--rollouts", "30"),
+        ("--quick",),
     ),
 )
 

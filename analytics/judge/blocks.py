@@ -4,7 +4,8 @@ A fixed 10 s block judges a slow trickle over an hour well and a dense burst (hu
 requests per side within seconds) not at all: the burst fits in one or two blocks. The block
 length here follows the span and the rate of the data in the window instead:
 
-    block = snap_up(max(need / rate_of_the_sparser_side, span / MAX_BLOCKS))
+    block = snap_up(max(need / rate_of_the_sparser_side, span / MAX_BLOCKS,
+                        min(10 s, span / 24)))
 
 `need` is how many requests each side should have in a block for the block's statistic to mean
 something: 20 for error counts, the median and the whole distribution, and enough for a tail
@@ -44,6 +45,8 @@ LADDER_S: Final = (
 )
 MAX_BLOCKS: Final = 120  # more blocks add little power and cost time at every look
 MIN_PER_SIDE: Final = 20
+MIN_BLOCK_S: Final = 10.0
+FLOOR_BLOCKS: Final = 24  # below MIN_BLOCK_S only for data spanning less than 24 of them
 
 
 def need_per_side(quantile: float | None) -> int:
@@ -86,7 +89,10 @@ def choose_block(
     rate_b, rate_c = tb.size / span, tc.size / span
     by_rate = need / min(rate_b, rate_c)
     by_span = span / MAX_BLOCKS
-    block = snap_up(max(by_rate, by_span))
+    # At least 10 s once the data span minutes: error bursts and level drift last tens of
+    # seconds, and a block is one bet; fewer distinct lengths as the window grows, too.
+    floor = min(MIN_BLOCK_S, span / FLOOR_BLOCKS)
+    block = snap_up(max(by_rate, by_span, floor))
     why = (
         f"{block:g}s blocks: {need} requests per side per block at "
         f"{min(rate_b, rate_c):.3g}/s on the sparser side, over {span:.3g}s of data"

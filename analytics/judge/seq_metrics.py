@@ -7,9 +7,10 @@ reason that names the bound still too wide and how much more traffic would settl
 
 Blocks (the unit of every test) follow the data unless the config fixes them (blocks.py).
 
-error_rate     fail: the mixture SPRT on the rate ratio, errors conditioned per block
-               (sequential.rate_ratio_test); pass: the normal-mixture CS of the absolute
-               difference of rates (bounds.error_diff_cs)
+error_rate     fail: the betting test on the canary's share of each block's errors
+               (sequential.share_bet_eprocess: a block counts once, so a burst cannot
+               dominate); pass: the normal-mixture CS of the absolute difference of rates
+               (bounds.error_diff_cs)
 latency        the t-mixture block test on the share above the pooled quantile (or
                P(canary > baseline) for the whole distribution), on the canary scaled by
                1 / (1 + r): fail at r = 0, the relative interval by bisection (bounds.relative_cs)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -143,36 +145,57 @@ def _error_common(n_b: int, n_c: int, block: str = "block") -> dict[str, Any]:
         "unit": "ratio",
         "effect_unit": "canary error rate - baseline error rate (absolute)",
         "statistic": (
-            f"fail: mixture SPRT on the rate ratio, errors conditioned per {block}; "
+            f"fail: betting test on the canary's share of the errors per {block}; "
             "pass: normal-mixture CS of the rate difference"
         ),
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorOutcome:
+    outcome: Outcome
+    e_value: float  # of the share betting test, in the regression direction
+    rates: sequential.RateRatioResult  # rates, ratio and its interval, for the report
+    diff: bounds.DiffCS
+
+
 def error_outcome(
-    counts: blocks.BlockCounts, *, alpha: float, tolerance: float, direction: str, block_s: float
-) -> tuple[Outcome, sequential.RateRatioResult, bounds.DiffCS]:
-    """The error-rate metric's outcome on per-block counts: fail from the rate-ratio SPRT of
-    "no increase" (both ways for `either`, each at alpha / 2), pass from the rate difference's
-    CS, plus the two results for the report."""
+    counts: blocks.BlockCounts,
+    *,
+    alpha: float,
+    tolerance: float,
+    direction: str,
+    block_s: float,
+    with_ratio_ci: bool = True,
+) -> ErrorOutcome:
+    """The error-rate metric's outcome on per-block counts: fail from the share betting test of
+    "no increase" (sequential.share_bet_eprocess; both ways for `either`, each at alpha / 2),
+    pass from the rate difference's CS."""
     nb, eb, nc, ec = counts.n_b, counts.e_b, counts.n_c, counts.e_c
     a = alpha / 2 if direction == "either" else alpha
-    up = sequential.rate_ratio_test(eb, nb, ec, nc, alpha=a, direction="increase")
-    down_rejected = False
-    if direction in ("decrease", "either"):
-        down_rejected = sequential.rate_ratio_test(
-            eb, nb, ec, nc, alpha=a, direction="decrease"
-        ).rejected
+
+    def log_e(way: str) -> float:
+        return (
+            float(sequential.share_bet_eprocess(eb, nb, ec, nc, direction=way)[-1])
+            if eb.size
+            else 0.0
+        )
+
+    up = log_e("increase") if direction != "decrease" else 0.0
+    down = log_e("decrease") if direction != "increase" else 0.0
     cs = bounds.error_diff_cs(eb, nb, ec, nc, alpha=alpha, block_s=block_s)
     outcome = decide(
-        regression_rejected=up.rejected,
-        improvement_rejected=down_rejected,
+        regression_rejected=up >= math.log(1.0 / a),
+        improvement_rejected=down >= math.log(1.0 / a),
         lo=cs.lo,
         hi=cs.hi,
         tolerance=tolerance,
         direction=direction,
     )
-    return outcome, up, cs
+    rates = sequential.rate_ratio_test(
+        eb, nb, ec, nc, alpha=alpha, direction="increase", with_ci=with_ratio_ci
+    )
+    return ErrorOutcome(outcome, math.exp(min(max(up, down), 700.0)), rates, cs)
 
 
 def error_counts_result(
@@ -183,9 +206,10 @@ def error_counts_result(
     common = _error_common(n_b, n_c, f"{choice.block_s:g}s block")
     tol = tolerance_of(spec)
     a = _alpha_per_side(spec, fr)
-    outcome, up, cs = error_outcome(
+    res = error_outcome(
         counts, alpha=fr.alpha, tolerance=tol, direction=spec.direction, block_s=choice.block_s
     )
+    outcome, up, cs = res.outcome, res.rates, res.diff
     diff = up.rate_c - up.rate_b
     if cs.blocks < bounds.MIN_BOUND_BLOCKS and outcome != "fail":
         return base_result(
@@ -207,8 +231,8 @@ def error_counts_result(
         ratio_ci = f"[{up.ci[0]:.3g}, {up.ci[1]:.3g}]"
         reason = (
             f"canary error rate is {'higher' if cls == 'high' else 'lower'}: {what}; rate "
-            f"ratio {up.ratio:.3g}, {_level(fr)} {ratio_ci}, e-value {up.e_value:.3g} >= "
-            f"{1 / a:.3g}"
+            f"ratio {up.ratio:.3g} ({_level(fr)} {ratio_ci}); share test e-value "
+            f"{res.e_value:.3g} >= {1 / a:.3g} over {cs.blocks} blocks"
         )
     elif outcome == "pass":
         reason = f"error rate within the tolerance {_pp(tol)}: {what}"
@@ -230,8 +254,8 @@ def error_counts_result(
         canary=up.rate_c,
         effect=diff,
         ci=(cs.lo, cs.hi),
-        e_value=up.e_value,
-        p_value=min(1.0, 1.0 / up.e_value),
+        e_value=res.e_value,
+        p_value=min(1.0, 1.0 / res.e_value),
         reason=reason,
         extra={
             "errors_baseline": up.errors_b,

@@ -8,10 +8,16 @@ null, so P(sup_t E_t >= 1/alpha) <= alpha by Ville's inequality) and confidence 
 counting processes; Lai (1976) and Perez-Ortiz, Lardy, de Heide & Grunwald, "E-statistics,
 group invariance and anytime valid testing" (2022) for the scale-invariant t-mixture.
 
-Two tests:
+Three tests:
 
-1. `rate_ratio_test` - error counts. Time is cut into blocks; in block k the baseline served
-   n_b requests with e_b errors and the canary n_c with e_c. Conditional on the block's total
+0. `share_bet_eprocess` - error counts, what the default judge fails on: a betting e-process on
+   the canary's share of each block's errors (a block counts once, however many errors it
+   has, so a burst on one version moves it by a bounded amount). Valid under the same
+   conditional argument as (1).
+
+1. `rate_ratio_test` - error counts (the rate ratio and its interval in reports). Time is cut
+   into blocks; in block k the baseline served n_b requests with e_b errors and the canary n_c
+   with e_c. Conditional on the block's total
    errors, each error is a canary error with probability q = theta*pi / (theta*pi + 1 - pi),
    pi = n_c / (n_b + n_c), theta = canary error rate / baseline error rate. The e-value is a
    discrete mixture over theta of the likelihood ratio against theta0 = 1 + tolerance.
@@ -145,6 +151,53 @@ def rate_ratio_eprocess(
     return _log_mix(both, np.concatenate([_W_NORM, _W_NORM]) / 2)
 
 
+# Bets of the share test: a uniform mixture over these fractions of the largest safe bet.
+_BET_LAMBDAS: Final = np.geomspace(0.02, 0.9, 12)
+
+
+def share_bet_eprocess(
+    e_b: np.ndarray,
+    n_b: np.ndarray,
+    e_c: np.ndarray,
+    n_c: np.ndarray,
+    *,
+    direction: str = "increase",
+) -> np.ndarray:
+    """Cumulative log e-values after each block of the error-share betting test.
+
+    In block k the canary served the share pi_k = n_c / (n_b + n_c) of the requests; given the
+    block's errors E_k, the canary's share of them has mean pi_k under "no regression" (a
+    common, possibly time-varying error rate: conditionally binomial), and a canary with a
+    higher rate takes more. Each block with errors is one bet on
+    x_k = (e_c / E_k - pi_k) / (1 - pi_k), in [-pi/(1-pi), 1], mean <= 0 under H0, with stake
+    lambda_k = min(lambda, 0.95 (1 - pi_k) / pi_k) so a wealth factor 1 + lambda_k x_k stays
+    positive; the e-value is the average over a grid of lambdas of the products (a nonnegative
+    martingale under H0: Ville's inequality bounds false alarms at every look). A block counts
+    once whatever its number of errors, so an outage or a burst on one version moves the wealth
+    by at most (1 + lambda) per block it spans, instead of dominating it (the likelihood-ratio
+    test of `rate_ratio_eprocess` weighs a block by its errors). "decrease" mirrors it; "either"
+    averages both e-processes."""
+    eb, nb, ec, nc = (np.asarray(a, float) for a in (e_b, n_b, e_c, n_c))
+    tot = eb + ec
+    ok = (nb > 0) & (nc > 0) & (tot > 0)
+    pi = np.where(ok, nc / np.where(nb + nc > 0, nb + nc, 1.0), 0.5)
+    share = np.where(ok, ec / np.where(tot > 0, tot, 1.0), pi)
+
+    def one_way(x: np.ndarray, cap: np.ndarray) -> np.ndarray:
+        lam = np.minimum(_BET_LAMBDAS[None, :], cap[:, None])
+        terms = np.where(ok[:, None], np.log1p(lam * x[:, None]), 0.0)
+        return _log_mix(np.cumsum(terms, 0), np.full(_BET_LAMBDAS.size, 1.0 / _BET_LAMBDAS.size))
+
+    up = one_way((share - pi) / (1.0 - pi), 0.95 * (1.0 - pi) / pi)
+    if direction == "increase":
+        return up
+    down = one_way((pi - share) / pi, 0.95 * pi / (1.0 - pi))
+    if direction == "decrease":
+        return down
+    m = np.maximum(up, down)
+    return np.asarray(m + np.log((np.exp(up - m) + np.exp(down - m)) / 2))
+
+
 @dataclass(frozen=True, slots=True)
 class RateRatioResult:
     ratio: float  # pooled canary rate / baseline rate (nan when both are 0; inf when b = 0)
@@ -168,6 +221,7 @@ def rate_ratio_test(
     alpha: float,
     tolerance: float = 0.0,
     direction: str = "increase",
+    with_ci: bool = True,
 ) -> RateRatioResult:
     """Sequential test of canary vs baseline error rates on per-block counts (see module doc).
 
@@ -182,7 +236,7 @@ def rate_ratio_test(
     else:
         log_e = float(rate_ratio_eprocess(eb, nb, ec, nc, theta0=theta0, direction=direction)[-1])
     e_value = math.exp(min(log_e, 700.0))
-    ci = rate_ratio_cs(eb, nb, ec, nc, alpha=alpha)
+    ci = rate_ratio_cs(eb, nb, ec, nc, alpha=alpha) if with_ci else (0.0, math.inf)
     sb, sc, tb, tc = float(eb.sum()), float(ec.sum()), float(nb.sum()), float(nc.sum())
     rate_b = sb / tb if tb else math.nan
     rate_c = sc / tc if tc else math.nan
@@ -273,7 +327,7 @@ def t_mixture_log_e(x: np.ndarray, c: float = T_PRIOR_C, f: float = 1.0) -> floa
     return 0.5 * math.log(c / (t_eff + c)) - (t_eff / 2) * math.log1p(-frac)
 
 
-MAX_DRIFT_CORR: Final = 0.9
+MAX_DRIFT_CORR: Final = 0.95
 
 
 def known_null_var(
@@ -425,7 +479,10 @@ def block_counts(
     return n.astype(float), e
 
 
-MIN_DRIFT_TIME_S: Final = 15.0  # minimum correlation time assumed for per-version level drift
+# Minimum correlation time assumed for per-version level drift (GC, noisy neighbours, caches,
+# autoscaling): up to a minute. A shorter floor under-charges persistent drift early in a
+# rollout, when the window spans only a few correlation times and the data cannot show it.
+MIN_DRIFT_TIME_S: Final = 60.0
 
 
 def drift_corr_floor(block_s: float, drift_time_s: float = MIN_DRIFT_TIME_S) -> float:

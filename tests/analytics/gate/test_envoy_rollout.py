@@ -72,31 +72,19 @@ def rollout_config(**analysis: object) -> RolloutConfig:
     return parse_rollout_config(doc, "test")
 
 
-# The judge's default metrics with tolerances a few minutes of this test's traffic can settle:
-# ~300 canary requests a minute at 20%, and loopback latencies of ~1 ms whose relative jitter
-# (and drift, on a busy machine) is large, so the latency tolerances are wide (x2 .. x4). This
-# test is about the gate acting on real verdicts; latency regressions are judged in
-# tests/analytics/judge (+40 ms through real Envoys fails). With the default tolerances
-# (+0.5 pp, +10%) the same healthy canary is held (see below).
-TEST_TOLERANCES = {
-    "error-rate": 0.02,
-    "latency-p99": 3.0,
-    "latency-p50": 1.0,
-    "latency-distribution": 1.0,
-}
-
-
-def judge_config(tolerances: dict[str, float] | None = TEST_TOLERANCES) -> CanaryConfig:
+# These rollouts test the gate acting on real verdicts over traffic through a real Envoy. The
+# judge here has the default error-rate metric with a tolerance a few minutes of this traffic
+# (~300 canary requests a minute at 20%) can settle, +2 pp; latency is left out because ~1 ms
+# loopback latencies, sent back to back and stamped over a simulated minute, turn the machine's
+# load into level drift (latency regressions through real Envoys are judged in
+# tests/analytics/judge/test_dense_bursts_envoy.py). With the default config the same healthy
+# canary is held (see below).
+def judge_config(default: bool = False) -> CanaryConfig:
     cfg = dataclasses.replace(default_config(), min_requests=100)
-    if tolerances is None:
+    if default:
         return cfg
-    return dataclasses.replace(
-        cfg,
-        metrics=tuple(
-            dataclasses.replace(m, tolerance=tolerances.get(m.name, m.tolerance))
-            for m in cfg.metrics
-        ),
-    )
+    errors = next(m for m in cfg.metrics if m.kind == "error_rate")
+    return dataclasses.replace(cfg, metrics=(dataclasses.replace(errors, tolerance=0.02),))
 
 
 def make_gate(
@@ -227,7 +215,7 @@ def test_healthy_canary_is_held_until_the_default_tolerances_are_settled(
     and names the bound that is still too wide."""
     envoy, lg = mesh
     clock = SimClock(float(int(time.time()) - 3600))
-    gate = make_gate(rollout_config(), envoy, lg.data_dir, clock, judge_config(None))
+    gate = make_gate(rollout_config(), envoy, lg.data_dir, clock, judge_config(default=True))
     drive(gate, lg, clock, max_intervals=3)
     st = gate.state
     assert st is not None and st.phase == "progressing" and st.canary_weight == 20
@@ -258,7 +246,9 @@ def test_restart_mid_rollout_reapplies_the_current_weight(mesh: tuple[Envoy, Loa
     cfg = rollout_config(stepWeights=[20, 50, 80])
     gate = make_gate(cfg, envoy, lg.data_dir, clock)
     state = gate.start()
-    while state.canary_weight < 50:  # run until the second step
+    for _ in range(10):  # run until the second step
+        if state.canary_weight >= 50:
+            break
         lg.send(PER_INTERVAL, clock.t, INTERVAL)
         clock.sleep(INTERVAL)
         state = gate.run_once()
