@@ -25,23 +25,9 @@ from typing import Final
 import numpy as np
 
 LADDER_S: Final = (
-    0.1,
-    0.2,
-    0.5,
-    1.0,
-    2.0,
-    5.0,
-    10.0,
-    15.0,
-    20.0,
-    30.0,
-    45.0,
-    60.0,
-    90.0,
-    120.0,
-    180.0,
-    300.0,
-    600.0,
+    *(0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75),
+    *(1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0),
+    *(180.0, 300.0, 600.0),
 )
 MAX_BLOCKS: Final = 120  # more blocks add little power and cost time at every look
 MIN_PER_SIDE: Final = 20

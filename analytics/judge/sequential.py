@@ -340,18 +340,34 @@ def known_null_var(
     noise, and its lag-1 autocorrelation r = gamma1 / drift variance (noise has none at lag 1),
     corrected for the downward bias of a mean-adjusted estimate ((1 + 3r) / n, Marriott and
     Pope 1954) and clipped to [min_drift_corr, MAX_DRIFT_CORR]. The drift counts as an AR(1):
-    long-run variance = gamma0 + drift (1 + r) / (1 - r) - drift. (The known noise is not used
-    as a floor: under a real shift the blocks can be far less noisy than under the null.)
-    Scaled by n / (n - 1)."""
+    long-run variance = gamma0 + drift (1 + r) / (1 - r) - drift, with the drift variance
+    charged at an upper confidence bound (gamma0 scaled up by the chi-square factor of
+    DRIFT_UCB_LEVEL): when the noise is most of the variance (a tail quantile's exceedances),
+    the point estimate of the excess is often 0 by chance, and charging no persistence then is
+    what turns drift into false fails. (The known noise is not used as a floor: under a real
+    shift the blocks can be far less noisy than under the null.) Scaled by n / (n - 1)."""
     n = d.size
     if n < 2:
         return 0.0
     x = d - d.mean()
     g0 = float(np.dot(x, x) / n)
-    drift = max(g0 - float(np.mean(null_var)), 0.0)
+    noise = float(np.mean(null_var))
+    drift = max(g0 - noise, 0.0)
     r = float(np.dot(x[1:], x[:-1]) / n) / drift if drift > 0.0 else min_drift_corr
     r = min(max(r + (1 + 3 * r) / n, min_drift_corr), MAX_DRIFT_CORR)
-    return (g0 + drift * 2 * r / (1 - r)) * n / (n - 1)
+    drift_up = max(g0 * _chi2_upper(n - 1) - noise, 0.0)
+    return (g0 + drift_up * 2 * r / (1 - r)) * n / (n - 1)
+
+
+DRIFT_UCB_LEVEL: Final = 0.9
+
+
+def _chi2_upper(df: int) -> float:
+    """df / chi2_{1 - level}(df): how much a sample variance on df degrees of freedom may
+    understate the true one at DRIFT_UCB_LEVEL."""
+    from scipy.stats import chi2
+
+    return float(df / chi2.ppf(1.0 - DRIFT_UCB_LEVEL, df))
 
 
 def dependence_factor(

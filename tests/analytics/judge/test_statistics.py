@@ -210,9 +210,10 @@ def test_known_null_var_recovers_the_long_run_variance_of_noise_plus_drift() -> 
     assert sequential.known_null_var(d, 1.0) == pytest.approx(truth, rel=0.1)
     # The noise dilutes the raw lag-1 autocorrelation: AR(1) prewhitening under-corrects.
     assert sequential.long_run_variance(d) < 0.9 * truth
-    # Without drift the factor is about 1; the floor only scales the (small) excess variance.
+    # Without drift the factor is about 1: the floor only scales the (small) excess variance,
+    # charged at its upper confidence bound (about 3% of the variance at 4000 blocks).
     iid = rng.normal(0, 1, 4000)
-    assert sequential.dependence_factor(iid, null_var=1.0, min_drift_corr=0.5) < 1.1
+    assert sequential.dependence_factor(iid, null_var=1.0, min_drift_corr=0.5) < 1.2
 
 
 def test_drift_floor_keeps_short_persistent_series_near_their_level() -> None:
