@@ -115,6 +115,30 @@ def settle_text(
     return text
 
 
+def _unsettled(
+    spec: MetricSpec,
+    estimate: float,
+    lo: float,
+    hi: float,
+    tolerance: float,
+    requests: int,
+    span_s: float,
+    unit: str = "requests",
+) -> str:
+    """settle_text for a metric on a relative scale."""
+    text = settle_text(
+        estimate=estimate,
+        lo=lo,
+        hi=hi,
+        tolerance=tolerance,
+        direction=spec.direction,
+        requests=requests,
+        span_s=span_s,
+        fmt=_rel,
+    )
+    return text if unit == "requests" else text.replace("requests", unit)
+
+
 # --- error rate -------------------------------------------------------------------------------
 
 
@@ -381,15 +405,8 @@ def seq_latency(spec: MetricSpec, b: RequestData, c: RequestData, fr: Frame) -> 
         reason = f"{label} within the tolerance {_rel(tol)}: {values}"
     else:
         est = min(max(change, lo), hi) if math.isfinite(change) else 0.0
-        reason = f"{label} not settled: {values}: " + settle_text(
-            estimate=est,
-            lo=lo,
-            hi=hi,
-            tolerance=tol,
-            direction=spec.direction,
-            requests=b.n + c.n,
-            span_s=choice.span_s,
-            fmt=_rel,
+        reason = f"{label} not settled: {values}: " + _unsettled(
+            spec, est, lo, hi, tol, b.n + c.n, choice.span_s
         )
     return base_result(
         spec,
@@ -481,15 +498,8 @@ def seq_request_share(spec: MetricSpec, b: RequestData, c: RequestData, fr: Fram
     elif outcome == "pass":
         reason = f"traffic share as expected within {_rel(tol)}: {text}"
     else:
-        reason = f"traffic share not settled: {text}: " + settle_text(
-            estimate=rel,
-            lo=lo,
-            hi=hi,
-            tolerance=tol,
-            direction=spec.direction,
-            requests=b.n + c.n,
-            span_s=choice.span_s,
-            fmt=_rel,
+        reason = f"traffic share not settled: {text}: " + _unsettled(
+            spec, rel, lo, hi, tol, b.n + c.n, choice.span_s
         )
     return base_result(
         spec,
@@ -564,16 +574,9 @@ def seq_series(spec: MetricSpec, b: Series, c: Series, fr: Frame) -> MetricResul
         reason = f"{spec.name} within the tolerance {_rel(tol)}: {text}"
     else:
         span = float(max(b.ts.max(), c.ts.max()) - min(b.ts.min(), c.ts.min()))
-        reason = f"{spec.name} not settled: {text}: " + settle_text(
-            estimate=rel,
-            lo=lo,
-            hi=hi,
-            tolerance=tol,
-            direction=spec.direction,
-            requests=b.n + c.n,
-            span_s=span,
-            fmt=_rel,
-        ).replace("requests", "points")
+        reason = f"{spec.name} not settled: {text}: " + _unsettled(
+            spec, rel, lo, hi, tol, b.n + c.n, span, unit="points"
+        )
     return base_result(
         spec,
         classification=cls,
