@@ -16,13 +16,13 @@ Derived views (documented in the README):
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
 
 import duckdb
-import pyarrow as pa
 
+from analytics.duck_sql import empty_select, ts_literal
 from analytics.error_rule import IS_4XX, IS_5XX, IS_ERROR, IS_GRPC_ERROR, IS_NO_RESPONSE
 from analytics.objectstore_source import remote_location
 from analytics.pairing import TRAFFIC_SQL
@@ -75,38 +75,9 @@ WHERE protocol <> 'tcp'
 GROUP BY ALL
 """
 
-_DUCK_TYPES: Final = {
-    pa.float64(): "DOUBLE",
-    pa.string(): "VARCHAR",
-    pa.int32(): "INTEGER",
-    pa.int64(): "BIGINT",
-    pa.bool_(): "BOOLEAN",
-    pa.list_(pa.float64()): "DOUBLE[]",
-    pa.list_(pa.int64()): "BIGINT[]",
-}
-
-
-def duck_type(t: pa.DataType) -> str:
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
-    try:
-        return _DUCK_TYPES[t]
-    except KeyError:
-        raise TypeError(f"no DuckDB type for Arrow type {t}") from None
-
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _ts_literal(when: datetime) -> str:
-    return f"TIMESTAMPTZ '{when.astimezone(UTC).isoformat()}'"
-
-
-def empty_select(table: str) -> str:
-    """A SELECT with the table's columns and types and no rows."""
-    cols = ", ".join(f"NULL::{duck_type(f.type)} AS {f.name}" for f in TABLES[table])
-    return f"SELECT {cols} WHERE false"
 
 
 def _covered(path: Path, table: str, window: TimeWindow) -> bool:
@@ -140,7 +111,7 @@ def base_view_sql(data_dir: Path, table: str, window: TimeWindow | None) -> str:
         if window is not None and filtered:
             col = TIME_COLUMN[table]
             scan += (
-                f" WHERE {col} >= {_ts_literal(window.start)} AND {col} < {_ts_literal(window.end)}"
+                f" WHERE {col} >= {ts_literal(window.start)} AND {col} < {ts_literal(window.end)}"
             )
         scans.append(scan)
     # The typed empty branch adds columns that no file has yet (schema evolution) and fixes types.

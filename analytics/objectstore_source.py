@@ -18,12 +18,13 @@ the standard AWS environment variables.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import duckdb
 
+from analytics.duck_sql import empty_select, ts_literal
 from analytics.errors import ObjectStoreError
 from analytics.window import TimeWindow
 from collector.store.layout import SegmentFile, partition_key, partitions, visible
@@ -76,10 +77,6 @@ def table_partitions(data_dir: str | os.PathLike[str], table: str) -> list[tuple
     return sorted({(f.seg.dt, f.seg.hr) for f in listing.values()})
 
 
-def _ts_literal(when: datetime) -> str:
-    return f"TIMESTAMPTZ '{when.astimezone(UTC).isoformat()}'"
-
-
 def create_remote_views(
     conn: duckdb.DuckDBPyConnection,
     url: StoreUrl,
@@ -90,9 +87,6 @@ def create_remote_views(
     """CREATE VIEW <table> for every base table of the public schema over the objects of `url`
     (an empty view with the right types when there are none)."""
     import pyarrow.dataset as ds
-
-    # Imported here: catalog imports this module lazily, only for s3:// locations.
-    from analytics.catalog import empty_select
 
     by_table: dict[str, list[SegmentFile]] = {t: [] for t in TABLES}
     import pyarrow.fs as pafs
@@ -124,6 +118,6 @@ def create_remote_views(
         if window is not None:
             col = TIME_COLUMN[table]
             scan += (
-                f" WHERE {col} >= {_ts_literal(window.start)} AND {col} < {_ts_literal(window.end)}"
+                f" WHERE {col} >= {ts_literal(window.start)} AND {col} < {ts_literal(window.end)}"
             )
         conn.execute(f"CREATE VIEW {table} AS {empty} UNION ALL BY NAME {scan}")

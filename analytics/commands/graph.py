@@ -18,7 +18,7 @@ from analytics.commands.common import (
 )
 from analytics.commands.output import format_table, json_text
 from analytics.graph import Graph
-from analytics.graph_render import EDGE_COLUMNS, edge_rows, to_dot, to_mermaid
+from analytics.graph.render import EDGE_COLUMNS, edge_rows, to_dot, to_mermaid
 from analytics.window import window_from_args
 from collector.config import add_settings
 
@@ -49,7 +49,7 @@ def render(graph: Graph, fmt: str) -> str:
     if fmt == "json":
         return json_text(graph.to_json())
     if fmt == "kiali":
-        from analytics.graph_kiali import to_kiali_json
+        from analytics.graph.kiali import to_kiali_json
 
         return json_text(to_kiali_json(graph))
     if fmt == "dot":

@@ -8,13 +8,12 @@ a fail: the gate must not move traffic on an error.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import logging
 from pathlib import Path
 from typing import Any, Protocol
 
 from analytics.gate.model import Judgement
+from analytics.judge.model import CanaryConfig
 from analytics.window import TimeWindow
 
 log = logging.getLogger(__name__)
@@ -24,25 +23,11 @@ class Judge(Protocol):
     def __call__(self, window: TimeWindow, canary_weight: int | None = None) -> Judgement: ...
 
 
-def load_canary_config(path: str = "") -> Any:
+def load_canary_config(path: str = "") -> CanaryConfig:
     """The judge's CanaryConfig: from `path`, else the judge's defaults."""
-    from analytics.judge import model
+    from analytics.judge.config import default_config, load_config
 
-    if path:
-        return model.load_config(path)
-    judge_config: Any = None
-    with contextlib.suppress(ImportError):
-        judge_config = importlib.import_module("analytics.judge.config")
-    for name in ("default_config", "default_canary_config", "DEFAULT_CONFIG"):
-        factory = getattr(judge_config, name, None)
-        if factory is not None:
-            return factory() if callable(factory) else factory
-    return model.CanaryConfig(
-        metrics=(
-            model.MetricSpec("error-rate", "error_rate", critical=True),
-            model.MetricSpec("latency", "latency", direction="increase"),
-        )
-    )
+    return load_config(path) if path else default_config()
 
 
 class StoreJudge:

@@ -249,12 +249,3 @@ class CanaryConfig:
     kayenta_tolerance: float = 0.25
     kayenta_conf_level: float = 0.98
     name: str = "default"
-
-
-def load_config(path: str) -> CanaryConfig:
-    """Read a canary config (YAML, or a Kayenta canary-config JSON) -> CanaryConfig.
-
-    Raises analytics.errors.CanaryConfigError(path, field, reason)."""
-    from analytics.judge.config import load_config as _load
-
-    return _load(path)

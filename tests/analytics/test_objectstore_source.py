@@ -132,7 +132,7 @@ def _canon(v: Any, skip: tuple[str, ...] = ()) -> str:
 
 
 def _graph_key(graph: dict[str, Any]) -> tuple[list[str], list[str]]:
-    # Node `service` is left out: graph.py picks it nondeterministically today (even between
+    # Node `service` is left out: the graph picks it nondeterministically today (even between
     # two runs over the same local files).
     return (
         sorted(_canon(e) for e in graph["edges"]),

@@ -30,7 +30,8 @@ from typing import Any, Final
 import duckdb
 
 from analytics.errors import GraphError
-from analytics.graph import UNKNOWN, EdgeStats, Graph, NodeRef, Series, build_graph
+from analytics.graph.build import build_graph
+from analytics.graph.model import UNKNOWN, EdgeStats, Graph, NodeRef, Series
 from analytics.window import TimeWindow
 
 MODES: Final = ("tempo", "connector")

@@ -16,7 +16,7 @@ import yaml
 
 from analytics.catalog import connect
 from analytics.graph import Graph, service_graph
-from analytics.graph_spans import SpanGraphOptions, spans_graph
+from analytics.graph.spans import SpanGraphOptions, spans_graph
 from analytics.window import TimeWindow
 from collector.decode.otlp_json import otlp_json_to_proto
 from collector.decode.otlp_traces import decode_traces_record
@@ -25,7 +25,7 @@ from collector.store.schema import SPANS
 from collector.store.writer import write_table
 
 # Copied from ../shared/reference (sources and commits: reference/servicegraph_fixtures/README.md)
-FIXTURES = Path(__file__).resolve().parent / "reference" / "servicegraph_fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "reference" / "servicegraph_fixtures"
 ALL_TIME = TimeWindow(datetime(2020, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
 CONNECTOR = SpanGraphOptions(mode="connector", root_client_edges=False)
 TEMPO = SpanGraphOptions(mode="tempo", root_client_edges=False)

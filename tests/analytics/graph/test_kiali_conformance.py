@@ -12,13 +12,13 @@ import pyarrow as pa
 
 from analytics.catalog import connect
 from analytics.graph import service_graph
-from analytics.graph_kiali import to_kiali_json
+from analytics.graph.kiali import to_kiali_json
 from analytics.window import TimeWindow
 from collector.store.schema import REQUESTS
 from collector.store.writer import write_table
 
 # Copied from ../shared/reference (sources and commits: reference/servicegraph_fixtures/README.md)
-KIALI = Path(__file__).resolve().parent / "reference" / "servicegraph_fixtures" / "kiali"
+KIALI = Path(__file__).resolve().parents[1] / "reference" / "servicegraph_fixtures" / "kiali"
 DURATION = 600  # Kiali's default 10m: rate * 600 s = requests in the window
 
 
@@ -80,7 +80,7 @@ def rows_from_series(metric: dict[str, str], rate: float, protocol: str, end: da
 
 
 def _strip(doc: dict[str, Any]) -> dict[str, Any]:
-    """Drop what we do not model (see analytics/graph_kiali.py): isInaccessible, edge ids."""
+    """Drop what we do not model (see analytics/graph/kiali.py): isInaccessible, edge ids."""
     nodes = sorted((dict(n["data"]) for n in doc["elements"]["nodes"]), key=lambda d: d["id"])
     for n in nodes:
         n.pop("isInaccessible", None)
