@@ -100,6 +100,17 @@ def _bucket_ts(window: TimeWindow, micros: int, col: str = "bucket") -> str:
     return f"{_ts(window.start)} + to_microseconds({col} * {micros}) AS bucket"
 
 
+def to_service(service: str) -> str:
+    """SQL: the request went to `service` (an SQL expression: a literal or a parameter), named
+    by its short name, its host (FQDN) or its canonical service. The one rule for "requests to a
+    service" (signals, the app's Service page); a request that never reached a proxy has no
+    canonical service but still names the service its client routed to."""
+    return (
+        f"(destination_service_name = {service} OR destination_service = {service}"
+        f" OR destination_canonical_service = {service})"
+    )
+
+
 def _base(
     window: TimeWindow,
     by: Sequence[str],
@@ -116,11 +127,7 @@ def _base(
     )
     where = "protocol <> 'tcp'"
     if service is not None:
-        svc = service.replace("'", "''")
-        where += (
-            f" AND (destination_service_name = '{svc}' OR destination_service = '{svc}'"
-            f" OR destination_canonical_service = '{svc}')"
-        )
+        where += " AND " + to_service("'" + service.replace("'", "''") + "'")
     if origin:
         where += " AND origin = '" + origin.replace("'", "''") + "'"
     micros = int(step_s * 1_000_000)

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import streamlit as st
 
+from analytics import signals
 from analytics.catalog import connect
 from analytics.error_rule import IS_4XX, IS_5XX, IS_ERROR
 from analytics.objectstore_source import table_partitions
@@ -151,35 +152,22 @@ def services(ddir: str, window: Window) -> list[str]:
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def golden_signals(ddir: str, window: Window, service: str, step_s: int) -> pd.DataFrame:
-    """Per time bucket and destination version: rps, error ratio, p50/p95/p99 (ms)."""
+    """Per time bucket and destination version: rps, error ratio, p50/p95/p99 (ms), as
+    `meshlens signals --by version --service <service>` computes them."""
     conn = connect(Path(ddir), window.tw)
     try:
-        return _df(
-            conn,
-            f"""
-            SELECT time_bucket(to_seconds({int(step_s)}), ts) AS bucket,
-                   destination_version AS version,
-                   count(*) / {float(step_s)} AS rps,
-                   count(*) FILTER (WHERE {IS_ERROR}) / count(*) AS error_ratio,
-                   quantile_cont(duration_ms, 0.5) AS p50_ms,
-                   quantile_cont(duration_ms, 0.95) AS p95_ms,
-                   quantile_cont(duration_ms, 0.99) AS p99_ms
-            FROM traffic
-            WHERE ts >= $start AND ts < $end AND {_TO_SERVICE}
-              AND protocol <> 'tcp'
-            GROUP BY ALL ORDER BY bucket, version""",
-            {**_p(window), "svc": service},
+        sig = signals.golden_signals(
+            conn, window.tw, by=("version",), step_s=step_s, service=service, saturation=False
         )
     finally:
         conn.close()
+    return sig.select(
+        ["bucket", "version", "rps", "error_ratio", "p50_ms", "p95_ms", "p99_ms"]
+    ).to_pandas()
 
 
-# Requests to a service: its canonical service, or (a request that never reached a proxy, so no
-# server named itself) the service the client routed to.
-_TO_SERVICE: Final = (
-    "(destination_canonical_service = $svc OR (coalesce(destination_canonical_service, "
-    "'unknown') IN ('', 'unknown') AND destination_service_name = $svc))"
-)
+# Requests to a service: analytics.signals' rule, with the service as a query parameter.
+_TO_SERVICE: Final = signals.to_service("$svc")
 
 _TABLE_COLS: Final = f"""
     count(*) AS requests,
