@@ -81,7 +81,10 @@ def write_routed(
     now = time.time()
     ts = [int((now - 240 + 239 * i / n) * 1e6) for i in range(n)]
     codes = [500 if error_every and i % error_every == 0 else 200 for i in range(n)]
-    server_ms = [base_ms + (i % 5) for i in range(n)]
+    # base..base+4 ms, spread (a pseudo-random permutation), the same on every side: whole
+    # milliseconds in five steps would put the healthy canary's p50 on a tie with the tolerance
+    # boundary, where the block split (which moves with the clock) decides.
+    server_ms = [base_ms + (i * 7919 % 1000) / 250 for i in range(n)]
     ids = [f"{subset}-{seq}-{i:06d}" for i in range(n)]
 
     def rows(reporter: str, cluster: str, extra_ms: float) -> pa.Table:
