@@ -52,11 +52,6 @@ def classes(protocol: str, code: int, grpc: str) -> tuple[bool, bool, bool, bool
     )
 
 
-def is_error(protocol: str, code: int, grpc: str) -> bool:
-    c5, _, cg, c0, _ = classes(protocol, code, grpc)
-    return c5 or c0 or cg
-
-
 def class_mask(
     cls: str, protocol: np.ndarray, code: np.ndarray, grpc_code: np.ndarray
 ) -> np.ndarray:

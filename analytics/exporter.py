@@ -40,7 +40,6 @@ otel_metric_overflow="true" and the other labels empty (span metrics, as the con
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import threading
 import time
@@ -475,19 +474,3 @@ def _gate_collectors(data_dir: Path) -> list[Any]:
 def metric_collectors(data_dir: Path) -> list[Any]:
     """Collectors to register on the collector's /metrics registry."""
     return [DerivedMetricsCollector(Path(data_dir)), *_gate_collectors(Path(data_dir))]
-
-
-def describe_labels() -> dict[str, Any]:
-    """The exported families and their labels (documentation and tests)."""
-    return json.loads(
-        json.dumps(
-            {
-                "traces_service_graph_request_total": list(_SG_LABELS),
-                "traces_service_graph_request_failed_total": list(_SG_LABELS[:3]),
-                "traces_service_graph_request_server_seconds": list(_SG_LABELS),
-                "traces_service_graph_request_client_seconds": list(_SG_LABELS),
-                "traces_span_metrics_calls_total": list(_SM_LABELS),
-                "traces_span_metrics_duration_seconds": list(_SM_LABELS),
-            }
-        )
-    )

@@ -204,12 +204,6 @@ def _literal(v: object) -> str:
     return "'" + str(v).replace("'", "''") + "'"
 
 
-def _dim_match(b: str, v: object, *, raw: bool) -> str:
-    if raw and v == "unknown":
-        return f"({b} IS NULL OR {b} = 'unknown')"
-    return f"{b} = {_literal(v)}"
-
-
 def _pick_counts(
     conn: duckdb.DuckDBPyConnection,
     base: str,

@@ -173,10 +173,6 @@ def _eq(col: str, v: Any) -> str:
     return f"{col} IS NULL" if v is None else f"{col} = {_sql_literal(v)}"
 
 
-def _match(cols: Sequence[str], values: Sequence[Any]) -> str:
-    return "(" + " AND ".join(_eq(c, v) for c, v in zip(cols, values, strict=True)) + ")"
-
-
 def narrow_group(
     tuples: Mapping[tuple[Any, ...], tuple[Any, ...]], cols: Sequence[str]
 ) -> tuple[int, ...] | None:

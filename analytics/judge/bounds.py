@@ -84,13 +84,6 @@ def error_diff_cs(
     return DiffCS(mean, max(mean - half, -1.0), min(mean + half, 1.0), k, pooled)
 
 
-@dataclass(frozen=True, slots=True)
-class RelativeCS:
-    lo: float  # -1 .. inf: the canary's statistic is at least (1 + lo) x the baseline's
-    hi: float  # at most (1 + hi) x; inf when even the widest scale is not settled
-    blocks: int
-
-
 # Test of "canary / (1 + r) is no faster (increase: slower)" at one r -> rejected?
 ScaledTest = Callable[[float, str], bool]
 
