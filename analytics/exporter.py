@@ -53,6 +53,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from analytics.error_rule import IS_ERROR
+from analytics.graph.spans import SpanGraphOptions, spans_pairs_sql
 
 log = logging.getLogger(__name__)
 
@@ -258,44 +259,22 @@ class DerivedMetricsCollector:
         return bool(rows)
 
     def _edges_from_spans(self, conn: Any, start: datetime, end: datetime) -> None:
-        bidx_s = _BIDX_SQL.format(bounds=_BOUNDS_SQL, col="s.duration_ms")
-        bidx_c = _BIDX_SQL.format(bounds=_BOUNDS_SQL, col="c.duration_ms")
+        # The graph's span pairing in the connector's naming (analytics/graph/spans.py): the
+        # server histogram from paired server spans, the client histogram from client spans.
+        pairs = spans_pairs_sql(SpanGraphOptions(mode="connector", root_client_edges=False))
+        bidx_s = _BIDX_SQL.format(bounds=_BOUNDS_SQL, col="server_ms")
+        bidx_c = _BIDX_SQL.format(bounds=_BOUNDS_SQL, col="client_ms")
         sql = f"""
-            WITH pairs AS (
-              SELECT coalesce(c.service_name, 'user') AS client, s.service_name AS server,
-                     CASE WHEN c.span_id IS NULL THEN 'virtual_node' ELSE '' END AS ctype,
-                     (s.status_code = 'error' OR coalesce(c.status_code, '') = 'error') AS failed,
-                     s.duration_ms AS s_ms, c.duration_ms AS c_ms,
-                     {bidx_s} AS s_bidx, {bidx_c} AS c_bidx
-              FROM spans s
-              LEFT JOIN spans c
-                ON c.trace_id = s.trace_id AND c.span_id = s.parent_span_id
-               AND c.kind IN ('client', 'producer')
-              WHERE s.kind IN ('server', 'consumer')
-                AND s.start_ts >= $start AND s.start_ts < $end
-                AND (c.span_id IS NOT NULL OR coalesce(s.parent_span_id, '') = '')
-            ),
-            lonely AS (  -- client spans to an uninstrumented peer
-              SELECT c.service_name AS client, c.peer_service AS server,
-                     'virtual_node' AS ctype, c.status_code = 'error' AS failed,
-                     c.duration_ms AS c_ms, {bidx_c} AS c_bidx
-              FROM spans c
-              WHERE c.kind = 'client' AND coalesce(c.peer_service, '') <> ''
-                AND c.start_ts >= $start AND c.start_ts < $end
-                AND NOT EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = c.trace_id
-                                AND s.parent_span_id = c.span_id)
-            )
-            SELECT client, server, ctype, failed, 'server', true, s_bidx, count(*) AS n,
-                   sum(s_ms) / 1000.0
-            FROM pairs GROUP BY ALL
+            WITH p AS ({pairs}),
+            e AS (SELECT client, server, connection_type AS ctype, failed, server_ms, client_ms
+                  FROM p WHERE start_ts >= $start AND start_ts < $end)
+            SELECT client, server, ctype, failed, 'server', true, {bidx_s}, count(*) AS n,
+                   sum(server_ms) / 1000.0
+            FROM e WHERE server_ms IS NOT NULL GROUP BY ALL
             UNION ALL
-            SELECT client, server, ctype, failed, 'client', false, c_bidx, count(*),
-                   sum(c_ms) / 1000.0
-            FROM pairs WHERE c_ms IS NOT NULL GROUP BY ALL
-            UNION ALL
-            SELECT client, server, ctype, failed, 'client', true, c_bidx, count(*),
-                   sum(c_ms) / 1000.0
-            FROM lonely GROUP BY ALL
+            SELECT client, server, ctype, failed, 'client', server_ms IS NULL, {bidx_c},
+                   count(*), sum(client_ms) / 1000.0
+            FROM e WHERE client_ms IS NOT NULL GROUP BY ALL
             ORDER BY n DESC
         """
         self._add_edge_rows(conn.execute(sql, {"start": start, "end": end}).fetchall())

@@ -54,7 +54,9 @@ def _first(*exprs: str) -> str:
 
 
 def spans_pairs_sql(options: SpanGraphOptions, namespaces: Sequence[str] = ()) -> str:
-    """One row per edge observation (pair, virtual edge), with keys and measures."""
+    """One row per edge observation (pair, virtual edge), with keys and measures: the one
+    client/server span pairing, used by the graph and by the exporter's service-graph series
+    (duration_ms is the server's when paired; server_ms and client_ms are each side's own)."""
     if options.mode not in MODES:
         raise GraphError(f"unknown spans mode {options.mode!r}; choose from {', '.join(MODES)}")
     tempo = options.mode == "tempo"
@@ -98,7 +100,8 @@ def spans_pairs_sql(options: SpanGraphOptions, namespaces: Sequence[str] = ()) -
         'node' AS server_type, c.ns AS server_ns, c.service_name AS server,
         c.service_version AS server_v, 'virtual_node' AS connection_type,
         c.protocol, c.http_status_code AS http_code, c.rpc_grpc_status_code AS grpc_code,
-        coalesce(c.status_code = 'error', false) AS failed, c.duration_ms, c.start_ts
+        coalesce(c.status_code = 'error', false) AS failed, c.duration_ms,
+        NULL AS server_ms, c.duration_ms AS client_ms, c.start_ts
     FROM c WHERE c.parent_span_id = '' AND c.kind = 'client'"""
     return f"""
 WITH sp AS (
@@ -155,6 +158,8 @@ pairs AS (
         coalesce(s.rpc_grpc_status_code, c.rpc_grpc_status_code) AS grpc_code,
         {failed} AS failed,
         coalesce(s.duration_ms, c.duration_ms) AS duration_ms,
+        s.duration_ms AS server_ms,
+        c.duration_ms AS client_ms,
         coalesce(c.start_ts, s.start_ts) AS start_ts
     FROM c FULL OUTER JOIN s ON s.p_trace = c.trace_id AND s.p_span = c.span_id
     -- an unpaired server span with a parent lost its client: no edge (connector, Tempo)

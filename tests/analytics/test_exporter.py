@@ -10,7 +10,10 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from analytics.catalog import connect
 from analytics.exporter import OVERFLOW, DerivedMetricsCollector, metric_collectors
+from analytics.graph.spans import SpanGraphOptions, spans_graph
+from analytics.window import TimeWindow
 from collector.store.schema import REQUESTS, SPANS
 from collector.store.writer import write_table
 
@@ -182,6 +185,26 @@ def test_spans_pair_into_edges_and_span_metrics_when_there_are_no_requests(tmp_p
     assert _get(s, total, client="front", server="back", failed="true", connection_type="") == 1
     assert _get(s, total, client="user", server="front", connection_type="virtual_node") == 1
     assert _get(s, total, client="front", server="payments", connection_type="virtual_node") == 1
+    # One span pairing: the graph (connector naming) has the same edges and counts.
+    conn = connect(tmp_path, TimeWindow(T0 - timedelta(hours=1), T0 + timedelta(hours=1)))
+    try:
+        graph = spans_graph(
+            conn,
+            TimeWindow(T0 - timedelta(hours=1), T0 + timedelta(hours=1)),
+            level="app",
+            options=SpanGraphOptions(mode="connector", root_client_edges=False),
+        )
+    finally:
+        conn.close()
+    names = {n.id: n.app if n.app != "unknown" else n.service for n in graph.nodes}
+    from_graph = {(names[e.source], names[e.target]): e.requests for e in graph.edges}
+    exported: dict[tuple[str, str], float] = {}
+    for (name, label_pairs), value in s.items():
+        if name == total:
+            labels = dict(label_pairs)
+            key = (labels["client"], labels["server"])
+            exported[key] = exported.get(key, 0) + value
+    assert from_graph == exported
     calls = "traces_span_metrics_calls_total"
     assert (
         _get(
