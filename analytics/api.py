@@ -8,6 +8,10 @@
 They return the same JSON as `meshlens graph|signals|health --format json` and, for SQL,
 {"columns", "types", "rows": [{...}], "row_count", "truncated", "elapsed_s"}.
 Errors: 400 for a bad argument or a rejected query, 408 for a query timeout.
+
+Under `meshlens serve` these routes run in the query workers (collector/query_pool.py), except
+`IN_PROCESS_ROUTES`, which read a little state and run no query; the workers build their routes
+with `api_routes` from the same settings, plus `query_temp_root` (their own spill directory).
 `api_routes` also collects the routes of analytics.judge.api, analytics.gate.api and
 analytics.istio.api when those modules exist.
 """
@@ -165,6 +169,46 @@ def _bad_request(exc: AnalyticsError) -> HttpError:
 
 API_MAX_ROWS: Final = 100_000
 API_MAX_TIMEOUT_S: Final = 300.0
+# No query behind them: answered by the API port itself, even when every query worker is busy.
+IN_PROCESS_ROUTES: Final = frozenset({("GET", "/gate/rollouts"), ("GET", "/gate/rollouts/*")})
+SQL_PATH: Final = "/api/v1/sql"
+SQL_KILL_GRACE_S: Final = 0.25
+SQL_DEADLINE_MAX_BODY: Final = 64 * 1024
+
+
+def sql_deadline(req: Request) -> float | None:
+    """The time limit a SQL request asks for (its "timeout"), so a query worker is stopped at
+    that deadline even while it converts the result; None when absent or unreadable (the
+    handler then answers the 400 or uses its default)."""
+    if req.method != "POST" or req.path != SQL_PATH or len(req.body) > SQL_DEADLINE_MAX_BODY:
+        return None  # parsing a huge body here would be query work on the ingest process
+    try:
+        body = req.json()
+        timeout = float(body.get("timeout", 30)) if isinstance(body, Mapping) else None
+    except (HttpError, TypeError, ValueError, OverflowError):
+        return None
+    if timeout is None or not (math.isfinite(timeout) and 0 < timeout <= API_MAX_TIMEOUT_S):
+        return None
+    # A little later than DuckDB's own interrupt, which answers a clean 408 without a respawn
+    # when the query itself, not the conversion, is what is slow.
+    return timeout + SQL_KILL_GRACE_S
+
+
+def _query_limits(settings: Any) -> dict[str, Any]:
+    """run_query's memory and spill limits from the serve settings: DuckDB gets a quarter of a
+    worker's address space (the rest: libraries, Arrow batches, Python rows, JSON), each
+    worker an equal share of the spill budget."""
+    from analytics.sql import DEFAULT_MEMORY_LIMIT, DEFAULT_TEMP_LIMIT
+
+    memory = int(_get(settings, "query_memory", 0) or 0)
+    budget = int(_get(settings, "query_temp_budget", 0) or 0)
+    workers = max(1, int(_get(settings, "query_workers", 1) or 1))
+    temp_root = _get(settings, "query_temp_root", None)
+    return {
+        "memory_limit": f"{memory // 4}B" if memory else DEFAULT_MEMORY_LIMIT,
+        "temp_limit": f"{budget // workers}B" if budget else DEFAULT_TEMP_LIMIT,
+        "temp_root": Path(temp_root) if temp_root else None,
+    }
 
 
 def api_routes(settings: Any) -> list[Route]:
@@ -173,6 +217,7 @@ def api_routes(settings: Any) -> list[Route]:
     data_dir = Path(_get(settings, "data_dir", "meshlens-data"))
     prometheus_url = _get(settings, "prometheus_url", "") or None
     health_config = _get(settings, "health_config", "") or None
+    limits = _query_limits(settings)
 
     def graph(req: Request) -> Response:
         try:
@@ -244,7 +289,9 @@ def api_routes(settings: Any) -> list[Route]:
                 400, f"timeout must be > 0 and at most {API_MAX_TIMEOUT_S:g} s, got {timeout!r}"
             )
         try:
-            result = run_query(data_dir, body["sql"], max_rows=max_rows, timeout_s=timeout)
+            result = run_query(
+                data_dir, body["sql"], max_rows=max_rows, timeout_s=timeout, **limits
+            )
         except QueryTimeout as exc:
             raise HttpError(408, str(exc)) from None
         except (QueryRejected, AnalyticsError) as exc:
@@ -255,7 +302,7 @@ def api_routes(settings: Any) -> list[Route]:
         Route("GET", "/api/v1/graph", graph),
         Route("GET", "/api/v1/signals", signals),
         Route("GET", "/api/v1/health", health),
-        Route("POST", "/api/v1/sql", sql),
+        Route("POST", SQL_PATH, sql),
     ]
     sub_settings = vars(settings) if isinstance(settings, argparse.Namespace) else settings
     for module_name, func in OPTIONAL_ROUTES:

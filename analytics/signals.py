@@ -68,6 +68,7 @@ SATURATION: Final[dict[str, tuple[str, ...]]] = {
     ),
 }
 QUANTILES: Final = (0.5, 0.9, 0.95, 0.99)
+MAX_STEP_S: Final = 3660 * 86400  # ten years
 
 
 def _check(by: Sequence[str], step_s: float) -> None:
@@ -78,8 +79,10 @@ def _check(by: Sequence[str], step_s: float) -> None:
         raise AnalyticsError(
             f"unknown --by dimension {bad[0]!r}; choose from {', '.join(DIMENSIONS)}"
         )
-    if step_s <= 0:
-        raise AnalyticsError(f"--step must be positive, got {step_s}")
+    if not 0 < step_s <= MAX_STEP_S:  # also NaN; beyond this, microsecond buckets overflow
+        raise AnalyticsError(
+            f"--step must be positive and at most {MAX_STEP_S // 86400}d, got {step_s:g} s"
+        )
 
 
 def _ts(window_start: object) -> str:

@@ -2,8 +2,9 @@
 
 Guards, outermost first:
   1. exactly one statement, and it must be a SELECT (DuckDB's own parser decides, no regex);
-  2. DuckDB's configuration (catalog.apply_sandbox): file access limited to the data directory,
-     no extension install/load, memory limit, configuration locked;
+  2. DuckDB's configuration (`sandbox`): file access limited to the store's table directories,
+     no extension install/load, memory limit, spill files in a private directory of their own
+     under `<data>/.tmp-query/` with a size cap, configuration locked;
   3. a timer that interrupts the running statement after `timeout_s`;
   4. at most `max_rows` rows come back, with `truncated` set when there were more.
 """
@@ -25,13 +26,18 @@ from typing import Any, Final
 import duckdb
 import pyarrow as pa
 
-from analytics.catalog import connect
+from analytics.catalog import BASE_VIEWS, connect
 from analytics.errors import QueryError, QueryRejected, QueryTimeout
+from analytics.objectstore_source import remote_location
 from analytics.window import TimeWindow
 
 DEFAULT_MAX_ROWS: Final = 10_000
 DEFAULT_TIMEOUT_S: Final = 30.0
 DEFAULT_MEMORY_LIMIT: Final = "2GB"
+DEFAULT_TEMP_LIMIT: Final = "1GiB"
+# Spill files of queries larger than memory; DuckDB's default is `.tmp` in the working
+# directory, outside the data directory and its disk budget.
+TEMP_DIR_NAME: Final = ".tmp-query"
 
 _WHY_NOT: Final[Mapping[str, str]] = {
     "COPY": "COPY reads or writes files; the SQL surface is read-only",
@@ -129,6 +135,52 @@ def _rejection(sql: str, exc: duckdb.Error) -> QueryError:
     return QueryError(sql, msg)
 
 
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def spill_dir(data_dir: Path, temp_root: Path | None = None) -> Path | None:
+    """A fresh directory name for one query's spill files (DuckDB creates it only when it
+    spills, and deletes it on close), or None (no spilling) for an object store or a data
+    directory this process cannot write to."""
+    if remote_location(data_dir) or not Path(data_dir).is_dir():  # no store: nothing to spill
+        return None
+    root = temp_root if temp_root is not None else Path(data_dir) / TEMP_DIR_NAME
+    try:
+        root.mkdir(parents=True, exist_ok=True)  # DuckDB creates only the last level
+    except OSError:
+        return None
+    return root.resolve() / f"q-{uuid.uuid4().hex}"
+
+
+def sandbox(
+    conn: duckdb.DuckDBPyConnection,
+    data_dir: Path,
+    *,
+    memory_limit: str,
+    temp_dir: Path | None,
+    temp_limit: str,
+) -> None:
+    """DuckDB's own guards (its "Securing DuckDB" page). Readable: the table directories only,
+    not the data directory itself, because DuckDB lets a query read its temp directory and
+    that lies inside it (and the WAL and gate state need no SQL). Its own spill directory is
+    private to this query, so it holds nothing the query could not read anyway."""
+    remote = remote_location(data_dir)
+    tables = [] if remote else [_quote(str(data_dir.resolve() / t) + "/") for t in BASE_VIEWS]
+    spill = _quote(str(temp_dir)) if temp_dir is not None else "''"  # '' = never spill
+    for stmt in (
+        f"SET memory_limit = {_quote(memory_limit)}",
+        f"SET temp_directory = {spill}",
+        f"SET max_temp_directory_size = {_quote(temp_limit)}",
+        "SET autoinstall_known_extensions = false",
+        "SET autoload_known_extensions = false",
+        f"SET allowed_directories = [{', '.join(tables)}]",
+        "SET enable_external_access = false",
+        "SET lock_configuration = true",
+    ):
+        conn.execute(stmt)
+
+
 def run_query(
     data_dir: Path,
     sql: str,
@@ -137,15 +189,30 @@ def run_query(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     window: TimeWindow | None = None,
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    temp_root: Path | None = None,
+    temp_limit: str = DEFAULT_TEMP_LIMIT,
 ) -> QueryResult:
-    """Run one read-only SELECT over the store's views with the sandbox guards."""
+    """Run one read-only SELECT over the store's views with the sandbox guards. Spill files go
+    to a private directory under `temp_root` (default `<data>/.tmp-query`), at most
+    `temp_limit` of them."""
     if max_rows < 0:
         raise QueryRejected(sql, f"max_rows must be >= 0, got {max_rows}")
     if not math.isfinite(timeout_s):
         raise QueryRejected(sql, f"timeout must be a finite number of seconds, got {timeout_s}")
     query = check_statement(sql)
     started = time.perf_counter()
-    conn = connect(Path(data_dir), window, sandbox=True, memory_limit=memory_limit)
+    conn = connect(Path(data_dir), window)
+    try:
+        sandbox(
+            conn,
+            Path(data_dir),
+            memory_limit=memory_limit,
+            temp_dir=spill_dir(Path(data_dir), temp_root),
+            temp_limit=temp_limit,
+        )
+    except BaseException:
+        conn.close()
+        raise
     timed_out = threading.Event()
 
     def _interrupt() -> None:

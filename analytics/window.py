@@ -50,6 +50,8 @@ def parse_time(text: str) -> datetime:
     raw = text.strip()
     try:
         value = datetime.fromtimestamp(float(raw), tz=UTC)
+    except (OverflowError, OSError):  # a number, but not a year 1..9999 instant (or inf)
+        raise WindowError(f"time {text!r} is out of range (years 1 to 9999)") from None
     except ValueError:
         try:
             value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -69,7 +71,19 @@ def _duration(text: str, what: str) -> timedelta:
         raise WindowError(f"{what}: {exc}") from None
     if seconds <= 0:
         raise WindowError(f"{what} must be positive, got {text!r}")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise WindowError(f"{what} {text!r} is too long") from None
+
+
+def _spanned(start: datetime, end: datetime | None, span: timedelta, what: str) -> TimeWindow:
+    """[start, start + span) or, with `end`, [end - span, end): a WindowError, not an
+    OverflowError, when a bound falls outside years 1..9999."""
+    try:
+        return TimeWindow(start, start + span) if end is None else TimeWindow(end - span, end)
+    except OverflowError:
+        raise WindowError(f"{what} reaches outside years 1 to 9999; ask for less") from None
 
 
 def parse_window(
@@ -89,12 +103,11 @@ def parse_window(
     if since is not None:
         span = _duration(since, "--since")
         if start is not None:
-            return TimeWindow(start, start + span)
-        end = end or now
-        return TimeWindow(end - span, end)
+            return _spanned(start, None, span, f"--since {since!r}")
+        return _spanned(now, end or now, span, f"--since {since!r}")
     if start is None:
-        end = end or now
-        return TimeWindow(end - _duration(DEFAULT_SINCE, "default window"), end)
+        span = _duration(DEFAULT_SINCE, "default window")
+        return _spanned(now, end or now, span, f"the default window {DEFAULT_SINCE}")
     return TimeWindow(start, end or now)
 
 

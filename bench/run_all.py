@@ -105,6 +105,14 @@ BENCHES: tuple[Bench, ...] = (
         ("--rows", "1M", "--repeat", "1"),
     ),
     Bench(
+        "ack_latency",
+        "bench.ack_latency",
+        "gRPC ack latency p50/p99 of OTLP exports with the API idle vs while clients run the "
+        "heaviest SQL the API allows, with query workers and (before issue 18) in-process",
+        (),
+        ("--seconds", "4", "--clients", "2"),
+    ),
+    Bench(
         "dashboard",
         "bench.dashboard",
         "time to first data of each Streamlit page's loaders, 10M requests over 6 h",

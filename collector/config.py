@@ -97,6 +97,50 @@ COMMON: Final = (
     Setting("log_level", "info", "log level", str, ("debug", "info", "warning", "error")),
 )
 
+# What the decoders keep of one client's data (collector/decode/limits.py); after the
+# OpenTelemetry SDK's attribute limits (OTEL_*_ATTRIBUTE_COUNT_LIMIT, default 128).
+DECODE: Final = (
+    Setting(
+        "attribute_count_limit",
+        128,
+        "attributes kept per metric data point; the rest are dropped and counted (0 = no limit)",
+        int,
+    ),
+    Setting(
+        "attribute_value_length_limit",
+        0,
+        "characters kept of a text attribute value (also in arrays) (0 = no limit)",
+        int,
+    ),
+    Setting(
+        "resource_attribute_count_limit",
+        128,
+        "attributes kept per resource (0 = no limit)",
+        int,
+    ),
+    Setting("span_attribute_count_limit", 128, "attributes kept per span (0 = no limit)", int),
+    Setting(
+        "log_record_attribute_count_limit",
+        128,
+        "attributes kept per log record (0 = no limit)",
+        int,
+    ),
+    Setting(
+        "ingest_max_future",
+        3600.0,
+        "received spans, logs, points and requests stamped later than their receipt plus this "
+        "are stored at their receipt time, and counted (clock skew; 0 = no limit)",
+        parse_duration,
+    ),
+    Setting(
+        "ingest_max_age",
+        0.0,
+        "received rows stamped earlier than their receipt minus this are dropped and counted "
+        "(0 = keep any age; retention still expires them; `meshlens import` is not limited)",
+        parse_duration,
+    ),
+)
+
 SERVE: Final = (
     Setting("grpc_port", 4317, "OTLP/gRPC and Envoy ALS port (0 = ephemeral)", int),
     Setting("http_port", 4318, "OTLP/HTTP port (0 = ephemeral, -1 = off)", int),
@@ -139,6 +183,60 @@ SERVE: Final = (
         "conversion use both cores of a 2-core machine (0 = decode in a thread)",
         int,
     ),
+    Setting(
+        "query_workers",
+        2,
+        "API query worker processes: graph, signals, health, SQL, canary/gate judging and Istio "
+        "checks run there, off the ingest path; also the cap on concurrent API queries "
+        "(0 = run them in the API's threads, in the collector process)",
+        int,
+    ),
+    Setting(
+        "query_memory",
+        2 * 1024**3,
+        "address space of one query worker (RLIMIT_AS; >= 1GiB, ~0.8GiB is libraries); "
+        "DuckDB gets a quarter as its memory_limit; a query over it fails alone (0 = no limit)",
+        parse_size,
+    ),
+    Setting(
+        "query_timeout",
+        120.0,
+        "wall-clock limit of one API query, result conversion included: past it the worker is "
+        "killed and replaced and the answer is 408 (SQL's own timeout is capped by it)",
+        parse_duration,
+    ),
+    Setting(
+        "query_queue",
+        8,
+        "API queries that may wait for a busy query worker; more get 503 with Retry-After",
+        int,
+    ),
+    Setting(
+        "query_queue_wait",
+        5.0,
+        "how long an API query waits for a free query worker before 503 with Retry-After",
+        parse_duration,
+    ),
+    Setting(
+        "query_max_response",
+        64 * 1024 * 1024,
+        "largest API query response body (JSON); a larger one is refused with 413",
+        parse_size,
+    ),
+    Setting(
+        "query_temp_budget",
+        2 * 1024**3,
+        "disk for the spill files of API SQL queries larger than memory, shared by the query "
+        "workers, in <data-dir>/.tmp-query/ (emptied at start)",
+        parse_size,
+    ),
+    Setting(
+        "conversion_attempts",
+        5,
+        "failed conversions of a WAL segment (its own fault: not a full disk, not a crash of "
+        "a worker it shared) before it moves to <data-dir>/deadletter/ (0 = retry forever)",
+        int,
+    ),
     Setting("node", "local", "this collector's name in segment file names ([a-z0-9-])", str),
     Setting(
         "auth_token", "", "bearer token required on every receiver and the API", str, secret=True
@@ -148,6 +246,44 @@ SERVE: Final = (
     Setting(
         "tls_client_ca", "", "PEM CA bundle; when set, clients must present a certificate", str
     ),
+    Setting(
+        "http_idle_timeout",
+        60.0,
+        "an OTLP/HTTP or API connection silent this long (between requests or mid-body) is "
+        "closed (0 = never)",
+        parse_duration,
+    ),
+    Setting(
+        "http_max_connections",
+        256,
+        "open connections per HTTP port (OTLP/HTTP, API); more are answered 503 and closed, so "
+        "idle clients cannot use up the process's file descriptors (0 = no cap)",
+        int,
+    ),
+    Setting(
+        "api_allowed_hosts",
+        "localhost,*.localhost,meshlens.meshlens,*.svc,*.svc.cluster.local",
+        "without --auth-token: Host names the API answers besides IP addresses, single-label "
+        "names and --host (comma-separated, *.suffix allowed, * = any); guards against DNS "
+        "rebinding",
+        str,
+    ),
+    Setting(
+        "identity_binding",
+        "off",
+        "with --tls-client-ca: compare the client certificate's SPIFFE ID with the node identity "
+        "an ALS/OTLP sender claims; warn: log a mismatch; enforce: refuse it (PERMISSION_DENIED)",
+        str,
+        ("off", "warn", "enforce"),
+    ),
+    Setting(
+        "canary_prometheus_url",
+        "",
+        "the only Prometheus POST /api/v1/canary/analyze queries (promql metrics, source "
+        "prometheus); a request naming another URL is refused ('' = none)",
+        str,
+    ),
+    *DECODE,
 )
 
 
@@ -178,6 +314,15 @@ OBJECT_STORE: Final = (
     ),
     Setting("s3_region", "us-east-1", "region of the object store", str),
     Setting("ship_interval", 5.0, "how often new Parquet files are shipped (s)", parse_duration),
+)
+
+# The container image's entrypoint (collector/container.py): an environment variable only.
+ALLOW_OPEN: Final = Setting(
+    "allow_open",
+    False,
+    "container image: let `meshlens serve` listen on a non-loopback address with neither "
+    "--auth-token nor --tls-client-ca (only when something else guards the ports)",
+    parse_bool,
 )
 
 

@@ -5,6 +5,12 @@ is testable without a socket (the prometheus_client `generate_latest` / adapter 
 Errors: a handler raises `HttpError(status, message)` for a clean JSON error
 `{"error": message, "status": status}`; anything else becomes a 500 with the exception's
 message (never a traceback, never a secret).
+
+Before a body is read: the bearer token, and without a token the browser guards of
+`collector.http_guard` (HttpOptions.same_origin). Bodies are read whole or not at all
+(`collector.http_body`: Content-Length or chunked, limit applied while reading). Each connection
+has an idle/read timeout and each server a cap on open connections, so idle sockets cannot take
+the process's file descriptors. A client that disconnects is logged at debug, without traceback.
 """
 
 from __future__ import annotations
@@ -13,18 +19,26 @@ import gzip
 import hmac
 import json
 import logging
+import math
 import ssl
+import sys
 import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from collector.http_body import BodyError, body_length, read_body
+from collector.http_guard import DEFAULT_ALLOWED_HOSTS, same_origin_refusal
+
 log = logging.getLogger(__name__)
 
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz"})
+# A refused request's body up to this size is read and dropped, so the client gets the answer
+# on a reusable connection instead of a reset; a larger one closes the connection instead.
+DRAIN_LIMIT = 1024 * 1024
 
 
 class HttpError(Exception):
@@ -56,6 +70,27 @@ class Request:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HttpError(400, f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise HttpError(400, "request body is JSON nested too deeply") from None
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN/Infinity float as None: JSON has no such numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Always valid JSON (RFC 8259): non-finite floats become null, other types str()."""
+    try:
+        return json.dumps(obj, default=str, allow_nan=False).encode()
+    except ValueError:  # a NaN or Infinity somewhere: rare, so only then walk the object
+        return json.dumps(json_safe(obj), default=str, allow_nan=False).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +102,7 @@ class Response:
 
     @classmethod
     def json(cls, obj: Any, status: int = 200) -> Response:
-        return cls(status, json.dumps(obj, default=str).encode(), "application/json")
+        return cls(status, json_bytes(obj), "application/json")
 
     @classmethod
     def text(cls, text: str, status: int = 200, content_type: str = "text/plain") -> Response:
@@ -102,6 +137,13 @@ class HttpOptions:
     tls_client_ca: str = ""
     name: str = "http"
     open_paths: frozenset[str] = field(default=UNAUTHENTICATED_PATHS)
+    # A connection silent this long (between requests or mid-request) is closed (0 = never).
+    idle_timeout_s: float = 60.0
+    # Connections beyond this are answered 503 and closed at once (0 = no cap).
+    max_connections: int = 256
+    # Without auth_token: Host, Origin and Content-Type checks against browsers (http_guard).
+    same_origin: bool = False
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -122,12 +164,34 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
+def error_response(status: int, message: str) -> Response:
+    return Response.json({"error": message, "status": status}, status)
+
+
+def refusal(
+    options: HttpOptions, method: str, path: str, headers: Mapping[str, str], has_body: bool
+) -> Response | None:
+    """The answer to a request refused on its headers alone (token, browser guards), else None.
+    Runs before the body is read or decompressed."""
+    if path in options.open_paths:
+        return None
+    if options.auth_token:
+        got = headers.get("authorization", "")
+        if not hmac.compare_digest(got.encode(), f"Bearer {options.auth_token}".encode()):
+            return error_response(401, "missing or invalid bearer token")
+        return None
+    if options.same_origin:
+        refused = same_origin_refusal(method, headers, options.allowed_hosts, has_body)
+        if refused is not None:
+            return error_response(refused.status, refused.message)
+    return None
+
+
 def dispatch(routes: Sequence[Route], options: HttpOptions, req: Request) -> Response:
     """Route a request: auth check, handler, error mapping. Pure apart from the handler."""
-    if options.auth_token and req.path not in options.open_paths:
-        got = req.headers.get("authorization", "")
-        if not hmac.compare_digest(got.encode(), f"Bearer {options.auth_token}".encode()):
-            return Response.json({"error": "missing or invalid bearer token", "status": 401}, 401)
+    refused = refusal(options, req.method, req.path, req.headers, bool(req.body))
+    if refused is not None:
+        return refused
     candidates = [r for r in routes if r.path == req.path or r.matches(req.method, req.path)]
     route = next((r for r in candidates if r.matches(req.method, req.path)), None)
     if route is None:
@@ -147,52 +211,94 @@ def dispatch(routes: Sequence[Route], options: HttpOptions, req: Request) -> Res
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    body_withheld = False  # "100 Continue" was not sent: the client keeps its body
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.server.options.name, format % args)
 
+    def setup(self) -> None:
+        # Reads and writes on the connection time out: an idle client cannot hold it forever.
+        idle = self.server.options.idle_timeout_s
+        if idle > 0:
+            self.request.settimeout(idle)
+        super().setup()
+
+    def handle_expect_100(self) -> bool:
+        # A request refused on its headers gets the refusal instead of "100 Continue", so the
+        # client does not send (and we do not read) the body. _handle answers it.
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        path = urlsplit(self.path).path
+        if refusal(self.server.options, self.command, path, headers, True) is not None:
+            self.body_withheld = True
+            return True
+        return super().handle_expect_100()
+
     def _handle(self) -> None:
         opts = self.server.options
         split = urlsplit(self.path)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._send(Response.json({"error": "bad Content-Length", "status": 400}, 400))
-            return
-        if length > opts.max_body:
-            self.close_connection = True
-            self._send(
-                Response.json(
-                    {
-                        "error": f"body of {length} bytes exceeds the limit of "
-                        f"{opts.max_body} bytes",
-                        "status": 413,
-                    },
-                    413,
-                )
-            )
-            return
-        body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
+        all_values: dict[str, list[str]] = {}
+        for k, v in self.headers.items():
+            all_values.setdefault(k.lower(), []).append(v)
         try:
+            length = body_length(all_values)
+        except BodyError as exc:
+            self.close_connection = True
+            self._send(error_response(exc.status, exc.message))
+            return
+        refused = refusal(opts, self.command, split.path, headers, length != 0)
+        withheld, self.body_withheld = self.body_withheld, False
+        if refused is not None:
+            self._drain(None if withheld else length)
+            self._send(refused)
+            return
+        try:
+            body = read_body(self.rfile, length, opts.max_body)
             body = decompress(body, headers.get("content-encoding", ""), opts.max_body)
+        except BodyError as exc:
+            # Nothing of a short or bad body reaches a handler: a prefix stored and
+            # acknowledged would be stored again by the client's retry.
+            self.close_connection = True
+            log.debug("%s: %s %s: %s", opts.name, self.command, split.path, exc.message)
+            self._send(error_response(exc.status, exc.message))
+            return
         except HttpError as exc:
-            self._send(Response.json({"error": exc.message, "status": exc.status}, exc.status))
+            self._send(error_response(exc.status, exc.message))
+            return
+        except OSError as exc:  # timed out or reset mid-body: the client is gone
+            self.close_connection = True
+            log.debug("%s: %s %s: body not received: %r", opts.name, self.command, split.path, exc)
             return
         req = Request(self.command, split.path, parse_qs(split.query), headers, body)
         self._send(dispatch(self.server.routes, opts, req))
 
+    def _drain(self, length: int | None) -> None:
+        """Drop the unread body of a refused request, or mark the connection for closing
+        (None: chunked, or withheld by a client that expected "100 Continue")."""
+        if length is None or length > DRAIN_LIMIT:
+            self.close_connection = True
+            return
+        try:
+            if len(self.rfile.read(length)) != length:
+                self.close_connection = True
+        except OSError:
+            self.close_connection = True
+
     def _send(self, resp: Response) -> None:
-        self.send_response(resp.status)
-        self.send_header("Content-Type", resp.content_type)
-        self.send_header("Content-Length", str(len(resp.body)))
-        for k, v in resp.headers:
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(resp.body)
+        try:
+            self.send_response(resp.status)
+            self.send_header("Content-Type", resp.content_type)
+            self.send_header("Content-Length", str(len(resp.body)))
+            for k, v in resp.headers:
+                self.send_header(k, v)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(resp.body)
+        except OSError as exc:  # the client went away before its answer
+            self.close_connection = True
+            log.debug("%s: answer not sent: %r", self.server.options.name, exc)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
@@ -207,7 +313,54 @@ class _Server(ThreadingHTTPServer):
         self.routes = list(routes)
         self.options = options
         self.tls: ssl.SSLContext | None = None
+        cap = options.max_connections
+        self._slots = threading.BoundedSemaphore(cap) if cap > 0 else None
+        self.refused_connections = 0
         super().__init__(addr, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self._slots is not None and not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            if self._slots is not None:
+                self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+
+    def _refuse(self, request: Any) -> None:
+        """Over the cap: a 503 if it fits the socket buffer at once (plain TCP), then close."""
+        self.refused_connections += 1
+        level = logging.WARNING if self.refused_connections in (1, 1000) else logging.DEBUG
+        log.log(
+            level,
+            "%s: %d connections open, the cap (--http-max-connections); refused %d so far",
+            self.options.name,
+            self.options.max_connections,
+            self.refused_connections,
+        )
+        if not isinstance(request, ssl.SSLSocket):
+            try:
+                request.setblocking(False)
+                request.send(_OVER_CAP)
+            except OSError:
+                pass
+        self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # reset, broken pipe, timeout, TLS alert: the client's
+            log.debug("%s: connection from %s ended: %r", self.options.name, client_address, exc)
+            return
+        log.error("%s: request from %s failed", self.options.name, client_address, exc_info=True)
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
@@ -232,6 +385,13 @@ class _Server(ThreadingHTTPServer):
                 )
                 return
         super().finish_request(request, client_address)
+
+
+_OVER_CAP = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 53\r\n\r\n"
+    b'{"error": "too many open connections", "status": 503}'
+)
 
 
 @dataclass
@@ -260,6 +420,8 @@ def start_http_server(
 ) -> RunningHttpServer:
     """Bind (port 0 = ephemeral), serve in a daemon thread, return the handle."""
     opts = options or HttpOptions()
+    if opts.same_origin and host not in ("", "0.0.0.0", "::"):
+        opts = replace(opts, allowed_hosts=(*opts.allowed_hosts, host))  # the bind address
     server = _Server((host, port), routes, opts)
     if opts.tls_cert:
         server.tls = tls_context(opts.tls_cert, opts.tls_key, opts.tls_client_ca)

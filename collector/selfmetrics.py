@@ -10,6 +10,8 @@ REGISTRY: two collectors in one process (tests) keep separate numbers.
     meshlens_receiver_accepted_items_total{receiver,signal}    items durable in the WAL
     meshlens_receiver_rejected_items_total{receiver,signal,reason}
     meshlens_receiver_decode_errors_total{receiver,signal}     requests that did not parse
+    meshlens_receiver_utf8_repaired_fields_total{receiver,signal}  string fields whose invalid
+                                                               UTF-8 was replaced by U+FFFD
     meshlens_receiver_received_bytes_total{receiver,signal}
     meshlens_receiver_append_duration_seconds{receiver}        receipt -> durable (histogram)
     meshlens_receiver_inflight_bytes                           request bytes held right now
@@ -61,7 +63,11 @@ _STORE_COUNTERS: Final = {
     "records_converted": "WAL records converted to Parquet",
     "rows_written": "rows written to Parquet",
     "decode_errors": "WAL records the decoders rejected",
+    "attributes_dropped": "attributes dropped over the attribute count limits",
+    "timestamps_clamped": "rows stamped later than receipt + ingest_max_future, set to receipt",
+    "rows_too_old": "rows older than receipt - ingest_max_age, dropped",
     "conversion_failures": "segment conversions that failed (retried)",
+    "segments_dead_lettered": "WAL segments moved to deadletter/ after repeated failed conversions",
     "batches_written": "WAL group-commit batches written",
     "wal_bytes_truncated": "torn or corrupt WAL tail bytes dropped at recovery",
     "compactions": "compactions run",
@@ -111,6 +117,12 @@ class SelfMetrics:
         self._decode_errors = Counter(
             "meshlens_receiver_decode_errors",
             "requests refused because they did not parse",
+            rs,
+            registry=r,
+        )
+        self._utf8_repaired = Counter(
+            "meshlens_receiver_utf8_repaired_fields",
+            "string fields whose invalid UTF-8 bytes were replaced by U+FFFD (request kept)",
             rs,
             registry=r,
         )
@@ -170,6 +182,11 @@ class SelfMetrics:
             self._child(self._decode_errors, receiver, signal).inc()
         if append_s is not None:
             self._child(self._append, receiver).observe(append_s)
+
+    def utf8_repaired(self, receiver: str, signal: str, fields: int) -> None:
+        """Count string fields repaired in one request (collector.decode.utf8)."""
+        if fields:
+            self._child(self._utf8_repaired, receiver, signal).inc(fields)
 
     def register(self, collector: Collector) -> None:
         self.registry.register(collector)

@@ -11,7 +11,10 @@ flushes and converts everything, the API port closes last.
 
 This is the composition root of the collector and the one place it reaches into `analytics`
 (imported lazily, only if present): `analytics.api:api_routes(settings)` for the API port and
-`analytics.exporter:metric_collectors(data_dir)` for /metrics.
+`analytics.exporter:metric_collectors(data_dir)` for /metrics. With --query-workers > 0 the
+analytics routes (but `analytics.api.IN_PROCESS_ROUTES`) are forwarded to a pool of query
+worker processes (collector/query_pool.py) that build the same routes: no query runs on the
+ingest path. The pool starts before the API port and stops after it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from collector.httpd import (
     start_http_server,
     tls_context,
 )
+from collector.query_pool import PoolOptions, QueryPool, forwarding_routes
 from collector.receivers.grpc_server import GrpcOptions, GrpcReceiver, server_credentials
 from collector.receivers.ingest import Ingest
 from collector.receivers.otlp_http import otlp_http_routes
@@ -96,6 +100,7 @@ class Collector:
         self.store: Store | None = None
         self.shipper: Shipper | None = None  # --object-store: ships Parquet files to S3
         self.ports: BoundPorts | None = None
+        self.queries: QueryPool | None = None  # --query-workers > 0
 
     @property
     def ready(self) -> bool:
@@ -123,8 +128,31 @@ class Collector:
         ]
         api = optional_module("analytics.api")
         if api is not None:
-            routes.extend(api.api_routes(self.settings))
+            analytic = api.api_routes(self.settings)
+            if self.queries is not None:
+                analytic = forwarding_routes(
+                    analytic, self.queries, api.IN_PROCESS_ROUTES, api.sql_deadline
+                )
+            routes.extend(analytic)
         return routes
+
+    def _start_queries(self, s: Any) -> None:
+        workers = int(getattr(s, "query_workers", 0) or 0)
+        if workers <= 0 or optional_module("analytics.api") is None:
+            return
+        options = PoolOptions(
+            size=workers,
+            memory=int(s.query_memory),
+            timeout_s=float(s.query_timeout),
+            queue_wait_s=float(s.query_queue_wait),
+            max_waiting=int(s.query_queue),
+            max_response=int(s.query_max_response),
+            # Inside the data directory, on the disk the operator sized, and emptied here.
+            temp_root=self.data_dir.resolve() / ".tmp-query",
+        )
+        settings = dict(vars(s)) if hasattr(s, "__dict__") else dict(s)
+        self.queries = QueryPool("analytics.api:api_routes", settings, options)
+        self.queries.start()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -146,8 +174,10 @@ class Collector:
             tls_cert=s.tls_cert,
             tls_key=s.tls_key,
             tls_client_ca=s.tls_client_ca,
+            identity_binding=getattr(s, "identity_binding", "off"),
         )
         check_tls(grpc_opts)  # before anything binds or recovers
+        self._start_queries(s)  # workers import analytics while the store recovers
         self._api = start_http_server(
             s.host,
             s.api_port,
@@ -155,7 +185,14 @@ class Collector:
             # TLS like the receivers, but no client certificates: probes and Prometheus
             # scrape it; the bearer token guards everything but /healthz and /readyz.
             HttpOptions(
-                auth_token=s.auth_token, name="api", tls_cert=s.tls_cert, tls_key=s.tls_key
+                auth_token=s.auth_token,
+                name="api",
+                tls_cert=s.tls_cert,
+                tls_key=s.tls_key,
+                idle_timeout_s=s.http_idle_timeout,
+                max_connections=s.http_max_connections,
+                same_origin=True,  # browsers: checked only when no token is set
+                allowed_hosts=tuple(h.strip() for h in s.api_allowed_hosts.split(",") if h.strip()),
             ),
         )
         self.store = Store(self.data_dir, StoreOptions.from_settings(s))
@@ -186,6 +223,8 @@ class Collector:
                     tls_client_ca=s.tls_client_ca,
                     name="otlp-http",
                     open_paths=frozenset(),
+                    idle_timeout_s=s.http_idle_timeout,
+                    max_connections=s.http_max_connections,
                 ),
             )
             http_port = self._http.port
@@ -223,4 +262,7 @@ class Collector:
         if self._api is not None:
             self._api.stop()
             self._api = None
+        if self.queries is not None:
+            self.queries.stop()
+            self.queries = None
         log.info("collector stopped in %.2fs", time.monotonic() - t0)

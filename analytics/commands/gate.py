@@ -154,6 +154,12 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "run":
             return _run(args)
         rollout = _rollout_name(args)
+        if args.rollout:
+            from analytics.gate.state import rollout_name_problem
+
+            if problem := rollout_name_problem(rollout):
+                print(f"meshlens gate {args.action}: --rollout: {problem}", file=sys.stderr)
+                return 2
         if args.action == "status":
             items = status_json(data_dir, rollout)
             if args.format == "json":

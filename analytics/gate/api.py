@@ -54,6 +54,7 @@ from analytics.gate.state import (
     list_states,
     load_state,
     pending_commands,
+    rollout_name_problem,
 )
 from analytics.window import TimeWindow
 from collector.config import Setting, parse_duration
@@ -92,6 +93,15 @@ def _clean(value: Any, what: str) -> str:
     text = str(value or "").strip()
     if not _NAME.match(text):
         raise HttpError(400, f"{what} must be a name like 'reviews' or 'v2', got {text!r}")
+    return text
+
+
+def _rollout(value: Any, what: str) -> str:
+    """A rollout name from a request: it names files under <data_dir>/gate/."""
+    text = str(value or "").strip()
+    problem = rollout_name_problem(text)
+    if problem:
+        raise HttpError(400, f"{what}: {problem}")
     return text
 
 
@@ -222,7 +232,7 @@ class GateApi:
         md = body.get("metadata") or {}
         if not isinstance(md, Mapping):
             raise HttpError(400, "metadata must be an object of strings")
-        rollout = _clean(md.get("rollout") or name, "metadata.rollout")
+        rollout = _rollout(md.get("rollout") or name, "metadata.rollout")
         service = str(md.get("service") or f"{name}.{namespace}.svc.cluster.local")
         baseline = _clean(md.get("baseline") or f"{name}-primary", "metadata.baseline")
         canary = _clean(md.get("canary") or name, "metadata.canary")
@@ -307,8 +317,8 @@ class GateApi:
         canary = _clean(params.get("canary"), "canary")
         selector = _clean(params.get("selector") or "version", "selector")
         window_s = self._window(params.get("window"))
+        rollout = _rollout(params.get("rollout") or service.split(".")[0], "rollout")
         j = self.judge(service, baseline, canary, selector, window_s)
-        rollout = str(params.get("rollout") or service.split(".")[0])
         counts = _side_counts(j.details)
         sides = {"baseline": baseline, "canary": canary}
         empty = {side: value for side, value in sides.items() if counts[side] == 0}
@@ -438,7 +448,7 @@ class GateApi:
         name = req.path[len("/gate/rollouts") :].strip("/")
         if not name:
             return Response.json({"rollouts": [s.to_json() for s in list_states(self.data_dir)]})
-        st = load_state(self.data_dir, _clean(name, "rollout"))
+        st = load_state(self.data_dir, _rollout(name, "rollout"))
         if st is None:
             raise HttpError(404, f"no rollout {name!r}")
         return Response.json(st.to_json())

@@ -39,13 +39,14 @@ from typing import Any, Final
 
 import yaml
 
+from analytics import yaml_input
 from analytics.errors import RolloutConfigError
+from analytics.gate.state import rollout_name_problem
 from collector.config import parse_duration
 
 ACTUATORS: Final = ("kubernetes", "file", "envoy", "none")
 INCONCLUSIVE_POLICIES: Final = ("hold", "pause", "fail")
 DEADLINE_ACTIONS: Final = ("rollback", "pause")
-_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +150,8 @@ def parse_rollout_config(data: Mapping[str, Any], path: str = "<config>") -> Rol
     if not isinstance(data, Mapping):
         raise RolloutConfigError(path, "", "the document must be a mapping")
     name = str(_get(data, "rollout", "name", default="")).strip()
-    if not name or not set(name.lower()) <= _NAME_CHARS or name.startswith("."):
-        raise RolloutConfigError(path, "rollout", f"{name!r}: use letters, digits, '-', '.', '_'")
+    if problem := rollout_name_problem(name):
+        raise RolloutConfigError(path, "rollout", problem)
     required = {}
     for key in ("service", "baseline", "canary"):
         value = str(data.get(key) or "").strip()
@@ -270,7 +271,7 @@ def load_rollout_config(path: Path) -> RolloutConfig:
     except OSError as exc:
         raise RolloutConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_input.load(text)
     except yaml.YAMLError as exc:
         raise RolloutConfigError(str(path), "", f"not valid YAML: {exc}") from None
     return parse_rollout_config(data or {}, str(path))

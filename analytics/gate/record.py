@@ -1,7 +1,8 @@
 """Every gate decision becomes a row of the `verdicts` table and, optionally, a chat message.
 
 Rows: `write_table(data_dir, "verdicts", t, node="gate", lo=<µs>)`, one small Parquet file per
-decision (a gate decides once per interval, so the files stay few; compaction merges them).
+decision or webhook call; the collector's compaction merges them (`layout.GATE_NODE` is a
+time-numbered writer, see collector/store/compaction.py).
 Notifications: POST {"text": ...} (Slack incoming-webhook compatible) with a short timeout; a
 failed notification is logged and never blocks the rollout.
 """
@@ -21,6 +22,7 @@ import requests
 
 from analytics.gate.model import Decision
 from analytics.gate.state import GateState
+from collector.store.layout import GATE_NODE
 from collector.store.schema import VERDICTS
 from collector.store.writer import write_table
 
@@ -91,7 +93,7 @@ def record_rows(data_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
     if not rows:
         return []
     table = pa.Table.from_pylist(rows, schema=VERDICTS)
-    return write_table(Path(data_dir), "verdicts", table, node="gate", lo=_next_lo())
+    return write_table(Path(data_dir), "verdicts", table, node=GATE_NODE, lo=_next_lo())
 
 
 def notification_text(row: dict[str, Any]) -> str:

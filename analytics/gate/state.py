@@ -15,6 +15,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,20 @@ PHASES: Final = ("initializing", "progressing", "paused", "promoting", "succeede
 TERMINAL: Final = frozenset({"succeeded", "failed"})
 COMMANDS: Final = ("pause", "resume", "promote", "abort")
 STATE_VERSION: Final = 1
+# A rollout name becomes a file name under <data_dir>/gate/: a Kubernetes object name (DNS-1123
+# subdomain, which Flagger canaries and Argo Rollouts use) plus upper case and '_' (rollout.yaml
+# names). No '/', and it starts with a letter or digit, so never '.' or '..'.
+ROLLOUT_NAME_RULE: Final = (
+    "1-253 letters, digits, '-', '.' or '_', starting and ending with a letter or digit"
+)
+_ROLLOUT_NAME: Final = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
+
+
+def rollout_name_problem(name: object) -> str:
+    """Why `name` is not a valid rollout name ('' when it is)."""
+    if isinstance(name, str) and _ROLLOUT_NAME.fullmatch(name):
+        return ""
+    return f"rollout name {name!r} is invalid: use {ROLLOUT_NAME_RULE}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +94,29 @@ def gate_dir(data_dir: Path) -> Path:
     return data_dir / "gate"
 
 
+def _rollout_path(data_dir: Path, rollout: str, suffix: str) -> Path:
+    """<data_dir>/gate/<rollout><suffix>, refused unless it stays directly in the gate dir
+    (every entry validates the name too; this is the last line)."""
+    root = gate_dir(data_dir)
+    problem = rollout_name_problem(rollout)
+    if problem:
+        raise GateStateError(str(root), problem)
+    path = root / f"{rollout}{suffix}"
+    if os.path.dirname(os.path.normpath(path)) != os.path.normpath(root):
+        raise GateStateError(str(root), f"rollout {rollout!r} leaves the gate directory")
+    return path
+
+
 def state_path(data_dir: Path, rollout: str) -> Path:
-    return gate_dir(data_dir) / f"{rollout}.json"
+    return _rollout_path(data_dir, rollout, ".json")
 
 
 def commands_dir(data_dir: Path, rollout: str) -> Path:
-    return gate_dir(data_dir) / f"{rollout}.commands"
+    return _rollout_path(data_dir, rollout, ".commands")
+
+
+def lock_path(data_dir: Path, rollout: str) -> Path:
+    return _rollout_path(data_dir, rollout, ".lock")
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
@@ -182,7 +214,7 @@ def consume(path: Path) -> None:
 def rollout_lock(data_dir: Path, rollout: str) -> Iterator[Path]:
     """Hold the rollout's lock: a second gate for the same rollout fails fast (one controller
     per rollout; Flagger shows what two do to step weights)."""
-    path = gate_dir(data_dir) / f"{rollout}.lock"
+    path = lock_path(data_dir, rollout)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -199,7 +231,7 @@ def rollout_lock(data_dir: Path, rollout: str) -> Iterator[Path]:
 
 def is_locked(data_dir: Path, rollout: str) -> bool:
     """True when a gate process holds the rollout's lock right now."""
-    path = gate_dir(data_dir) / f"{rollout}.lock"
+    path = lock_path(data_dir, rollout)
     if not path.exists():
         return False
     fd = os.open(path, os.O_RDWR)

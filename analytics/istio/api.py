@@ -2,6 +2,8 @@
 
 Body: {"config": "<YAML text of Istio resources>", "since": "1h"} (or "from"/"to"). The answer is
 the same JSON as `meshlens check --format json`; an invalid resource is a 400 naming the field.
+The YAML may be at most 1 MiB, and aliases may not expand it beyond analytics.yaml_input's
+API_LIMITS (a 400 says which limit).
 """
 
 from __future__ import annotations
@@ -9,13 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from analytics.errors import AnalyticsError
 from analytics.istio.checks import CHECKS, run_check
 from analytics.istio.resources import parse_documents
 from analytics.window import parse_window
+from analytics.yaml_input import API_LIMITS
 from collector.httpd import HttpError, Request, Response, Route
+
+# YAML text in a request: aliases are budgeted (API_LIMITS) and the text itself is capped.
+MAX_CONFIG_BYTES: Final = 1024 * 1024
 
 
 def _handler(check: str, data_dir: Path) -> Callable[[Request], Response]:
@@ -23,8 +29,15 @@ def _handler(check: str, data_dir: Path) -> Callable[[Request], Response]:
         body = req.json()
         if not isinstance(body, dict) or not isinstance(body.get("config"), str):
             raise HttpError(400, "body must be JSON with 'config': YAML text of Istio resources")
+        size = len(body["config"].encode())
+        if size > MAX_CONFIG_BYTES:
+            raise HttpError(
+                400,
+                f"request.config is {size} bytes, more than the {MAX_CONFIG_BYTES} byte limit "
+                "(check a smaller set of resources, or use `meshlens check -f` on files)",
+            )
         try:
-            config = parse_documents(body["config"], "request.config")
+            config = parse_documents(body["config"], "request.config", limits=API_LIMITS)
             window = parse_window(
                 body.get("since"), body.get("from"), body.get("to"), now=datetime.now(UTC)
             )

@@ -17,6 +17,7 @@ import yaml
 
 from analytics.errors import IstioConfigError
 from analytics.istio.kube import KubeService, KubeWorkload, from_document
+from analytics.yaml_input import FILE_LIMITS, YamlLimits, load_all
 
 _NET: Final = "cloudcoil.models.istio.networking.v1"
 _SEC: Final = "cloudcoil.models.istio.security.v1"
@@ -151,12 +152,15 @@ def _expand(doc: Any) -> Iterator[Any]:
         yield doc
 
 
-def parse_documents(text: str, path: str, *, namespace: str | None = None) -> IstioConfig:
+def parse_documents(
+    text: str, path: str, *, namespace: str | None = None, limits: YamlLimits = FILE_LIMITS
+) -> IstioConfig:
     """Parse one YAML stream (several documents, List objects) into resources. `namespace`:
-    where resources without metadata.namespace go (`kubectl apply -n`; default 'default')."""
+    where resources without metadata.namespace go (`kubectl apply -n`; default 'default').
+    `limits`: how far aliases may expand (API_LIMITS for request bodies)."""
     default_ns = namespace or "default"
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = load_all(text, limits)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -7,21 +7,27 @@ Request body:
      "config": {... YAML-equivalent mapping or a Kayenta canary config ...},  # optional
      "mode": "sequential",                             # optional override of config.mode
      "expected_share": 0.1}                            # optional, for request_share metrics
-Answers 200 with the verdict JSON, 400 on bad input or config.
+Answers 200 with the verdict JSON, 400 on bad input or config, 502 when the Prometheus failed.
+A request never makes the collector contact a URL of its choosing: a URL-like field of `config`
+(prometheus_url) must be the operator's --canary-prometheus-url, which is used when it is left
+out; a Prometheus failure is answered without connection details (they are logged).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from analytics.errors import AnalyticsError
-from analytics.judge.config import default_config, parse_config
+from analytics.errors import AnalyticsError, PrometheusError
+from analytics.judge.config import default_config, parse_request_config
 from analytics.judge.model import MODES, Verdict
 from collector.httpd import HttpError, Request, Response, Route
+
+log = logging.getLogger(__name__)
 
 
 def _setting(settings: Any, name: str, default: Any) -> Any:
@@ -30,8 +36,11 @@ def _setting(settings: Any, name: str, default: Any) -> Any:
     return getattr(settings, name, default)
 
 
-def analyze_request(body: Any, data_dir: Path, *, now: datetime | None = None) -> Verdict:
-    """The analysis a JSON body asks for (raises AnalyticsError on bad input)."""
+def analyze_request(
+    body: Any, data_dir: Path, *, now: datetime | None = None, prometheus_url: str = ""
+) -> Verdict:
+    """The analysis a JSON body asks for (raises AnalyticsError on bad input). `prometheus_url`:
+    the operator's Prometheus, the only URL a request's config may use."""
     from analytics.catalog import connect
     from analytics.errors import JudgeInputError
     from analytics.judge.analyze import analyze
@@ -46,7 +55,9 @@ def analyze_request(body: Any, data_dir: Path, *, now: datetime | None = None) -
         body.get("since"), body.get("from"), body.get("to"), now=now or datetime.now(UTC)
     )
     config = (
-        parse_config(body["config"], "request.config") if body.get("config") else default_config()
+        parse_request_config(body["config"], prometheus_url, "request.config")
+        if body.get("config")
+        else default_config()
     )
     mode = body.get("mode")
     if mode is not None:
@@ -76,10 +87,20 @@ def analyze_request(body: Any, data_dir: Path, *, now: datetime | None = None) -
 def judge_routes(settings: Any) -> list[Route]:
     """Routes for the API port; `settings` is the serve namespace or a mapping (data_dir)."""
     data_dir = Path(_setting(settings, "data_dir", "meshlens-data"))
+    prometheus_url = str(_setting(settings, "canary_prometheus_url", "") or "")
 
     def handle(req: Request) -> Response:
         try:
-            verdict = analyze_request(req.json(), data_dir)
+            verdict = analyze_request(req.json(), data_dir, prometheus_url=prometheus_url)
+        except PrometheusError as exc:
+            if exc.url == "-":  # refused before any query (no PromQL for that metric kind)
+                raise HttpError(400, str(exc)) from None
+            # The operator's Prometheus failed: the details (address, connection errors) go to
+            # the log, not to the caller.
+            log.warning("canary analysis: %s", exc)
+            raise HttpError(
+                502, "the configured Prometheus failed to answer; see the collector log"
+            ) from None
         except AnalyticsError as exc:
             raise HttpError(400, str(exc)) from None
         return Response.json(verdict.to_json())

@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Final, cast
 
 import yaml
 
+from analytics import yaml_input
 from analytics.errors import CanaryConfigError
 from analytics.judge.model import (
     DIRECTIONS,
@@ -375,6 +376,41 @@ def _group_weights(ctx: _Ctx, raw: Any, field: str) -> dict[str, float]:
     return out
 
 
+def _url_fields(data: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(field path, value) of every URL-like field (a key mentioning url or endpoint)."""
+    if isinstance(data, Mapping):
+        for k, v in data.items():
+            sub = f"{path}.{k}" if path else str(k)
+            low = str(k).lower()
+            if ("url" in low or "endpoint" in low) and not isinstance(v, Mapping | list):
+                yield sub, str(v)
+            else:
+                yield from _url_fields(v, sub)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _url_fields(v, f"{path}[{i}]")
+
+
+def parse_request_config(data: Any, prometheus_url: str, path: str) -> CanaryConfig:
+    """A config sent over the API: it may not make the collector contact a URL the operator
+    did not configure. A URL-like field must equal the operator's Prometheus URL (`prometheus_url`,
+    '' when none); without one, the config uses the operator's."""
+    allowed = prometheus_url.rstrip("/")
+    for field, value in _url_fields(data):
+        if not allowed or value.rstrip("/") != allowed:
+            raise CanaryConfigError(
+                path,
+                field,
+                "an API request cannot choose a URL; leave it out to use the Prometheus the "
+                "operator configured (--canary-prometheus-url)"
+                + ("" if allowed else ", which is not set"),
+            )
+    if allowed and isinstance(data, Mapping) and not is_kayenta_config(data):
+        data = {**data, "prometheus_url": allowed}
+    config = parse_config(data, path)
+    return replace(config, prometheus_url=allowed) if allowed else config
+
+
 def load_config(path: str | Path) -> CanaryConfig:
     """Read a YAML canary config or a Kayenta canary-config JSON file."""
     p = Path(path)
@@ -383,7 +419,7 @@ def load_config(path: str | Path) -> CanaryConfig:
     except OSError as exc:
         raise CanaryConfigError(str(p), "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if p.suffix == ".json" else yaml_input.load(text)
     except (yaml.YAMLError, ValueError) as exc:
         raise CanaryConfigError(
             str(p), "", f"not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}"

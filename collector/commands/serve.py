@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Final
 
 from collector.config import OBJECT_STORE, SERVE, Setting, add_settings, parse_duration
+from collector.decode import limits
 from collector.errors import ConfigError
 from collector.server import BoundPorts, Collector
 
@@ -91,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
         where = str(args.data_dir).replace("s3:/", "s3://", 1)  # Path collapsed the '//'
         raise ConfigError("--data-dir", where, "serve needs a local directory; use --object-store")
     limit_malloc_arenas()
+    # Decode workers are spawned: they read the decode limits from the environment.
+    limits.export_to_environ(vars(args), os.environ)
+    limits.set_current(None)
     stop = threading.Event()
     received: list[int] = []
 

@@ -14,15 +14,17 @@ a span's attributes cost a few dictionary lookups instead of a protobuf object w
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from collector.decode import limits
 from collector.store.schema import UNKNOWN
 
 # protobuf already refuses messages nested deeper than 100; this keeps Python recursion smaller.
@@ -74,6 +76,31 @@ def attributes_to_dict(attributes: Iterable[KeyValue]) -> dict[str, object]:
     return {kv.key: any_value_to_python(kv.value) for kv in attributes}
 
 
+def limited_dict(
+    attributes: Sequence[KeyValue], count: int, value_length: int
+) -> tuple[dict[str, object], int]:
+    """`attributes_to_dict` of the first `count` attributes (0: all), text values cut to
+    `value_length` characters (0: whole), and how many attributes were dropped."""
+    dropped = 0
+    if count > 0 and len(attributes) > count:
+        dropped = len(attributes) - count
+        attributes = attributes[:count]
+    d = attributes_to_dict(attributes)
+    if value_length > 0:
+        d = {k: truncate(v, value_length) for k, v in d.items()}
+    return d, dropped
+
+
+def truncate(value: object, length: int) -> object:
+    """A text value (or the text in an array) cut to `length` characters, as the OTel SDKs'
+    attribute value length limit does; other values unchanged."""
+    if type(value) is str:
+        return value[:length] if len(value) > length else value
+    if type(value) is list:
+        return [truncate(v, length) for v in value]
+    return value
+
+
 def to_json(value: object) -> str:
     """Canonical compact JSON (sorted keys, UTF-8) of a JSON-safe value."""
     return _encode_json(value)
@@ -108,6 +135,20 @@ class KeyValueCache:
         get = self._entries.get
         return [get(raw) or self._miss(raw) for raw in raws]
 
+    def limited(
+        self, raws: Sequence[bytes], count: int, value_length: int
+    ) -> tuple[list[Entry], int]:
+        """`entries` of the first `count` raw KeyValues (0: all), text values cut to
+        `value_length` characters (0: whole); and how many attributes were dropped."""
+        dropped = 0
+        if count > 0 and len(raws) > count:
+            dropped = len(raws) - count
+            raws = raws[:count]
+        entries = self.entries(raws)
+        if value_length > 0:
+            entries = [_cut(e, value_length) for e in entries]
+        return entries, dropped
+
     def _miss(self, raw: bytes) -> Entry:
         parsed = _short_kv(raw)
         if parsed is None:
@@ -123,6 +164,14 @@ class KeyValueCache:
             self._entries.clear()
         self._entries[raw] = entry
         return entry
+
+
+def _cut(entry: Entry, length: int) -> Entry:
+    key, value, _ = entry
+    cut = truncate(value, length)
+    if cut == value:
+        return entry
+    return key, cut, _encode_string(key) + ":" + _encode_json(cut)
 
 
 def _short_kv(raw: bytes) -> tuple[str, str | int] | None:
@@ -187,6 +236,7 @@ class ResourceInfo:
     service_version: str
     attributes: dict[str, object]
     attributes_json: str
+    dropped: int = 0  # attributes over the resource attribute count limit
 
 
 def _text(value: object) -> str:
@@ -195,18 +245,24 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else to_json(value)
 
 
-def resource_info_from_dict(attributes: dict[str, object]) -> ResourceInfo:
+def resource_info_from_dict(attributes: dict[str, object], dropped: int = 0) -> ResourceInfo:
     return ResourceInfo(
         service_name=_text(attributes.get("service.name")),
         service_namespace=_text(attributes.get("service.namespace")),
         service_version=_text(attributes.get("service.version")),
         attributes=attributes,
         attributes_json=to_json(attributes),
+        dropped=dropped,
     )
 
 
 def resource_info(resource: Resource) -> ResourceInfo:
-    return resource_info_from_dict(attributes_to_dict(resource.attributes))
+    """ResourceInfo within this process's resource attribute limits (`limits.current`)."""
+    lim = limits.current()
+    attributes, dropped = limited_dict(
+        resource.attributes, lim.resource_attribute_count, lim.attribute_value_length
+    )
+    return resource_info_from_dict(attributes, dropped)
 
 
 def resource_info_from_bytes(raw: bytes) -> ResourceInfo:
@@ -214,16 +270,20 @@ def resource_info_from_bytes(raw: bytes) -> ResourceInfo:
     return resource_info(Resource.FromString(raw))
 
 
-_resources: dict[bytes, ResourceInfo] = {}
+_resources: dict[tuple[int, bytes, limits.DecodeLimits], ResourceInfo] = {}
+# Longer resources are memoised by a digest: 4096 keys of a 16 MiB request would be 64 GiB.
+_KEY_BYTES: Final = 1024
 
 
 def resource_for(raw: bytes) -> ResourceInfo:
     """ResourceInfo of encoded Resource bytes, memoised per process (an SDK or a proxy sends
     the same resource in every request). Bad bytes raise protobuf's DecodeError."""
-    info = _resources.get(raw)
+    digest = raw if len(raw) <= _KEY_BYTES else hashlib.blake2b(raw, digest_size=32).digest()
+    key = (len(raw), digest, limits.current())
+    info = _resources.get(key)
     if info is None:
         info = resource_info_from_bytes(raw)
         if len(_resources) >= 4096:
             _resources.clear()
-        _resources[raw] = info
+        _resources[key] = info
     return info

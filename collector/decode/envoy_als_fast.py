@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
-from collector.decode import envoy_als, identity
+from collector.decode import envoy_als, identity, window
 from collector.decode.request_rows import IDENTITY_COLUMNS as NORMALIZED
 from collector.errors import DecodeError
 from collector.proto.gen import meshlens_envoy_accesslog_pb2 as accesslog_pb2
@@ -71,10 +71,16 @@ def record_part(record: Record) -> Record:
 def records_tables(records: Sequence[Record]) -> dict[str, pa.Table]:
     """Many ALS records -> {"requests": table}, rows in record order. Raises DecodeError for
     a batch holding a record that does not decode (the converter then decodes one by one)."""
-    table = fast_table(records) if AVAILABLE else None
-    if table is None:
-        return envoy_als.als_columns_tables([envoy_als.als_record_columns(r) for r in records])
-    return {"requests": table}
+    fast = _fast_table(records) if AVAILABLE else None
+    if fast is None:
+        parts = [envoy_als.als_record_columns(r) for r in records]
+        table = envoy_als.als_columns_tables(parts)["requests"]
+        per_record: Any = [len(next(iter(p.values()), ())) for p in parts]
+    else:
+        table, per_record = fast
+    # The live-ingest timestamp window, around each row's own record's receipt time.
+    received = np.repeat(np.array([r.received_ns // 1000 for r in records], np.int64), per_record)
+    return {"requests": window.apply_table("requests", table, received)}
 
 
 def _identifier_key(record: Record) -> bytes | None:
@@ -131,6 +137,12 @@ def _resolve(
 
 def fast_table(records: Sequence[Record]) -> pa.Table | None:
     """The C path; None when the extension declines the batch (or is not built)."""
+    fast = _fast_table(records)
+    return None if fast is None else fast[0]
+
+
+def _fast_table(records: Sequence[Record]) -> tuple[pa.Table, Any] | None:
+    """`fast_table` and the number of rows of each record (an int64 array)."""
     if _wire is None:
         return None
     local_ids: dict[bytes | None, int] = {}
@@ -179,4 +191,4 @@ def fast_table(records: Sequence[Record]) -> pa.Table | None:
     cols["origin"] = pc.take(
         pa.array([envoy_als.ORIGIN], pa.string()), pa.array(np.zeros(n, np.int32))
     )
-    return pa.Table.from_arrays([cols[f.name] for f in REQUESTS], schema=REQUESTS)
+    return pa.Table.from_arrays([cols[f.name] for f in REQUESTS], schema=REQUESTS), per_record

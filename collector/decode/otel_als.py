@@ -20,21 +20,30 @@ from collector.decode.access_log_text import fields_to_row, parse_fields
 from collector.decode.identity import Workload
 
 ORIGIN: Final = "otel_als"
-# Attribute-format records are recognised by these keys (any two).
-_FIELD_KEYS: Final = frozenset(
+# Attribute-format records: Envoy's formatter always has a response code, and an access log
+# names something only a proxy knows (its upstream, response flags, peer addresses). `method`
+# and `path` alone are what application logs carry too (issue 18: they must stay logs).
+_RESPONSE_KEY: Final = "response_code"
+_PROXY_KEYS: Final = frozenset(
     (
-        "response_code",
         "upstream_cluster",
-        "start_time",
+        "upstream_host",
         "response_flags",
-        "method",
-        "authority",
-        "bytes_received",
-        "bytes_sent",
-        "duration",
-        "path",
+        "response_code_details",
+        "upstream_service_time",
+        "upstream_local_address",
+        "downstream_local_address",
+        "downstream_remote_address",
+        "upstream_transport_failure_reason",
+        "connection_termination_details",
     )
 )
+
+
+def is_attribute_access_log(attributes: Mapping[str, Any]) -> bool:
+    """Whether log attributes are an Envoy access log in attribute format (Istio's JSON-format
+    keys as `logFormat.labels`): a response code and at least one proxy-only field."""
+    return _RESPONSE_KEY in attributes and not _PROXY_KEYS.isdisjoint(attributes)
 
 
 def _text(v: Any) -> str:
@@ -90,8 +99,10 @@ def otel_access_log_to_request(
     """One OTLP log record -> a requests row (dict with the keys of the requests schema, ts in
     microseconds), or None when it is not an Envoy access log."""
     fields: dict[str, Any] | None = parse_fields(body) if isinstance(body, str) and body else None
+    if fields is not None and body.lstrip().startswith("{") and not is_attribute_access_log(fields):
+        fields = None  # an application's JSON log line, not Istio's JSON access-log format
     attr_fields = {k: v for k, v in attributes.items() if isinstance(k, str)}
-    if len(_FIELD_KEYS & attr_fields.keys()) >= 2:
+    if is_attribute_access_log(attr_fields):
         fields = {**(fields or {}), **attr_fields}
     elif fields is not None:
         # Extra attributes (e.g. our local mesh's TLS fields) enrich a body line.

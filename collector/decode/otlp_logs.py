@@ -19,6 +19,7 @@ import pyarrow as pa
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from collector.decode import limits
 from collector.decode.attributes import (
     KeyValueCache,
     ResourceInfo,
@@ -72,18 +73,24 @@ def decode_logs(
     cols: dict[str, list[Any]] = {f.name: [] for f in LOGS}
     ts_ns: list[int] = []
     requests: list[dict[str, Any]] = []
+    lim = limits.current()
+    dropped = 0
     for i, rl in enumerate(request.resource_logs):
         try:
             res = resource_for(rl.resource)
         except (ProtobufDecodeError, ValueError) as exc:
             raise DecodeError(KIND, f"resource_logs[{i}].resource is invalid: {exc}") from exc
+        dropped += res.dropped
         for j, sl in enumerate(rl.scope_logs):
             for k, lr in enumerate(sl.log_records):
                 try:
-                    _decode_record(lr, res, received_ns, to_request, cols, ts_ns, requests)
+                    dropped += _decode_record(
+                        lr, res, received_ns, to_request, cols, ts_ns, requests, lim
+                    )
                 except (ProtobufDecodeError, ValueError) as exc:
                     where = f"resource_logs[{i}].scope_logs[{j}].log_records[{k}]"
                     raise DecodeError(KIND, f"{where} is invalid: {exc}") from exc
+    limits.dropped_attributes(KIND, dropped)
     if requests:
         from collector.decode.request_rows import rows_to_table
 
@@ -99,9 +106,14 @@ def _decode_record(
     cols: dict[str, list[Any]],
     ts_ns: list[int],
     requests: list[dict[str, Any]],
-) -> None:
+    lim: limits.DecodeLimits,
+) -> int:
+    """Append one record's row; returns how many of its attributes the limit dropped."""
     ts = lr.time_unix_nano or lr.observed_time_unix_nano or max(received_ns, 0)
-    attributes, attributes_json = entries_json(_cache.entries(lr.attributes))
+    entries, dropped = _cache.limited(
+        lr.attributes, lim.log_record_attribute_count, lim.attribute_value_length
+    )
+    attributes, attributes_json = entries_json(entries)
     body = _body_text(lr.body)
     if to_request is not None:
         try:
@@ -111,7 +123,7 @@ def _decode_record(
             row = None
         if row is not None:
             requests.append(row)
-            return
+            return dropped
     ts_ns.append(ts)
     cols["severity_text"].append(lr.severity_text)
     cols["severity_number"].append(lr.severity_number)
@@ -121,6 +133,7 @@ def _decode_record(
     cols["span_id"].append(lr.span_id.hex())
     cols["attributes"].append(attributes_json)
     cols["resource_attributes"].append(res.attributes_json)
+    return dropped
 
 
 def _logs_table(cols: dict[str, list[Any]], ts_ns: list[int]) -> pa.Table:

@@ -18,7 +18,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from collector.decode.attributes import ResourceInfo, attributes_to_dict, resource_info, to_json
+from collector.decode import limits
+from collector.decode.attributes import ResourceInfo, limited_dict, resource_info, to_json
 from collector.errors import DecodeError
 from collector.store.records import Record
 from collector.store.schema import METRICS
@@ -94,6 +95,8 @@ class _Rows:
         self.cols: dict[str, list[Any]] = {f.name: [] for f in METRICS}
         self.ts_ns: list[int] = []
         self.start_ns: list[int] = []
+        self.limits = limits.current()
+        self.dropped = 0  # point attributes over the attribute count limit
 
     def add(
         self, metric: Any, kind: str, res: ResourceInfo, point: Any, received_ns: int, **values: Any
@@ -107,7 +110,11 @@ class _Rows:
         c["kind"].append(kind)
         c["unit"].append(metric.unit)
         c["service_name"].append(res.service_name)
-        c["attributes"].append(to_json(attributes_to_dict(point.attributes)))
+        attributes, dropped = limited_dict(
+            point.attributes, self.limits.attribute_count, self.limits.attribute_value_length
+        )
+        self.dropped += dropped
+        c["attributes"].append(to_json(attributes))
         c["resource_attributes"].append(res.attributes_json)
         for name in (
             "value",
@@ -239,9 +246,11 @@ def decode_metrics(payload: bytes, received_ns: int = 0) -> pa.Table:
     rows = _Rows()
     for rm in request.resource_metrics:
         res = resource_info(rm.resource)
+        rows.dropped += res.dropped
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
                 _decode_metric(rows, metric, res, received_ns)
+    limits.dropped_attributes(KIND, rows.dropped)
     return rows.table()
 
 

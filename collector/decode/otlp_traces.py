@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
+from collector.decode import limits
 from collector.decode.attributes import (
     KeyValueCache,
     ResourceInfo,
@@ -149,8 +150,12 @@ def _links(links: Any) -> str:
     return to_json([{"trace_id": lk.trace_id.hex(), "span_id": lk.span_id.hex()} for lk in links])
 
 
-def _decode_scope(c: _Columns, spans: Any, res: ResourceInfo, scope_name: str) -> None:
-    entries_of = _cache.entries
+def _decode_scope(c: _Columns, spans: Any, res: ResourceInfo, scope_name: str) -> int:
+    """Append the spans' rows to `c`; returns how many attributes the limits dropped."""
+    lim = limits.current()
+    count_limit, length_limit = lim.span_attribute_count, lim.attribute_value_length
+    limited = _cache.limited
+    dropped = 0
     trace_id = c["trace_id"].append
     span_id = c["span_id"].append
     parent = c["parent_span_id"].append
@@ -202,7 +207,9 @@ def _decode_scope(c: _Columns, spans: Any, res: ResourceInfo, scope_name: str) -
             for col in no_attributes:
                 col(None)
             continue
-        d, js = entries_json(entries_of(raws))
+        entries, over = limited(raws, count_limit, length_limit)
+        dropped += over
+        d, js = entries_json(entries)
         attrs_col(js)
         get = d.get
         if status == "unset" and get("error") in ("true", True):
@@ -235,6 +242,7 @@ def _decode_scope(c: _Columns, spans: Any, res: ResourceInfo, scope_name: str) -
     c["service_version"].extend([res.service_version] * n)
     c["resource_attributes"].extend([res.attributes_json] * n)
     c["scope_name"].extend([scope_name] * n)
+    return dropped
 
 
 def decode_traces(payload: bytes, received_ns: int = 0) -> pa.Table:
@@ -244,17 +252,20 @@ def decode_traces(payload: bytes, received_ns: int = 0) -> pa.Table:
     except (ProtobufDecodeError, ValueError) as exc:
         raise DecodeError(KIND, f"invalid ExportTraceServiceRequest protobuf: {exc}") from exc
     c = _new_columns()
+    dropped = 0
     for i, rs in enumerate(request.resource_spans):
         try:
             res = resource_for(rs.resource)
         except (ProtobufDecodeError, ValueError) as exc:
             raise DecodeError(KIND, f"resource_spans[{i}].resource is invalid: {exc}") from exc
+        dropped += res.dropped
         for j, ss in enumerate(rs.scope_spans):
             try:
-                _decode_scope(c, ss.spans, res, ss.scope.name)
+                dropped += _decode_scope(c, ss.spans, res, ss.scope.name)
             except (ProtobufDecodeError, ValueError) as exc:
                 where = f"resource_spans[{i}].scope_spans[{j}]"
                 raise DecodeError(KIND, f"invalid span in {where}: {exc}") from exc
+    limits.dropped_attributes(KIND, dropped)
     return _table(c, received_ns)
 
 

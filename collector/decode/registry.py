@@ -13,6 +13,7 @@ from typing import Final
 
 import pyarrow as pa
 
+from collector.decode import window
 from collector.store.records import Record, RecordKind
 from collector.store.writer import conform
 
@@ -30,6 +31,7 @@ DECODERS: Final[dict[RecordKind, str]] = {
 # more than decoding: `part(record)` (pure, raises DecodeError: one record's rows in any form)
 # and `tables(parts)` (the tables of many records' parts at once). The converter uses them
 # instead of the one-step decoder (same rows, same order) unless that one is overridden.
+# Both kinds apply the timestamp window (`window`); the two-step ones per record's rows.
 BATCH_DECODERS: Final[dict[RecordKind, tuple[str, str]]] = {
     # The C wire decoder when built (envoy_als_fast), the Python reference otherwise.
     RecordKind.ENVOY_ALS: (
@@ -41,11 +43,20 @@ BATCH_DECODERS: Final[dict[RecordKind, tuple[str, str]]] = {
 _loaded: dict[RecordKind, Decoder] = {}
 
 
+def _windowed(decode: Decoder) -> Decoder:
+    """`decode` with the live-ingest timestamp window applied (collector.decode.window)."""
+
+    def windowed(record: Record) -> dict[str, pa.Table]:
+        return window.apply(decode(record), record.received_ns)
+
+    return windowed
+
+
 def decoder_for(kind: RecordKind) -> Decoder:
     fn = _loaded.get(kind)
     if fn is None:
         module, _, name = DECODERS[kind].partition(":")
-        fn = getattr(importlib.import_module(module), name)
+        fn = _windowed(getattr(importlib.import_module(module), name))
         _loaded[kind] = fn
     return fn
 

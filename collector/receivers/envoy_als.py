@@ -16,6 +16,10 @@ control then slows Envoy, which buffers and drops on its side) instead of failin
 gives up with RESOURCE_EXHAUSTED after `OVERLOAD_WAIT_S`. A message that does not parse ends the
 stream with INVALID_ARGUMENT (Envoy reconnects and sends the identifier again); messages before
 it are kept.
+
+Identity binding (--identity-binding, with client certificates): the first message's node must
+match the client certificate's SPIFFE ID; otherwise (enforce) the stream ends with
+PERMISSION_DENIED before anything of it is stored.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from typing import Any, Final
 import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
+from collector.decode import utf8
 from collector.errors import CollectorError, DecodeError, Overloaded
 from collector.proto.gen import meshlens_als_pb2
 from collector.receivers.failures import classify
+from collector.receivers.identity import Binding, als_claim
 from collector.receivers.ingest import Ingest
 from collector.store.records import RecordKind
 
@@ -54,25 +60,39 @@ class AlsStream:
     """Per-stream state: the node identity from the first message that had one."""
 
     identifier: bytes = b""
+    bound: bool = False  # --identity-binding checked the first message
 
 
 @dataclass(frozen=True, slots=True)
 class AlsMessage:
     identifier: bytes  # serialized Identifier, b"" when the message has none
     items: int
+    payload: bytes = b""  # what to store: the message, invalid UTF-8 replaced (utf8.repair)
+    utf8_repaired: int = 0  # string fields repaired
 
 
 def parse_message(raw: bytes) -> AlsMessage:
-    """Parse one stream message; DecodeError when it is not a StreamAccessLogsMessage."""
+    """Parse one stream message; DecodeError when it is not a StreamAccessLogsMessage.
+    Invalid UTF-8 in string fields (Envoy forwards clients' header bytes) is replaced, not
+    refused: one entry must not keep its neighbours out."""
     msg = meshlens_als_pb2.StreamAccessLogsMessage()
+    payload, repaired = raw, 0
     try:
         msg.ParseFromString(raw)
     except ProtobufDecodeError as exc:
-        raise DecodeError(
-            "StreamAccessLogsMessage", f"malformed protobuf ({len(raw)} bytes): {exc}"
-        ) from None
+        try:
+            fixed = utf8.repair(msg.DESCRIPTOR, raw)
+            if not fixed.fields:
+                raise ValueError("no invalid UTF-8 to repair")
+            msg.ParseFromString(fixed.payload)
+        except (ValueError, ProtobufDecodeError):
+            raise DecodeError(
+                "StreamAccessLogsMessage", f"malformed protobuf ({len(raw)} bytes): {exc}"
+            ) from None
+        payload, repaired = fixed.payload, fixed.fields
     ident = msg.identifier.SerializeToString() if msg.HasField("identifier") else b""
-    return AlsMessage(ident, len(msg.http_logs.log_entry) + len(msg.tcp_logs.log_entry))
+    items = len(msg.http_logs.log_entry) + len(msg.tcp_logs.log_entry)
+    return AlsMessage(ident, items, payload, repaired)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +102,9 @@ class _Queued:
     items: int
 
 
-def als_handler(ingest: Ingest, run_blocking: RunBlocking) -> grpc.GenericRpcHandler:
+def als_handler(
+    ingest: Ingest, run_blocking: RunBlocking, binding: Binding = Binding()
+) -> grpc.GenericRpcHandler:
     """The generic handler for StreamAccessLogs (raw bytes in, empty response out).
 
     Everything runs on the event loop: parsing a message (upb; in `run_blocking`'s threads above
@@ -107,7 +129,14 @@ def als_handler(ingest: Ingest, run_blocking: RunBlocking) -> grpc.GenericRpcHan
                     await _drain(queued, context)  # what came before stays accepted
                     await _fail(exc, context)
                     raise  # unreachable: abort raises
+                metrics.utf8_repaired(RECEIVER, SIGNAL, parsed.utf8_repaired)
+                raw = parsed.payload or raw
                 # The node identity arrives on a stream's first message only.
+                if binding.on and not stream.bound:
+                    # Checked on the first message, identifier or not (one without it cannot
+                    # be bound, and its entries would otherwise be stored unchecked).
+                    await _bind(parsed.identifier, len(raw), context)
+                    stream.bound = True
                 if not stream.identifier:
                     stream.identifier = parsed.identifier
                 if parsed.items == 0:
@@ -151,6 +180,14 @@ def als_handler(ingest: Ingest, run_blocking: RunBlocking) -> grpc.GenericRpcHan
                 await _drain(queued, context)
                 await _fail(exc, context)
                 raise
+
+    async def _bind(identifier: bytes, nbytes: int, context: Any) -> None:
+        """--identity-binding: the first message's node must be the certificate's workload
+        (nothing of the stream is stored before this passes)."""
+        problem = binding.check(context, [als_claim(identifier)], "Envoy ALS stream")
+        if problem:
+            metrics.request(RECEIVER, SIGNAL, "permission_denied", nbytes=nbytes)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
 
     def _ok(q: _Queued, took: float) -> None:
         metrics.request(

@@ -12,6 +12,8 @@ RESOURCE_EXHAUSTED "Received message larger than max (N vs. LIMIT)" before buffe
 applies to the decompressed size too). Auth: a bearer-token interceptor covers every method
 except grpc.health.v1 (Kubernetes gRPC probes cannot send headers; /healthz and /readyz are
 open for the same reason). SO_REUSEPORT is off so a second collector cannot silently share a port.
+Identity: with client certificates, --identity-binding checks each ALS stream's and OTLP
+request's claimed node identity against the certificate's SPIFFE ID (receivers/identity.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from collector.errors import ConfigError
 from collector.receivers import envoy_als, otlp
+from collector.receivers.identity import MODES, Binding
 from collector.receivers.ingest import Ingest
 from collector.receivers.otlp_grpc import RECEIVER as OTLP_RECEIVER
 from collector.receivers.otlp_grpc import otlp_handlers
@@ -54,6 +57,7 @@ class GrpcOptions:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    identity_binding: str = "off"  # off | warn | enforce (collector/receivers/identity.py)
     append_workers: int = 64
 
 
@@ -114,6 +118,16 @@ def _read(setting: str, path: str) -> bytes:
 
 
 def server_credentials(opts: GrpcOptions) -> grpc.ServerCredentials | None:
+    if opts.identity_binding not in MODES:
+        raise ConfigError(
+            "--identity-binding", opts.identity_binding, f"choose one of {', '.join(MODES)}"
+        )
+    if opts.identity_binding != "off" and not opts.tls_client_ca:
+        raise ConfigError(
+            "--identity-binding",
+            opts.identity_binding,
+            "needs client certificates: --tls-cert, --tls-key and --tls-client-ca",
+        )
     if not opts.tls_cert and not opts.tls_key:
         if opts.tls_client_ca:
             raise ConfigError(
@@ -183,8 +197,11 @@ class GrpcReceiver:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
-        server.add_generic_rpc_handlers(otlp_handlers(self._ingest, self._run_blocking))
-        server.add_generic_rpc_handlers([envoy_als.als_handler(self._ingest, self._run_blocking)])
+        binding = Binding(opts.identity_binding)
+        server.add_generic_rpc_handlers(otlp_handlers(self._ingest, self._run_blocking, binding))
+        server.add_generic_rpc_handlers(
+            [envoy_als.als_handler(self._ingest, self._run_blocking, binding)]
+        )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         addr = _address(opts.host, opts.port)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from collector.decode import utf8
 from collector.errors import CollectorError, DecodeError, StoreUnavailable
 from collector.receivers import otlp
 from collector.receivers.failures import classify
@@ -130,11 +131,27 @@ class Ingest:
                 self._cond.wait(left)
         return True
 
+    def _check_repairing(self, receiver: str, signal: otlp.Signal, raw: bytes) -> otlp.Checked:
+        """`otlp.check`; a request refused for invalid UTF-8 in string fields is checked
+        again with those bytes replaced (one bad attribute must not lose its neighbours)."""
+        try:
+            return otlp.check(signal, raw)
+        except DecodeError as exc:
+            try:
+                fixed = utf8.repair(signal.request.DESCRIPTOR, raw)
+            except ValueError:
+                raise exc from None  # malformed wire data: the parser's message says more
+            if not fixed.fields:
+                raise
+        checked = otlp.check(signal, fixed.payload)
+        self.metrics.utf8_repaired(receiver, signal.name, fixed.fields)
+        return checked
+
     def otlp(self, receiver: str, signal: otlp.Signal, raw: bytes) -> otlp.Checked:
         """Check, store and count one OTLP export request; the caller acks the result or maps
         the raised CollectorError with `failures.classify`."""
         try:
-            checked = otlp.check(signal, raw)
+            checked = self._check_repairing(receiver, signal, raw)
         except DecodeError:
             self.metrics.request(receiver, signal.name, "invalid", nbytes=len(raw))
             raise

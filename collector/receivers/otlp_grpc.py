@@ -2,7 +2,8 @@
 
 grpc hands the handler the request bytes undeserialized (request_deserializer=None): the check
 parses once, and the bytes stored are the bytes received. Parse and append run together in the
-ingest thread pool, so the event loop only moves bytes.
+ingest thread pool, so the event loop only moves bytes. With --identity-binding each resource's
+claimed namespace is checked against the client certificate first (an extra parse, only then).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc
 from collector.errors import CollectorError
 from collector.receivers import otlp
 from collector.receivers.failures import classify
+from collector.receivers.identity import Binding, otlp_claims, otlp_resource_attributes
 from collector.receivers.ingest import Ingest
 
 RECEIVER: Final = "otlp_grpc"
@@ -28,11 +30,19 @@ async def abort(context: Any, exc: CollectorError) -> NoReturn:
     raise AssertionError("unreachable: context.abort raises")
 
 
-def otlp_handlers(ingest: Ingest, run_blocking: RunBlocking) -> list[grpc.GenericRpcHandler]:
+def otlp_handlers(
+    ingest: Ingest, run_blocking: RunBlocking, binding: Binding = Binding()
+) -> list[grpc.GenericRpcHandler]:
     handlers = []
     for signal in otlp.SIGNALS:
 
         async def export(raw: bytes, context: Any, signal: otlp.Signal = signal) -> bytes:
+            if binding.on:
+                attrs = await run_blocking(otlp_resource_attributes, signal.request, raw)
+                problem = binding.check(context, otlp_claims(attrs), f"OTLP {signal.name}")
+                if problem:
+                    ingest.metrics.request(RECEIVER, signal.name, "permission_denied")
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
             try:
                 checked = await run_blocking(ingest.otlp, RECEIVER, signal, raw)
             except CollectorError as exc:

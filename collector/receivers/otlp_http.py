@@ -7,7 +7,9 @@ Export*ServiceResponse (partial_success when items were rejected); on failure a 
 with 400 (bad data, do not retry), 413 (too large), 415 (content type), 429 / 503 with
 Retry-After (retry). A JSON body with a bad value gets a 400 whose message names the field's JSON
 path and the problem, and whose details hold a google.rpc.BadRequest with that field violation
-(the OTLP spec's "Bad Data"). Auth and the body-size limit are httpd's (HttpOptions).
+(the OTLP spec's "Bad Data"). Auth, the body-size limit and the framing are httpd's
+(HttpOptions): a body arrives here whole (Content-Length or chunked) or not at all, so a client
+that gave up mid-send has nothing stored or acknowledged and its retry is no duplicate.
 """
 
 from __future__ import annotations

@@ -10,7 +10,16 @@ merged. A segment still in the WAL will write `<node>_<s>_<s>.parquet` later; if
 spanned `s`, that file would be hidden and its rows lost. New segments always get higher numbers,
 so ranges of merged files never contain a future segment.
 
-Only this collector's own node is compacted; other writers (gate, importer) own their names.
+Which files: this collector's own node (bounded by `below_seq` as above), and the writers
+whose numbers are wall-clock microseconds and never come from a WAL: the gate (`gate`, one
+file per decision or webhook call) and the importer (`import-*`). Their bound is time: only
+files numbered, and last modified, more than `compact_after` ago are merged, so a file being
+written now cannot land inside a merged range. Other collectors' nodes are never touched: their
+WAL may still hold a segment we cannot see.
+
+Which partitions: any, past or future (clock-skewed clients), once the hour ended
+`compact_after` ago, or once no file arrived for `compact_after` (a quiet partition), or when
+FILES_WITHOUT_WAITING files piled up in a partition still being written.
 """
 
 from __future__ import annotations
@@ -25,13 +34,22 @@ from typing import Final
 
 import pyarrow.parquet as pq
 
-from collector.store.layout import SegmentFile, list_table_files, segment_file_name, visible
+from collector.store.layout import (
+    SegmentFile,
+    is_time_numbered,
+    list_table_files,
+    segment_file_name,
+    visible,
+)
 from collector.store.schema import TABLES
 from collector.store.writer import ROW_GROUP_SIZE, conform, fsync_dir, parquet_options
 
 log = logging.getLogger(__name__)
 
 TARGET_BYTES: Final = 256 * 1024 * 1024  # stop adding inputs to one output past this size
+# A partition still receiving files is merged once it has this many: enough that rewriting the
+# previous output each time costs little, few enough that a scan does not open thousands.
+FILES_WITHOUT_WAITING: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,20 +65,27 @@ def partition_end(dt: str, hr: str) -> float:
     return start.timestamp() + 3600.0
 
 
-def plan(files: list[SegmentFile], below_seq: int, target_bytes: int) -> list[list[SegmentFile]]:
+def plan(
+    files: list[SegmentFile],
+    below_seq: int,
+    target_bytes: int,
+    settled_before: float | None = None,
+) -> list[list[SegmentFile]]:
     """Runs of consecutive visible files (by range) to merge, each of 2+ files.
 
     `files` are one partition's files of one node. A file at or above `below_seq` breaks a run,
-    and so does the size target, so an output's range covers its inputs and nothing else."""
+    and so does one modified at or after `settled_before` (when given) and the size target, so
+    an output's range covers its inputs and nothing else."""
     runs: list[list[SegmentFile]] = []
     run: list[SegmentFile] = []
     size = 0
     for f in visible(files):
         try:
-            fsize = f.path.stat().st_size
+            st = f.path.stat()
+            fsize, recent = st.st_size, settled_before is not None and st.st_mtime >= settled_before
         except FileNotFoundError:
-            fsize = -1
-        if f.hi >= below_seq or fsize < 0:
+            fsize, recent = -1, False
+        if f.hi >= below_seq or fsize < 0 or recent:
             runs.append(run)
             run, size = [], 0
             continue
@@ -116,6 +141,27 @@ def delete_covered(files: list[SegmentFile], now: float, grace: float) -> int:
     return deleted
 
 
+def due(dt: str, hr: str, files: list[SegmentFile], now: float, compact_after: float) -> bool:
+    """Whether a partition's files (one node) should be merged now: see the module doc."""
+    shown = visible(files)
+    if len(shown) < 2:
+        return False
+    if len(shown) >= FILES_WITHOUT_WAITING:
+        return True
+    try:
+        if partition_end(dt, hr) + compact_after <= now:
+            return True
+    except ValueError:  # an impossible date (dt=2026-02-30): judged by its files alone
+        pass
+    newest = 0.0
+    for f in shown:
+        try:
+            newest = max(newest, f.path.stat().st_mtime)
+        except FileNotFoundError:
+            pass
+    return newest + compact_after <= now
+
+
 def compact_node(
     data_dir: Path,
     node: str,
@@ -127,18 +173,24 @@ def compact_node(
     target_bytes: int = TARGET_BYTES,
 ) -> CompactionResult:
     """One pass over every table: delete expired compaction inputs, then merge the small files
-    of partitions whose hour ended more than `compact_after` seconds ago."""
+    of due partitions (`due`) of `node` and of the time-numbered writers (gate, importer)."""
     outputs = inputs = deleted = 0
+    # Time-numbered writers: numbers (µs) and files older than compact_after are settled.
+    settled_us = int((now - compact_after) * 1_000_000)
     for table in TABLES:
-        parts: dict[tuple[str, str], list[SegmentFile]] = {}
+        parts: dict[tuple[str, str, str], list[SegmentFile]] = {}
         for f in list_table_files(data_dir, table):
-            if f.node == node:
-                parts.setdefault((f.dt, f.hr), []).append(f)
-        for (dt, hr), files in parts.items():
+            if f.node == node or is_time_numbered(f.node):
+                parts.setdefault((f.dt, f.hr, f.node), []).append(f)
+        for (dt, hr, owner), files in parts.items():
             deleted += delete_covered(files, now, grace)
-            if partition_end(dt, hr) + compact_after > now:
+            if not due(dt, hr, files, now, compact_after):
                 continue
-            for run in plan(files, below_seq, target_bytes):
+            if owner == node:
+                runs = plan(files, below_seq, target_bytes)
+            else:
+                runs = plan(files, settled_us, target_bytes, settled_before=now - compact_after)
+            for run in runs:
                 t0 = time.monotonic()
                 out = merge(table, run)
                 outputs += 1

@@ -17,18 +17,18 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from collector.decode import registry
+from collector.decode import limits, registry
 from collector.store import wal
-from collector.store.layout import wal_segment_path
+from collector.store.layout import list_table_files, wal_segment_path
 from collector.store.records import Record, RecordKind
-from collector.store.schema import TIME_COLUMN
+from collector.store.schema import TABLES, TIME_COLUMN
 from collector.store.writer import (
     conform,
     fsync_dir,
@@ -55,6 +55,9 @@ class ConvertResult:
     files: tuple[str, ...]
     seconds: float
     wal_problem: str | None = None
+    # What the decode limits changed (collector/decode/limits.py): attributes_dropped,
+    # timestamps_clamped, rows_too_old.
+    limited: dict[str, int] = field(default_factory=dict)
 
 
 def load_decoder(kind: RecordKind, overrides: Mapping[int, str]) -> Decoder:
@@ -227,6 +230,32 @@ def write_dead_letters(path: Path, bodies: list[bytes], *, fsync: bool = True) -
         fsync_dir(path.parent)
 
 
+def dead_letter_segment(
+    data_dir: Path, node: str, seq: int, path: Path, reason: str, *, fsync: bool = True
+) -> Path:
+    """Move a WAL segment that keeps failing to convert into the dead letters (same name and
+    framing, so `Store.requeue_dead_letters` replays it), with `<name>.reason` saying why.
+
+    Parquet files an earlier try left for `seq` are removed first: the replay converts the
+    whole segment again under a new number, and their rows would otherwise be counted twice.
+    A record dead-letter file of the same segment is replaced (the segment holds its records)."""
+    for table in TABLES:
+        for f in list_table_files(data_dir, table):
+            if f.node == node and f.lo == seq and f.hi == seq:
+                f.path.unlink(missing_ok=True)
+                if fsync:
+                    fsync_dir(f.path.parent)
+    dest = dead_letter_path(data_dir, node, seq)
+    make_dirs(dest.parent, fsync=fsync)
+    note = dest.with_name(f"{dest.name}.reason")
+    note.write_text(f"{reason}\n")
+    os.replace(path, dest)
+    if fsync:
+        fsync_dir(dest.parent)
+        fsync_dir(path.parent)
+    return dest
+
+
 def convert_segment(
     data_dir: str,
     node: str,
@@ -242,7 +271,10 @@ def convert_segment(
     if limit is not None:
         data = data[:limit]
     bodies, scanned = wal.read_frames(data)
+    before = limits.counts()
     tables, failed, samples = decode_all(bodies, overrides or {})
+    after = limits.counts()
+    limited = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
     files: list[str] = []
     rows: dict[str, int] = {}
     if failed:
@@ -262,4 +294,5 @@ def convert_segment(
         files=tuple(files),
         seconds=time.monotonic() - t0,
         wal_problem=scanned.problem,
+        limited=limited,
     )

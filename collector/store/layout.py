@@ -26,6 +26,9 @@ from typing import Final
 
 SEQ_WIDTH: Final = 16
 WAL_DIR: Final = "wal"
+# Writers that are not a WAL and number their files with wall-clock microseconds.
+GATE_NODE: Final = "gate"
+IMPORT_NODE_PREFIX: Final = "import-"
 _NODE_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _FILE_RE: Final = re.compile(
     r"^(?P<node>[a-z0-9][a-z0-9-]*)_(?P<lo>\d{16})_(?P<hi>\d{16})\.parquet$"
@@ -63,6 +66,17 @@ class SegmentFile:
         )
 
 
+def is_time_numbered(node: str) -> bool:
+    """A writer whose numbers are wall-clock µs, not WAL segments (the gate, the importer)."""
+    return node == GATE_NODE or node.startswith(IMPORT_NODE_PREFIX)
+
+
+def _day(when: datetime) -> str:
+    # Zero-padded by hand: strftime's %Y gives "5", not "0005", for year 5 on glibc, and such
+    # a directory would be invisible to readers, compaction and retention.
+    return f"{when.year:04d}-{when.month:02d}-{when.day:02d}"
+
+
 def wal_dir(data_dir: Path) -> Path:
     return data_dir / WAL_DIR
 
@@ -79,12 +93,12 @@ def parse_wal_segment_name(name: str) -> tuple[str, int] | None:
 
 def partition_dir(data_dir: Path, table: str, when: datetime) -> Path:
     when = when.astimezone(UTC)
-    return data_dir / table / f"dt={when:%Y-%m-%d}" / f"hr={when:%H}"
+    return data_dir / table / f"dt={_day(when)}" / f"hr={when:%H}"
 
 
 def partition_key(when: datetime) -> tuple[str, str]:
     when = when.astimezone(UTC)
-    return f"{when:%Y-%m-%d}", f"{when:%H}"
+    return _day(when), f"{when:%H}"
 
 
 def segment_file_name(node: str, lo: int, hi: int | None = None) -> str:

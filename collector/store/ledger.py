@@ -35,7 +35,8 @@ class Segment:
     size: int
     first_ns: int  # receive time of its first record (for the WAL lag)
     limit: int | None = None  # bytes known good once closed (None: scan to the first bad frame)
-    attempts: int = 0  # failed conversions so far
+    attempts: int = 0  # failed conversions so far that were the segment's own fault
+    suspect: bool = False  # shared a worker pool that crashed: convert it alone next time
 
 
 class Ledger:

@@ -2,7 +2,9 @@
 
 A partition directory is first renamed to a hidden name (readers list only `hr=HH`), so a
 reader never sees half of a partition, then removed. Leftovers of an interrupted removal and
-stale temporary files of crashed writers are cleaned up on the way.
+stale temporary files of crashed writers are cleaned up on the way. Every table of the schema
+(the gate's `verdicts` included) and every writer's files are covered: a partition goes by its
+hour, whoever wrote it. A partition whose date cannot be parsed is skipped, not fatal.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ def expire(data_dir: Path, *, now: float, retention: float) -> int:
     cutoff = now - retention
     for table in TABLES:
         for dt, hr, d in list(partitions(data_dir, table)):
-            if partition_end(dt, hr) <= cutoff:
+            try:
+                end = partition_end(dt, hr)
+            except ValueError:  # dt=2026-02-30 was not written by us; leave it to the operator
+                log.warning("retention: skipping %s: not a valid date and hour", d)
+                continue
+            if end <= cutoff:
                 hidden = d.with_name(f"{EXPIRED_PREFIX}{d.name}-{time.time_ns()}")
                 try:
                     os.rename(d, hidden)

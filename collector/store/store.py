@@ -13,7 +13,8 @@ worker pool), `converter` (one segment -> Parquet), `ledger` (unconverted segmen
 numbers, counters), `compaction` and `retention`. This module composes them and recovers the
 WAL at start: torn tails are truncated (and logged), complete segments are queued for
 conversion while new appends go to new segments. Records that fail to decode are kept in
-`<data>/deadletter/` (WAL framing); `requeue_dead_letters` converts them again after a fix.
+`<data>/deadletter/` (WAL framing), and so are whole segments that failed `conversion_attempts`
+conversions; `requeue_dead_letters` converts them again after a fix.
 
 A WAL segment is deleted only after its Parquet files are fsynced; Parquet names come from the
 segment number, so converting a segment again after a crash rewrites the same files. One
@@ -62,6 +63,9 @@ class StoreOptions:
     # Worker processes (0 = convert in the converter thread). Conversion costs ~4x the receive
     # path per item, so on 2 cores two workers (sharing the cores with it) keep up best.
     decode_workers: int = 2
+    # Failed conversions of a WAL segment (its own fault, see conversion.py) before it moves to
+    # <data>/deadletter/ (0 = retry forever).
+    conversion_attempts: int = 5
     retention: float = 7 * 86400.0  # seconds; 0 = keep forever
     compact_after: float = 120.0  # seconds after a partition's hour ends
     compact_grace: float = 60.0  # keep compacted inputs this long for running queries
@@ -79,6 +83,7 @@ class StoreOptions:
             "memory_budget",
             "disk_budget",
             "decode_workers",
+            "conversion_attempts",
             "retention",
             "compact_after",
         )
@@ -102,7 +107,11 @@ class StoreStats:
     records_converted: int = 0
     rows_written: int = 0
     decode_errors: int = 0
+    attributes_dropped: int = 0  # over the attribute count limits (decode/limits.py)
+    timestamps_clamped: int = 0  # later than receipt + ingest_max_future: set to receipt
+    rows_too_old: int = 0  # older than receipt - ingest_max_age: dropped
     conversion_failures: int = 0  # segment conversions that failed and will be retried
+    segments_dead_lettered: int = 0  # WAL segments moved to deadletter/ after repeated failures
     batches_written: int = 0
     last_batch_records: int = 0
     last_fsync_seconds: float = 0.0
@@ -134,7 +143,9 @@ class Store:
         self._converter = Converter(
             self.data_dir,
             self._ledger,
-            ConverterOptions(o.node, o.decode_workers, o.decoders, fsync),
+            ConverterOptions(
+                o.node, o.decode_workers, o.decoders, fsync, max(0, o.conversion_attempts)
+            ),
         )
         self._state = "new"  # -> running -> closing -> closed
         self._stop = threading.Event()  # stops maintenance
@@ -318,6 +329,7 @@ class Store:
             seq = self._ledger.allocate()
             dest = wal_segment_path(self.data_dir, self.options.node, seq)
             os.rename(path, dest)  # atomic: the records are in exactly one of the two places
+            path.with_name(f"{path.name}.reason").unlink(missing_ok=True)
             fsync_dir(self._wal_dir)
             fsync_dir(d)
             seg = Segment(dest, dest.stat().st_size, first_received_ns(dest))
