@@ -51,7 +51,7 @@ soak: $(STAMP)
 	MESHLENS_SOAK=1 $(BIN)/pytest -m slow tests/soak $(PYTEST_ARGS)
 
 proto: $(STAMP)
-	$(BIN)/python -m collector.proto.generate
+	$(BIN)/python -m meshlens.collector.proto.generate
 
 dashboards: $(STAMP)
 	$(BIN)/meshlens grafana build

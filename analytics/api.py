@@ -19,7 +19,6 @@ analytics.istio.api when those modules exist.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -29,25 +28,22 @@ from typing import Any, Final
 
 import polars as pl
 
-from analytics.errors import AnalyticsError, QueryRejected, QueryTimeout
-from analytics.graph import Graph
-from analytics.health import (
+from meshlens.analytics.errors import AnalyticsError, QueryRejected, QueryTimeout
+from meshlens.analytics.gate.api import gate_routes
+from meshlens.analytics.graph import Graph
+from meshlens.analytics.health import (
     HealthConfig,
     default_health_config,
     graph_health,
     load_health_config,
 )
-from analytics.window import TimeWindow, parse_window
-from collector.config import parse_duration
-from collector.httpd import HttpError, Request, Response, Route
+from meshlens.analytics.istio.api import istio_routes
+from meshlens.analytics.judge.api import judge_routes
+from meshlens.analytics.window import TimeWindow, parse_window
+from meshlens.httpd import HttpError, Request, Response, Route
+from meshlens.settings import parse_duration
 
 log = logging.getLogger(__name__)
-
-OPTIONAL_ROUTES = (
-    ("analytics.judge.api", "judge_routes"),
-    ("analytics.gate.api", "gate_routes"),
-    ("analytics.istio.api", "istio_routes"),
-)
 
 
 def _health(config: str | HealthConfig | None) -> HealthConfig:
@@ -72,13 +68,13 @@ def graph_for(
     """The graph from the store (or from Prometheus when a URL is given), with health."""
     config = _health(health_config)
     if prometheus_url:
-        from analytics.prometheus_source import prometheus_graph
+        from meshlens.analytics.prometheus_source import prometheus_graph
 
         return prometheus_graph(
             prometheus_url, window, level=level, namespaces=namespaces, health_config=config
         )
-    from analytics.catalog import connect
-    from analytics.graph import service_graph
+    from meshlens.analytics.catalog import connect
+    from meshlens.analytics.graph import service_graph
 
     conn = connect(Path(data_dir), window)
     try:
@@ -106,11 +102,11 @@ def signals_for(
     origin: str | None = None,
 ) -> pl.DataFrame:
     if prometheus_url:
-        from analytics.prometheus_source import prometheus_signals
+        from meshlens.analytics.prometheus_source import prometheus_signals
 
         return prometheus_signals(prometheus_url, window, by=by, step_s=step_s, service=service)
-    from analytics.catalog import connect
-    from analytics.signals import golden_signals
+    from meshlens.analytics.catalog import connect
+    from meshlens.analytics.signals import golden_signals
 
     conn = connect(Path(data_dir), window)
     try:
@@ -198,7 +194,7 @@ def _query_limits(settings: Any) -> dict[str, Any]:
     """run_query's memory and spill limits from the serve settings: DuckDB gets a quarter of a
     worker's address space (the rest: libraries, Arrow batches, Python rows, JSON), each
     worker an equal share of the spill budget."""
-    from analytics.sql import DEFAULT_MEMORY_LIMIT, DEFAULT_TEMP_LIMIT
+    from meshlens.analytics.sql import DEFAULT_MEMORY_LIMIT, DEFAULT_TEMP_LIMIT
 
     memory = int(_get(settings, "query_memory", 0) or 0)
     budget = int(_get(settings, "query_temp_budget", 0) or 0)
@@ -271,7 +267,7 @@ def api_routes(settings: Any) -> list[Route]:
             raise _bad_request(exc) from None
 
     def sql(req: Request) -> Response:
-        from analytics.sql import run_query
+        from meshlens.analytics.sql import run_query
 
         body = req.json()
         if not isinstance(body, Mapping) or not isinstance(body.get("sql"), str):
@@ -305,12 +301,6 @@ def api_routes(settings: Any) -> list[Route]:
         Route("POST", SQL_PATH, sql),
     ]
     sub_settings = vars(settings) if isinstance(settings, argparse.Namespace) else settings
-    for module_name, func in OPTIONAL_ROUTES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        routes.extend(getattr(module, func)(sub_settings))
+    for more in (judge_routes, gate_routes, istio_routes):
+        routes.extend(more(sub_settings))
     return routes

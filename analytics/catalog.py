@@ -22,13 +22,13 @@ from typing import Final
 
 import duckdb
 
-from analytics.duck_sql import empty_select, ts_literal
-from analytics.error_rule import IS_4XX, IS_5XX, IS_ERROR, IS_GRPC_ERROR, IS_NO_RESPONSE
-from analytics.objectstore_source import remote_location
-from analytics.pairing import TRAFFIC_SQL
-from analytics.window import TimeWindow
-from collector.store.layout import parse_segment_file, visible_files
-from collector.store.schema import TABLES, TIME_COLUMN
+from meshlens.analytics.duck_sql import empty_select, ts_literal
+from meshlens.analytics.error_rule import IS_4XX, IS_5XX, IS_ERROR, IS_GRPC_ERROR, IS_NO_RESPONSE
+from meshlens.analytics.objectstore_source import remote_location
+from meshlens.analytics.pairing import TRAFFIC_SQL
+from meshlens.analytics.window import TimeWindow
+from meshlens.collector.store.layout import parse_segment_file, visible_files
+from meshlens.collector.store.schema import TABLES, TIME_COLUMN
 
 BASE_VIEWS: Final = tuple(TABLES)
 DERIVED_VIEWS: Final = ("traffic", "edges", "signals")
@@ -155,7 +155,7 @@ def connect(
     if threads is not None:
         conn.execute(f"SET threads = {int(threads)}")
     if remote is not None:
-        from analytics.objectstore_source import create_remote_views
+        from meshlens.analytics.objectstore_source import create_remote_views
 
         create_remote_views(conn, remote, window)
     else:

@@ -9,7 +9,7 @@ from typing import Final
 
 import pyarrow as pa
 
-from collector.store.schema import TABLES
+from meshlens.collector.store.schema import TABLES
 
 _DUCK_TYPES: Final = {
     pa.float64(): "DOUBLE",

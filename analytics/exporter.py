@@ -39,7 +39,6 @@ otel_metric_overflow="true" and the other labels empty (span metrics, as the con
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -52,8 +51,9 @@ from typing import Any, Final
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from analytics.error_rule import IS_ERROR
-from analytics.graph.spans import SpanGraphOptions, spans_pairs_sql
+from meshlens.analytics.error_rule import IS_ERROR
+from meshlens.analytics.gate.metrics import metric_collectors as gate_metric_collectors
+from meshlens.analytics.graph.spans import SpanGraphOptions, spans_pairs_sql
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ class _State:
 
 
 def _connect(data_dir: Path, start: datetime, end: datetime) -> Any:
-    from analytics.catalog import connect
-    from analytics.window import TimeWindow
+    from meshlens.analytics.catalog import connect
+    from meshlens.analytics.window import TimeWindow
 
     return connect(data_dir, TimeWindow(start, end))
 
@@ -438,16 +438,8 @@ class GateMetricsCollector:
 
 
 def _gate_collectors(data_dir: Path) -> list[Any]:
-    """The gate's own collectors (live state files) when analytics.gate.metrics exists, plus the
-    verdict counter; without it, everything from the verdicts table."""
-    try:
-        mod = importlib.import_module("analytics.gate.metrics")
-    except ImportError:
-        return [GateMetricsCollector(data_dir)]
-    factory = getattr(mod, "metric_collectors", None)
-    if factory is None:
-        return [GateMetricsCollector(data_dir)]
-    return [*factory(data_dir), GateMetricsCollector(data_dir, latest=False)]
+    """The gate's own collectors (live state files), plus the verdict counter."""
+    return [*gate_metric_collectors(data_dir), GateMetricsCollector(data_dir, latest=False)]
 
 
 def metric_collectors(data_dir: Path) -> list[Any]:

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import yaml
 
-from analytics.errors import HealthConfigError
+from meshlens.analytics.errors import HealthConfigError
 
 HEALTHY: Final = "Healthy"
 DEGRADED: Final = "Degraded"

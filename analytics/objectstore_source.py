@@ -24,18 +24,18 @@ from typing import TYPE_CHECKING, Final
 
 import duckdb
 
-from analytics.duck_sql import empty_select, ts_literal
-from analytics.errors import ObjectStoreError
-from analytics.window import TimeWindow
-from collector.store.layout import SegmentFile, partition_key, partitions, visible
-from collector.store.objectstore import (
+from meshlens.analytics.duck_sql import empty_select, ts_literal
+from meshlens.analytics.errors import ObjectStoreError
+from meshlens.analytics.window import TimeWindow
+from meshlens.collector.store.layout import SegmentFile, partition_key, partitions, visible
+from meshlens.collector.store.objectstore import (
     S3Options,
     StoreUrl,
     list_remote,
     s3_filesystem,
     store_location,
 )
-from collector.store.schema import TABLES, TIME_COLUMN
+from meshlens.collector.store.schema import TABLES, TIME_COLUMN
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs

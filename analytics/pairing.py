@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from collector.store.schema import REQUESTS
+from meshlens.collector.store.schema import REQUESTS
 
 # Envoy response flags that mean the request never reached an upstream proxy.
 NEVER_REACHED_FLAGS: Final = ("UH", "NR", "UF", "UO", "NC", "DF", "URX", "LH", "UAEX")

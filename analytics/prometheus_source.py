@@ -26,8 +26,8 @@ from typing import Any, Final
 
 import polars as pl
 
-from analytics.errors import AnalyticsError, PrometheusError
-from analytics.graph import (
+from meshlens.analytics.errors import AnalyticsError, PrometheusError
+from meshlens.analytics.graph import (
     LEVELS,
     UNKNOWN,
     EdgeStats,
@@ -36,9 +36,9 @@ from analytics.graph import (
     Series,
     build_graph,
 )
-from analytics.health import HealthConfig, annotate_graph, default_health_config
-from analytics.signals import DIMENSIONS, QUANTILES
-from analytics.window import TimeWindow
+from meshlens.analytics.health import HealthConfig, annotate_graph, default_health_config
+from meshlens.analytics.signals import DIMENSIONS, QUANTILES
+from meshlens.analytics.window import TimeWindow
 
 SERIES_LABELS: Final = (
     "reporter",
@@ -387,7 +387,7 @@ def prometheus_signals(
     service: str | None = None,
 ) -> pl.DataFrame:
     """The golden_signals columns from Istio metrics; bucket b holds (b, b + step]."""
-    from analytics.signals import _check, _empty
+    from meshlens.analytics.signals import _check, _empty
 
     by = tuple(by)
     _check(by, step_s)

@@ -29,9 +29,9 @@ from typing import Final
 import duckdb
 import polars as pl
 
-from analytics.error_rule import IS_ERROR
-from analytics.errors import AnalyticsError
-from analytics.window import TimeWindow
+from meshlens.analytics.error_rule import IS_ERROR
+from meshlens.analytics.errors import AnalyticsError
+from meshlens.analytics.window import TimeWindow
 
 DIMENSIONS: Final[dict[str, str]] = {
     "service": "destination_service_name",

@@ -26,10 +26,10 @@ from typing import Any, Final
 import duckdb
 import pyarrow as pa
 
-from analytics.catalog import BASE_VIEWS, connect
-from analytics.errors import QueryError, QueryRejected, QueryTimeout
-from analytics.objectstore_source import remote_location
-from analytics.window import TimeWindow
+from meshlens.analytics.catalog import BASE_VIEWS, connect
+from meshlens.analytics.errors import QueryError, QueryRejected, QueryTimeout
+from meshlens.analytics.objectstore_source import remote_location
+from meshlens.analytics.window import TimeWindow
 
 DEFAULT_MAX_ROWS: Final = 10_000
 DEFAULT_TIMEOUT_S: Final = 30.0

@@ -11,8 +11,8 @@ import argparse
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from analytics.errors import WindowError
-from collector.config import parse_duration
+from meshlens.analytics.errors import WindowError
+from meshlens.settings import parse_duration
 
 DEFAULT_SINCE = "15m"
 

@@ -80,7 +80,7 @@ def start_serve(data_dir: Path, extra: list[str]) -> tuple[subprocess.Popen[byte
     data_dir.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHLENS_")}
     env["PYTHONPATH"] = str(ROOT)
-    cmd = [sys.executable, "-m", "collector", "serve", "--data-dir", str(data_dir)]
+    cmd = [sys.executable, "-m", "meshlens", "serve", "--data-dir", str(data_dir)]
     cmd += ["--grpc-port", "0", "--http-port", "-1", "--api-port", "0", *extra]
     log = open(data_dir.parent / "serve.log", "ab")  # noqa: SIM115 (closed by the caller's exit)
     proc = subprocess.Popen(

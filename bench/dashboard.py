@@ -20,10 +20,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analytics.synth import synthetic_requests
-from collector.store.layout import visible_files
-from collector.store.writer import write_table
-from dashboards import data
+from meshlens.collector.store.layout import visible_files
+from meshlens.collector.store.writer import write_table
+from meshlens.dashboards import data
+from meshlens.synth import synthetic_requests
 
 CHUNK = 1_000_000
 

@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from google.protobuf import struct_pb2
 
-from collector.decode import envoy_als_fast
-from collector.decode.access_log_text import decode_lines_record
-from collector.decode.envoy_als import decode_als_record
-from collector.proto.gen import meshlens_als_pb2
-from collector.store.converter import BATCH_RECORDS
-from collector.store.records import Record, RecordKind
+from meshlens.collector.decode import envoy_als_fast
+from meshlens.collector.decode.access_log_text import decode_lines_record
+from meshlens.collector.decode.envoy_als import decode_als_record
+from meshlens.collector.proto.gen import meshlens_als_pb2
+from meshlens.collector.store.converter import BATCH_RECORDS
+from meshlens.collector.store.records import Record, RecordKind
 
 T0 = 1_764_000_000
 

@@ -29,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from collector.decode.otlp_traces import decode_traces
+from meshlens.collector.decode.otlp_traces import decode_traces
 
 T0 = 1_764_000_000_000_000_000
 

@@ -69,7 +69,7 @@ def als_payloads(n: int) -> tuple[bytes, list[bytes]]:
     """(first message with the node identifier, later messages) of Istio-like HTTP entries."""
     from google.protobuf.struct_pb2 import Struct
 
-    from collector.proto.gen import meshlens_als_pb2, meshlens_envoy_core_pb2
+    from meshlens.collector.proto.gen import meshlens_als_pb2, meshlens_envoy_core_pb2
 
     rnd = random.Random(7)
 
@@ -243,7 +243,7 @@ def bare_server(port_file: str) -> None:
         ExportTraceServiceRequest,
     )
 
-    from collector.proto.gen.meshlens_als_pb2 import StreamAccessLogsMessage
+    from meshlens.collector.proto.gen.meshlens_als_pb2 import StreamAccessLogsMessage
 
     async def export(raw: bytes, context: Any) -> bytes:
         req = ExportTraceServiceRequest.FromString(raw)
@@ -350,7 +350,7 @@ def start_meshlens(tmp: Path, cpus: int | None, extra: list[str]) -> Server:
         [
             sys.executable,
             "-m",
-            "collector",
+            "meshlens",
             "serve",
             "--data-dir",
             str(data_dir),
@@ -389,7 +389,7 @@ def start_bare(tmp: Path, cpus: int | None) -> Server:
 def count_parquet_rows(data_dir: Path, table: str) -> int:
     import duckdb
 
-    from collector.store.layout import visible_files
+    from meshlens.collector.store.layout import visible_files
 
     files = [str(f) for f in visible_files(data_dir, table)]
     if not files:

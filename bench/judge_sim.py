@@ -92,14 +92,14 @@ from scipy import signal, stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analytics.judge import blocks, bounds, netflix, seq_metrics, sequential
-from analytics.judge.analyze import analyze_data, frame_for, metric_alphas
-from analytics.judge.config import default_config
-from analytics.judge.data import RequestData
-from analytics.judge.decision import decide, tolerance_of
-from analytics.judge.evaluate import base_result, min_guard
-from analytics.judge.model import MetricResult, MetricSpec
-from analytics.judge.scoring import roll_up
+from meshlens.analytics.judge import blocks, bounds, netflix, seq_metrics, sequential
+from meshlens.analytics.judge.analyze import analyze_data, frame_for, metric_alphas
+from meshlens.analytics.judge.config import default_config
+from meshlens.analytics.judge.data import RequestData
+from meshlens.analytics.judge.decision import decide, tolerance_of
+from meshlens.analytics.judge.evaluate import base_result, min_guard
+from meshlens.analytics.judge.model import MetricResult, MetricSpec
+from meshlens.analytics.judge.scoring import roll_up
 
 ROOT = Path(__file__).resolve().parents[1]
 DURATION_S = 1800

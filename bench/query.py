@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.query                 # 1M, 10M, 50M (datasets cached in .bench-data/)
     .venv/bin/python -m bench.query --rows 10M --repeat 5
 
-Each dataset is synthetic bookinfo traffic (analytics.synth) over one hour, written through
+Each dataset is synthetic bookinfo traffic (meshlens.synth) over one hour, written through
 collector.store.writer.write_table in 1M-row files, generated once and reused. For every size it
 prints the median wall time of a full graph (workload level, all edge statistics) and of the
 golden signals (per service and version, 60 s steps), the median CPU seconds of the process
@@ -39,8 +39,8 @@ def parse_rows(text: str) -> int:
 
 def dataset(rows: int) -> Path:
     """The cached store for `rows` rows, generated when missing."""
-    from analytics.synth import synthetic_requests
-    from collector.store.writer import write_table
+    from meshlens.collector.store.writer import write_table
+    from meshlens.synth import synthetic_requests
 
     data = CACHE / f"requests-{rows}"
     done = data / "COMPLETE"
@@ -62,10 +62,10 @@ def dataset(rows: int) -> Path:
 
 def measure(data: str, what: str, repeat: int) -> dict[str, float]:
     """Run inside a subprocess: time `what` `repeat` times, report median and peak RSS."""
-    from analytics.catalog import connect
-    from analytics.graph import service_graph
-    from analytics.signals import golden_signals
-    from analytics.window import TimeWindow
+    from meshlens.analytics.catalog import connect
+    from meshlens.analytics.graph import service_graph
+    from meshlens.analytics.signals import golden_signals
+    from meshlens.analytics.window import TimeWindow
 
     window = TimeWindow(START, datetime.fromtimestamp(START.timestamp() + 3600, tz=UTC))
     load0 = os.getloadavg()[0]

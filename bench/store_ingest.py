@@ -30,12 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.decode_spans import sdk_request
-from collector.errors import Overloaded
-from collector.store import wal
-from collector.store.converter import convert_segment, warm_up
-from collector.store.layout import wal_segment_path
-from collector.store.records import Record, RecordKind
-from collector.store.store import Store, StoreOptions
+from meshlens.collector.errors import Overloaded
+from meshlens.collector.store import wal
+from meshlens.collector.store.converter import convert_segment, warm_up
+from meshlens.collector.store.layout import wal_segment_path
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.store import Store, StoreOptions
 
 SPANS = 1000
 

@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.decode_spans import sdk_request
 from bench.ingest import ENTRIES_PER_MESSAGE as ALS_ENTRIES
 from bench.ingest import als_payloads
-from collector.proto.gen.meshlens_als_pb2 import StreamAccessLogsMessage
-from collector.store import wal
-from collector.store.layout import visible_files, wal_segment_path
-from collector.store.records import Record, RecordKind
-from collector.store.store import Store, StoreOptions
+from meshlens.collector.proto.gen.meshlens_als_pb2 import StreamAccessLogsMessage
+from meshlens.collector.store import wal
+from meshlens.collector.store.layout import visible_files, wal_segment_path
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.store import Store, StoreOptions
 
 SPANS = 1000
 MiB = 1024 * 1024

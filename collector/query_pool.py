@@ -35,9 +35,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
 
-from collector.child_process import init_child
-from collector.errors import ConfigError
-from collector.httpd import HttpOptions, Request, Response, Route, dispatch
+from meshlens.child_process import init_child
+from meshlens.collector.errors import ConfigError
+from meshlens.httpd import HttpOptions, Request, Response, Route, dispatch
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from dashboards import controls  # noqa: E402
+from meshlens.dashboards import controls  # noqa: E402
 
 st.set_page_config(page_title="meshlens", page_icon="🕸️", layout="wide")
 

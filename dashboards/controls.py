@@ -7,7 +7,7 @@ from typing import Final
 
 import streamlit as st
 
-from dashboards import data
+from meshlens.dashboards import data
 
 REFRESH: Final = {"off": None, "10s": 10, "30s": 30, "1m": 60}
 

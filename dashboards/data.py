@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import streamlit as st
 
-from analytics import signals
-from analytics.catalog import connect
-from analytics.error_rule import IS_4XX, IS_5XX, IS_ERROR
-from analytics.objectstore_source import table_partitions
-from analytics.window import TimeWindow
+from meshlens.analytics import signals
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.error_rule import IS_4XX, IS_5XX, IS_ERROR
+from meshlens.analytics.objectstore_source import table_partitions
+from meshlens.analytics.window import TimeWindow
 
 DATA_DIR_ENV: Final = "MESHLENS_DATA_DIR"
 TTL_S: Final = 10
@@ -123,7 +123,7 @@ def namespaces(ddir: str, window: Window) -> list[str]:
 def service_graph(ddir: str, window: Window, level: str, namespace: str | None) -> dict[str, Any]:
     """analytics.graph's JSON: {"nodes": [...], "edges": [...]} (Kiali semantics), from proxy
     requests, or from spans when the window has no requests."""
-    from analytics.graph import service_graph as build
+    from meshlens.analytics.graph import service_graph as build
 
     conn = connect(Path(ddir), window.tw)
     try:
@@ -374,8 +374,8 @@ def run_sql(ddir: str, sql: str, max_rows: int, window: Window | None = None) ->
     """The query through the analytics SQL sandbox (read-only, time- and row-limited), over
     `window`'s partitions only when given. Rejected or failing queries come back as `error`
     text for the page to show."""
-    from analytics.errors import AnalyticsError
-    from analytics.sql import run_query
+    from meshlens.analytics.errors import AnalyticsError
+    from meshlens.analytics.sql import run_query
 
     try:
         res = run_query(Path(ddir), sql, max_rows=max_rows, window=window.tw if window else None)
@@ -511,9 +511,9 @@ class CheckOutcome:
 @st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=16)
 def istio_check(ddir: str, window: Window, check: str, config_yaml: str) -> CheckOutcome:
     """`meshlens check <check>` over the window: the report JSON, or the error to show."""
-    from analytics.errors import AnalyticsError
-    from analytics.istio.checks import run_check
-    from analytics.istio.resources import parse_documents
+    from meshlens.analytics.errors import AnalyticsError
+    from meshlens.analytics.istio.checks import run_check
+    from meshlens.analytics.istio.resources import parse_documents
 
     try:
         config = parse_documents(config_yaml, "config")

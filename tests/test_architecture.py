@@ -1,7 +1,12 @@
-"""Import-direction rules of ARCHITECTURE.md, checked on the source (datasette's test_docs idea).
+"""Import-direction rules of the README's architecture section, checked on the source
+(datasette's test_docs idea).
 
-collector.store <- analytics <- dashboards. The composition roots (collector/cli.py,
-collector/server.py) are the only places allowed to reach across.
+One installed package, `meshlens`. Its parts are the repository's folders:
+    meshlens.collector (store) <- meshlens.analytics <- meshlens.dashboards
+with `meshlens.settings`, `meshlens.httpd`, `meshlens.child_process` shared below them, and
+the composition roots (`meshlens/cli.py`, `serve.py`, `server.py`) the only modules allowed to
+reach across. The local mesh, the demo and the synthetic-data generator (`meshlens.localmesh`,
+`meshlens.demo`, `meshlens.synth`) stand apart: no product module imports them.
 """
 
 from __future__ import annotations
@@ -14,20 +19,45 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPOSITION_ROOTS = {"collector/cli.py", "collector/server.py"}
+COMPOSITION_ROOTS = {
+    "meshlens/__main__.py",
+    "meshlens/container.py",
+    "meshlens/cli.py",
+    "meshlens/serve.py",
+    "meshlens/server.py",
+}
+APART = (
+    "meshlens.demo",
+    "meshlens.localmesh",
+    "meshlens.synth",
+    "meshlens.cli",
+    "meshlens.container",
+    "meshlens.serve",
+    "meshlens.server",
+)
+PARTS = ("collector", "analytics", "dashboards")
 
 RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
-    # (package dir, banned prefixes, allowed exceptions among the banned)
-    ("collector", ("analytics", "dashboards", "polars", "duckdb", "streamlit"), ()),
+    # (folder, banned prefixes, allowed exceptions among the banned)
+    (
+        "collector",
+        ("meshlens.analytics", "meshlens.dashboards", "polars", "duckdb", "streamlit", *APART),
+        (),
+    ),
     (
         "analytics",
-        ("collector", "dashboards", "grpc", "streamlit"),
-        ("collector.store", "collector.httpd", "collector.config", "collector.errors"),
+        ("meshlens.collector", "meshlens.dashboards", "grpc", "streamlit", *APART),
+        ("meshlens.collector.store", "meshlens.collector.errors"),
     ),
     (
         "dashboards",
-        ("collector", "grpc"),
-        ("collector.store", "collector.config", "collector.errors"),
+        ("meshlens.collector", "grpc", *APART),
+        ("meshlens.collector.store", "meshlens.collector.errors"),
+    ),
+    (
+        "meshlens",  # the shared pieces (the roots, demo and local mesh are skipped below)
+        ("meshlens.analytics", "meshlens.dashboards", "grpc", "streamlit", *APART),
+        (),
     ),
 ]
 
@@ -47,23 +77,49 @@ def _matches(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
-@pytest.mark.parametrize(("package", "banned", "allowed"), RULES, ids=[r[0] for r in RULES])
-def test_import_direction(package: str, banned: tuple[str, ...], allowed: tuple[str, ...]) -> None:
-    bad: list[str] = []
-    for path in sorted((ROOT / package).rglob("*.py")):
-        rel = str(path.relative_to(ROOT))
+def _sources(folder: str) -> list[Path]:
+    """The .py files of a folder, not following meshlens/'s links to the parts."""
+    base = ROOT / folder
+    out = []
+    for path in sorted(base.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if folder == "meshlens" and (
+            rel.split("/")[1] in (*PARTS, "demo", "localmesh") or rel in COMPOSITION_ROOTS
+        ):
+            continue
         if rel in COMPOSITION_ROOTS or "/proto/gen/" in rel:
             continue
+        out.append(path)
+    return out
+
+
+@pytest.mark.parametrize(("folder", "banned", "allowed"), RULES, ids=[r[0] for r in RULES])
+def test_import_direction(folder: str, banned: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    bad: list[str] = []
+    for path in _sources(folder):
         for mod in imports(path):
             if _matches(mod, banned) and not _matches(mod, allowed):
-                bad.append(f"{rel} imports {mod}")
+                bad.append(f"{path.relative_to(ROOT)} imports {mod}")
+    assert not bad, "\n".join(bad)
+
+
+def test_only_meshlens_is_imported_by_name() -> None:
+    """The folders are parts of `meshlens`: importing them as top-level `collector`,
+    `analytics` or `dashboards` (which works from the repository root only) would load a
+    second copy of each module."""
+    bad: list[str] = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith((".venv/", "meshlens/", "build/")) or "/proto/gen/" in rel:
+            continue
+        bad += [f"{rel} imports {m}" for m in imports(path) if _matches(m, PARTS)]
     assert not bad, "\n".join(bad)
 
 
 def _modules_loaded_by(argv: list[str], tmp_path: Path) -> set[str]:
     code = (
         "import sys\n"
-        "from collector.cli import main\n"
+        "from meshlens.cli import main\n"
         f"rc = main({argv!r})\n"
         "print('MODULES', ' '.join(sorted(m.split('.')[0] for m in sys.modules)))\n"
     )
@@ -84,9 +140,9 @@ def test_meshlens_sql_imports_neither_grpc_nor_streamlit(tmp_path: Path) -> None
 def test_meshlens_serve_help_does_not_import_streamlit(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "from collector.cli import build_parser\n"
+        "from meshlens.cli import build_parser\n"
         "build_parser('serve')\n"
-        "import collector.server\n"
+        "import meshlens.server\n"
         "print('streamlit' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -94,22 +150,25 @@ def test_meshlens_serve_help_does_not_import_streamlit(tmp_path: Path) -> None:
 
 
 def test_project_packages_are_the_ones_on_disk() -> None:
-    import analytics
-    import collector
-    import dashboards
+    import meshlens
+    import meshlens.analytics
+    import meshlens.collector
+    import meshlens.dashboards
 
-    for mod in (analytics, collector, dashboards):
-        assert Path(str(mod.__file__)).resolve().is_relative_to(ROOT)
+    for mod in (meshlens, meshlens.analytics, meshlens.collector, meshlens.dashboards):
+        assert Path(str(mod.__file__)).is_relative_to(ROOT), mod.__file__
 
 
 def _module_graph() -> dict[str, set[str]]:
     """Product module -> product modules it imports, at the top or inside a function."""
     modules: dict[str, Path] = {}
-    for package in ("collector", "analytics", "dashboards"):
-        for path in (ROOT / package).rglob("*.py"):
-            if "/proto/gen/" in path.as_posix():
+    for folder in (*PARTS, "meshlens"):
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = path.relative_to(ROOT)
+            if "/proto/gen/" in rel.as_posix() or (folder == "meshlens" and rel.parts[1] in PARTS):
                 continue
-            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            parts = rel.with_suffix("").parts
+            name = ".".join(parts if folder == "meshlens" else ("meshlens", *parts))
             modules[name.removesuffix(".__init__")] = path
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():

@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final, TextIO
 
-from analytics.judge.model import MODES, SELECTORS, Verdict
-from collector.config import Setting, add_settings
+from meshlens.analytics.judge.model import MODES, SELECTORS, Verdict
+from meshlens.settings import Setting, add_settings
 
 CANARY_SETTINGS: Final = (
     Setting("format", "table", "output format", str, ("table", "json")),
@@ -48,12 +48,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=cfg.resolve(os.environ),
         help=f"{cfg.help}; default: the judge's defaults (env {cfg.env})",
     )
-    from analytics.window import add_window_arguments
+    from meshlens.analytics.window import add_window_arguments
 
     add_window_arguments(a)
     # The common flags must also parse after the subcommand (`canary analyze --data-dir D`);
     # SUPPRESS keeps a value given before the subcommand from being reset to the default.
-    from collector.config import COMMON
+    from meshlens.settings import COMMON
 
     for s in COMMON:
         a.add_argument(
@@ -66,7 +66,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def render_table(v: Verdict, out: TextIO) -> None:
-    from analytics.commands.output import format_table
+    from meshlens.analytics.commands.output import format_table
 
     out.write(f"verdict: {v.verdict}   score: {v.score:g}   mode: {v.mode}\n")
     out.write(f"reason:  {v.reason}\n")
@@ -117,11 +117,11 @@ def render_table(v: Verdict, out: TextIO) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analytics.catalog import connect
-    from analytics.errors import AnalyticsError
-    from analytics.judge.analyze import analyze
-    from analytics.judge.config import default_config, load_config
-    from analytics.window import window_from_args
+    from meshlens.analytics.catalog import connect
+    from meshlens.analytics.errors import AnalyticsError
+    from meshlens.analytics.judge.analyze import analyze
+    from meshlens.analytics.judge.config import default_config, load_config
+    from meshlens.analytics.window import window_from_args
 
     try:
         path = args.canary_config

@@ -11,11 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from analytics.errors import AnalyticsError
-from analytics.istio.checks import CHECKS, run_check
-from analytics.istio.report import render_text
-from analytics.istio.resources import IstioConfig, load_config, merge
-from analytics.window import add_window_arguments, window_from_args
+from meshlens.analytics.errors import AnalyticsError
+from meshlens.analytics.istio.checks import CHECKS, run_check
+from meshlens.analytics.istio.report import render_text
+from meshlens.analytics.istio.resources import IstioConfig, load_config, merge
+from meshlens.analytics.window import add_window_arguments, window_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +49,7 @@ def _config(args: argparse.Namespace) -> IstioConfig:
     if args.cluster:
         import os
 
-        from analytics.istio.cluster import from_kubeconfig, in_cluster, load_from_cluster
+        from meshlens.analytics.istio.cluster import from_kubeconfig, in_cluster, load_from_cluster
 
         creds = None if args.kubeconfig else in_cluster()
         if creds is None:

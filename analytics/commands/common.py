@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from analytics.errors import AnalyticsError
-from analytics.window import add_window_arguments
-from collector.config import Setting, add_settings
+from meshlens.analytics.errors import AnalyticsError
+from meshlens.analytics.window import add_window_arguments
+from meshlens.settings import Setting, add_settings
 
 
 def _namespaces(text: str) -> tuple[str, ...]:

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from analytics.errors import AnalyticsError
-from collector.config import Setting, add_settings, parse_duration
+from meshlens.analytics.errors import AnalyticsError
+from meshlens.settings import Setting, add_settings, parse_duration
 
 ACTIONS: Final = ("run", "status", "pause", "resume", "promote", "abort")
 GATE_SETTINGS: Final = (
@@ -49,14 +49,14 @@ def _rollout_name(args: argparse.Namespace) -> str:
     if args.rollout:
         return str(args.rollout)
     if args.config:
-        from analytics.gate.config import load_rollout_config
+        from meshlens.analytics.gate.config import load_rollout_config
 
         return load_rollout_config(Path(args.config)).rollout
     return ""
 
 
 def status_json(data_dir: Path, rollout: str = "") -> list[dict[str, Any]]:
-    from analytics.gate.state import is_locked, list_states, load_state, pending_commands
+    from meshlens.analytics.gate.state import is_locked, list_states, load_state, pending_commands
 
     states = [load_state(data_dir, rollout)] if rollout else list_states(data_dir)
     out = []
@@ -92,10 +92,10 @@ def _status_text(items: list[dict[str, Any]]) -> str:
 def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from analytics.gate.actuators.base import build_actuator
-    from analytics.gate.config import load_rollout_config
-    from analytics.gate.judging import StoreJudge
-    from analytics.gate.runner import Gate
+    from meshlens.analytics.gate.actuators.base import build_actuator
+    from meshlens.analytics.gate.config import load_rollout_config
+    from meshlens.analytics.gate.judging import StoreJudge
+    from meshlens.analytics.gate.runner import Gate
 
     if not args.config:
         print("meshlens gate run: --config rollout.yaml is required", file=sys.stderr)
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             return _run(args)
         rollout = _rollout_name(args)
         if args.rollout:
-            from analytics.gate.state import rollout_name_problem
+            from meshlens.analytics.gate.state import rollout_name_problem
 
             if problem := rollout_name_problem(rollout):
                 print(f"meshlens gate {args.action}: --rollout: {problem}", file=sys.stderr)
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        from analytics.gate.state import is_locked, queue_command
+        from meshlens.analytics.gate.state import is_locked, queue_command
 
         queue_command(data_dir, rollout, args.action, by="cli", reason=args.reason)
         where = (

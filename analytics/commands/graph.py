@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analytics.commands.common import (
+from meshlens.analytics.commands.common import (
     HEALTH_CONFIG,
     LEVEL,
     NAMESPACE,
@@ -16,11 +16,11 @@ from analytics.commands.common import (
     add_common,
     run_safely,
 )
-from analytics.commands.output import format_table, json_text
-from analytics.graph import Graph
-from analytics.graph.render import EDGE_COLUMNS, edge_rows, to_dot, to_mermaid
-from analytics.window import window_from_args
-from collector.config import add_settings
+from meshlens.analytics.commands.output import format_table, json_text
+from meshlens.analytics.graph import Graph
+from meshlens.analytics.graph.render import EDGE_COLUMNS, edge_rows, to_dot, to_mermaid
+from meshlens.analytics.window import window_from_args
+from meshlens.settings import add_settings
 
 FORMATS = ("table", "json", "dot", "mermaid", "kiali")
 
@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def load_graph(args: argparse.Namespace) -> Graph:
-    from analytics.api import graph_for
+    from meshlens.analytics.api import graph_for
 
     return graph_for(
         args.data_dir,
@@ -49,7 +49,7 @@ def render(graph: Graph, fmt: str) -> str:
     if fmt == "json":
         return json_text(graph.to_json())
     if fmt == "kiali":
-        from analytics.graph.kiali import to_kiali_json
+        from meshlens.analytics.graph.kiali import to_kiali_json
 
         return json_text(to_kiali_json(graph))
     if fmt == "dot":

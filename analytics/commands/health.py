@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analytics.commands.common import (
+from meshlens.analytics.commands.common import (
     HEALTH_CONFIG,
     LEVEL,
     NAMESPACE,
@@ -18,10 +18,10 @@ from analytics.commands.common import (
     add_common,
     run_safely,
 )
-from analytics.commands.graph import load_graph
-from analytics.commands.output import format_table, json_text
-from analytics.health import FAILURE
-from collector.config import add_settings
+from meshlens.analytics.commands.graph import load_graph
+from meshlens.analytics.commands.output import format_table, json_text
+from meshlens.analytics.health import FAILURE
+from meshlens.settings import add_settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analytics.api import health_json
+    from meshlens.analytics.api import health_json
 
     def body() -> int:
         graph = load_graph(args)

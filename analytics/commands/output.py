@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from analytics.sql import json_value
+from meshlens.analytics.sql import json_value
 
 
 def cell(v: Any) -> str:

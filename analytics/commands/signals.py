@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analytics.commands.common import ORIGIN, PROMETHEUS_URL, add_common, run_safely
-from analytics.commands.output import csv_text, format_table, json_text
-from analytics.window import window_from_args
-from collector.config import Setting, add_settings, parse_duration
+from meshlens.analytics.commands.common import ORIGIN, PROMETHEUS_URL, add_common, run_safely
+from meshlens.analytics.commands.output import csv_text, format_table, json_text
+from meshlens.analytics.window import window_from_args
+from meshlens.settings import Setting, add_settings, parse_duration
 
 
 def _by(text: str) -> tuple[str, ...]:
@@ -33,7 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analytics.api import signals_for, signals_json
+    from meshlens.analytics.api import signals_for, signals_json
 
     def body() -> int:
         df = signals_for(

@@ -14,17 +14,17 @@ from typing import Final, TextIO
 
 import pyarrow.parquet as pq
 
-from analytics.commands.output import format_table, json_text, write_csv
-from analytics.errors import AnalyticsError, QueryRejected
-from analytics.sql import (
+from meshlens.analytics.commands.output import format_table, json_text, write_csv
+from meshlens.analytics.errors import AnalyticsError, QueryRejected
+from meshlens.analytics.sql import (
     DEFAULT_MAX_ROWS,
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_TIMEOUT_S,
     QueryResult,
     run_query,
 )
-from analytics.window import TimeWindow, parse_time, window_from_args
-from collector.config import Setting, add_settings, parse_duration
+from meshlens.analytics.window import TimeWindow, parse_time, window_from_args
+from meshlens.settings import Setting, add_settings, parse_duration
 
 FORMATS: Final = ("table", "csv", "json", "parquet")
 

@@ -45,10 +45,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from analytics.gate.judging import Judge, StoreJudge, load_canary_config
-from analytics.gate.model import Decision, Judgement
-from analytics.gate.record import record_rows, verdict_row
-from analytics.gate.state import (
+from meshlens.analytics.gate.judging import Judge, StoreJudge, load_canary_config
+from meshlens.analytics.gate.model import Decision, Judgement
+from meshlens.analytics.gate.record import record_rows, verdict_row
+from meshlens.analytics.gate.state import (
     GateState,
     consume,
     list_states,
@@ -56,9 +56,9 @@ from analytics.gate.state import (
     pending_commands,
     rollout_name_problem,
 )
-from analytics.window import TimeWindow
-from collector.config import Setting, parse_duration
-from collector.httpd import HttpError, Request, Response, Route
+from meshlens.analytics.window import TimeWindow
+from meshlens.httpd import HttpError, Request, Response, Route
+from meshlens.settings import Setting, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +397,7 @@ class GateApi:
     def _seen_values(self, service: str, window_s: float) -> dict[str, list[tuple[str, int]]]:
         """The most frequent values per selector for `service` in the window (requests): the
         subsets of client-side reports, and destination_version / destination_workload."""
-        from analytics.catalog import connect
+        from meshlens.analytics.catalog import connect
 
         end = datetime.fromtimestamp(self.clock(), tz=UTC)
         window = TimeWindow(end - timedelta(seconds=window_s), end)
@@ -432,7 +432,7 @@ class GateApi:
     # --- Kayenta ---------------------------------------------------------------------------
 
     def kayenta(self, req: Request) -> Response:
-        from analytics.judge.kayenta import remote_judge
+        from meshlens.analytics.judge.kayenta import remote_judge
 
         body = req.json()
         if not isinstance(body, Mapping):

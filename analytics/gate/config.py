@@ -39,10 +39,10 @@ from typing import Any, Final
 
 import yaml
 
-from analytics import yaml_input
-from analytics.errors import RolloutConfigError
-from analytics.gate.state import rollout_name_problem
-from collector.config import parse_duration
+from meshlens.analytics import yaml_input
+from meshlens.analytics.errors import RolloutConfigError
+from meshlens.analytics.gate.state import rollout_name_problem
+from meshlens.settings import parse_duration
 
 ACTUATORS: Final = ("kubernetes", "file", "envoy", "none")
 INCONCLUSIVE_POLICIES: Final = ("hold", "pause", "fail")

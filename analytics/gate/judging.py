@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
-from analytics.gate.model import Judgement
-from analytics.judge.model import CanaryConfig
-from analytics.window import TimeWindow
+from meshlens.analytics.gate.model import Judgement
+from meshlens.analytics.judge.model import CanaryConfig
+from meshlens.analytics.window import TimeWindow
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class Judge(Protocol):
 
 def load_canary_config(path: str = "") -> CanaryConfig:
     """The judge's CanaryConfig: from `path`, else the judge's defaults."""
-    from analytics.judge.config import default_config, load_config
+    from meshlens.analytics.judge.config import default_config, load_config
 
     return load_config(path) if path else default_config()
 
@@ -50,8 +50,8 @@ class StoreJudge:
         self.config = config if config is not None else load_canary_config(config_path)
 
     def __call__(self, window: TimeWindow, canary_weight: int | None = None) -> Judgement:
-        from analytics.catalog import connect
-        from analytics.judge.analyze import analyze
+        from meshlens.analytics.catalog import connect
+        from meshlens.analytics.judge.analyze import analyze
 
         try:
             conn = connect(self.data_dir, window)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from analytics.gate.config import RolloutConfig
-from analytics.gate.model import Decision, Judgement, Transition
-from analytics.gate.state import GateState
+from meshlens.analytics.gate.config import RolloutConfig
+from meshlens.analytics.gate.model import Decision, Judgement, Transition
+from meshlens.analytics.gate.state import GateState
 
 
 def _replace(state: GateState, now: float, **changes: object) -> GateState:

@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from analytics.gate.state import PHASES, list_states
+from meshlens.analytics.gate.state import PHASES, list_states
 
 LABELS = ["rollout", "service"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from analytics.gate.state import GateState
+from meshlens.analytics.gate.state import GateState
 
 
 @dataclass(frozen=True, slots=True)

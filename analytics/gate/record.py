@@ -20,11 +20,11 @@ from typing import Any
 import pyarrow as pa
 import requests
 
-from analytics.gate.model import Decision
-from analytics.gate.state import GateState
-from collector.store.layout import GATE_NODE
-from collector.store.schema import VERDICTS
-from collector.store.writer import write_table
+from meshlens.analytics.gate.model import Decision
+from meshlens.analytics.gate.state import GateState
+from meshlens.collector.store.layout import GATE_NODE
+from meshlens.collector.store.schema import VERDICTS
+from meshlens.collector.store.writer import write_table
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from analytics.errors import RouteNotOwned, WeightError
+from meshlens.analytics.errors import RouteNotOwned, WeightError
 
 ROUTE_KINDS: Final = ("http", "tls", "tcp")
 

@@ -17,14 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from analytics.errors import GateError
-from analytics.gate import machine
-from analytics.gate.actuators.base import Actuator
-from analytics.gate.config import RolloutConfig
-from analytics.gate.judging import Judge
-from analytics.gate.model import Decision, Transition
-from analytics.gate.record import notify, record_rows, verdict_row
-from analytics.gate.state import (
+from meshlens.analytics.errors import GateError
+from meshlens.analytics.gate import machine
+from meshlens.analytics.gate.actuators.base import Actuator
+from meshlens.analytics.gate.config import RolloutConfig
+from meshlens.analytics.gate.judging import Judge
+from meshlens.analytics.gate.model import Decision, Transition
+from meshlens.analytics.gate.record import notify, record_rows, verdict_row
+from meshlens.analytics.gate.state import (
     GateState,
     consume,
     load_state,
@@ -32,7 +32,7 @@ from analytics.gate.state import (
     rollout_lock,
     save_state,
 )
-from analytics.window import TimeWindow
+from meshlens.analytics.window import TimeWindow
 
 log = logging.getLogger(__name__)
 

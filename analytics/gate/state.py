@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from analytics.errors import GateStateError
+from meshlens.analytics.errors import GateStateError
 
 PHASES: Final = ("initializing", "progressing", "paused", "promoting", "succeeded", "failed")
 TERMINAL: Final = frozenset({"succeeded", "failed"})

@@ -30,9 +30,9 @@ from typing import Any
 
 import duckdb
 
-from analytics.errors import GraphError
-from analytics.graph.build import build_graph, requests_edge_stats, requests_graph
-from analytics.graph.model import (
+from meshlens.analytics.errors import GraphError
+from meshlens.analytics.graph.build import build_graph, requests_edge_stats, requests_graph
+from meshlens.analytics.graph.model import (
     LEVELS,
     SOURCES,
     UNKNOWN,
@@ -44,9 +44,9 @@ from analytics.graph.model import (
     Response,
     Series,
 )
-from analytics.graph.spans import spans_graph
-from analytics.health import annotate_graph, default_health_config
-from analytics.window import TimeWindow
+from meshlens.analytics.graph.spans import spans_graph
+from meshlens.analytics.health import annotate_graph, default_health_config
+from meshlens.analytics.window import TimeWindow
 
 __all__ = [
     "LEVELS",

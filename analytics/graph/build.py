@@ -11,8 +11,8 @@ from typing import Any
 
 import duckdb
 
-from analytics.errors import GraphError
-from analytics.graph.model import (
+from meshlens.analytics.errors import GraphError
+from meshlens.analytics.graph.model import (
     UNKNOWN,
     UNKNOWN_ID,
     Edge,
@@ -26,7 +26,7 @@ from analytics.graph.model import (
     code_label,
     node_id,
 )
-from analytics.graph.sql import (
+from meshlens.analytics.graph.sql import (
     KEY_COLS,
     identity_sql,
     latency_sql,
@@ -36,7 +36,7 @@ from analytics.graph.sql import (
     raw_series_sql,
     where_clause,
 )
-from analytics.window import TimeWindow
+from meshlens.analytics.window import TimeWindow
 
 
 def _node_type(level: str) -> str:

@@ -15,7 +15,7 @@ import hashlib
 from collections import defaultdict
 from typing import Any
 
-from analytics.graph.model import Edge, Graph, Node
+from meshlens.analytics.graph.model import Edge, Graph, Node
 
 
 def kiali_node_key(node: Node, level: str, cluster: str) -> str:

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
-from analytics import error_rule
-from analytics.window import TimeWindow
+from meshlens.analytics import error_rule
+from meshlens.analytics.window import TimeWindow
 
 Level = Literal["workload", "app", "versioned-app", "service"]
 Source = Literal["requests", "spans", "auto"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from analytics.graph.model import Edge, Graph
+from meshlens.analytics.graph.model import Edge, Graph
 
 EDGE_COLUMNS = (
     "source",

@@ -29,10 +29,10 @@ from typing import Any, Final
 
 import duckdb
 
-from analytics.errors import GraphError
-from analytics.graph.build import build_graph
-from analytics.graph.model import UNKNOWN, EdgeStats, Graph, NodeRef, Series
-from analytics.window import TimeWindow
+from meshlens.analytics.errors import GraphError
+from meshlens.analytics.graph.build import build_graph
+from meshlens.analytics.graph.model import UNKNOWN, EdgeStats, Graph, NodeRef, Series
+from meshlens.analytics.window import TimeWindow
 
 MODES: Final = ("tempo", "connector")
 

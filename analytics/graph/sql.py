@@ -7,8 +7,8 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from analytics.errors import GraphError
-from analytics.graph.model import LEVELS
+from meshlens.analytics.errors import GraphError
+from meshlens.analytics.graph.model import LEVELS
 
 # Per level: (source key columns, destination key columns, destination-known condition).
 _U = "'unknown'"

@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from analytics.errors import AnalyticsError
-from analytics.istio.checks import CHECKS, run_check
-from analytics.istio.resources import parse_documents
-from analytics.window import parse_window
-from analytics.yaml_input import API_LIMITS
-from collector.httpd import HttpError, Request, Response, Route
+from meshlens.analytics.errors import AnalyticsError
+from meshlens.analytics.istio.checks import CHECKS, run_check
+from meshlens.analytics.istio.resources import parse_documents
+from meshlens.analytics.window import parse_window
+from meshlens.analytics.yaml_input import API_LIMITS
+from meshlens.httpd import HttpError, Request, Response, Route
 
 # YAML text in a request: aliases are budgeted (API_LIMITS) and the text itself is capped.
 MAX_CONFIG_BYTES: Final = 1024 * 1024

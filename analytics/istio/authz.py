@@ -23,8 +23,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from analytics.errors import IstioConfigError
-from analytics.istio.labels import (
+from meshlens.analytics.errors import IstioConfigError
+from meshlens.analytics.istio.labels import (
     TELEMETRY_LABELS,
     KnownLabels,
     from_telemetry,
@@ -33,7 +33,7 @@ from analytics.istio.labels import (
     selector_of,
     unknown_keys,
 )
-from analytics.istio.resources import Resource
+from meshlens.analytics.istio.resources import Resource
 
 ROOT_NAMESPACE: Final = "istio-system"
 

@@ -17,14 +17,14 @@ from typing import Any, Final
 
 import duckdb
 
-from analytics.catalog import connect
-from analytics.istio.authz import RequestFacts, check_policy, decide, strip_spiffe
-from analytics.istio.labels import KnownLabels, LabelIndex, build_index
-from analytics.istio.mtls import EdgeObservation, check_mtls
-from analytics.istio.report import CheckReport, Finding
-from analytics.istio.resources import IstioConfig
-from analytics.istio.routing import RoutingOptions, check_routing
-from analytics.istio.telemetry import (
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.istio.authz import RequestFacts, check_policy, decide, strip_spiffe
+from meshlens.analytics.istio.labels import KnownLabels, LabelIndex, build_index
+from meshlens.analytics.istio.mtls import EdgeObservation, check_mtls
+from meshlens.analytics.istio.report import CheckReport, Finding
+from meshlens.analytics.istio.resources import IstioConfig
+from meshlens.analytics.istio.routing import RoutingOptions, check_routing
+from meshlens.analytics.istio.telemetry import (
     EXAMPLES_PER_GROUP,
     Context,
     authz_groups,
@@ -33,7 +33,7 @@ from analytics.istio.telemetry import (
     routing_observations,
     rows,
 )
-from analytics.window import TimeWindow
+from meshlens.analytics.window import TimeWindow
 
 CHECKS: Final = ("routing", "authz", "mtls")
 DECISIONS: Final = {True: "allow", False: "deny", None: "undetermined"}

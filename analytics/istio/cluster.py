@@ -21,8 +21,8 @@ from typing import Any, Final
 import requests
 import yaml
 
-from analytics.errors import ClusterAccessError
-from analytics.istio.resources import IstioConfig, merge, parse_documents
+from meshlens.analytics.errors import ClusterAccessError
+from meshlens.analytics.istio.resources import IstioConfig, merge, parse_documents
 
 SA_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 RESOURCES: Final = (

@@ -17,7 +17,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from analytics.istio.kube import CANONICAL_NAME, CANONICAL_REVISION, KubeService, KubeWorkload
+from meshlens.analytics.istio.kube import (
+    CANONICAL_NAME,
+    CANONICAL_REVISION,
+    KubeService,
+    KubeWorkload,
+)
 
 # Label keys telemetry answers, and the telemetry field each one comes from.
 TELEMETRY_LABELS: Final = {

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from analytics.istio.authz import ROOT_NAMESPACE
-from analytics.istio.labels import (
+from meshlens.analytics.istio.authz import ROOT_NAMESPACE
+from meshlens.analytics.istio.labels import (
     KnownLabels,
     from_telemetry,
     label_worlds,
@@ -31,8 +31,8 @@ from analytics.istio.labels import (
     selector_of,
     unknown_keys,
 )
-from analytics.istio.report import Finding
-from analytics.istio.resources import IstioConfig, Resource
+from meshlens.analytics.istio.report import Finding
+from meshlens.analytics.istio.resources import IstioConfig, Resource
 
 DEFAULT_MODE: Final = "PERMISSIVE"
 UNDETERMINED: Final = "undetermined"

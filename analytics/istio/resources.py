@@ -15,9 +15,9 @@ from typing import Any, Final
 
 import yaml
 
-from analytics.errors import IstioConfigError
-from analytics.istio.kube import KubeService, KubeWorkload, from_document
-from analytics.yaml_input import FILE_LIMITS, YamlLimits, load_all
+from meshlens.analytics.errors import IstioConfigError
+from meshlens.analytics.istio.kube import KubeService, KubeWorkload, from_document
+from meshlens.analytics.yaml_input import FILE_LIMITS, YamlLimits, load_all
 
 _NET: Final = "cloudcoil.models.istio.networking.v1"
 _SEC: Final = "cloudcoil.models.istio.security.v1"

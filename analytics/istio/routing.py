@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from analytics.istio.report import Finding
-from analytics.istio.resources import IstioConfig, Resource
+from meshlens.analytics.istio.report import Finding
+from meshlens.analytics.istio.resources import IstioConfig, Resource
 
 Z_999: Final = 3.29  # two-sided 99.9%: a routing check runs often; keep false alarms rare
 ALPHA: Final = 0.001  # "got none" is a problem when P(none | configured weights) is below this

@@ -19,8 +19,8 @@ from typing import Any, Final
 
 import duckdb
 
-from analytics.istio.resources import IstioConfig
-from analytics.istio.routing import Observation
+from meshlens.analytics.istio.resources import IstioConfig
+from meshlens.analytics.istio.routing import Observation
 
 EXAMPLES_PER_GROUP: Final = 3
 DEFAULT_TRUST_DOMAIN: Final = "cluster.local"

@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 import duckdb
 import numpy as np
 
-from analytics.errors import JudgeInputError
-from analytics.judge import data as jdata
-from analytics.judge import evaluate as ev
-from analytics.judge import seq_metrics as seq
-from analytics.judge.model import CanaryConfig, MetricResult, MetricSpec, Verdict
-from analytics.judge.scoring import roll_up
-from analytics.window import TimeWindow
+from meshlens.analytics.errors import JudgeInputError
+from meshlens.analytics.judge import data as jdata
+from meshlens.analytics.judge import evaluate as ev
+from meshlens.analytics.judge import seq_metrics as seq
+from meshlens.analytics.judge.model import CanaryConfig, MetricResult, MetricSpec, Verdict
+from meshlens.analytics.judge.scoring import roll_up
+from meshlens.analytics.window import TimeWindow
 
 T = TypeVar("T")
 PROMETHEUS_STEP_S = 10.0  # range-query step (= block) for Prometheus series without a block
@@ -76,7 +76,7 @@ class _Inputs:
                 data_dir=self.data_dir,
             )
         if spec.source == "prometheus" or spec.kind == "promql":
-            from analytics.judge import prometheus
+            from meshlens.analytics.judge import prometheus
 
             b, c = self._per_side(spec, prometheus.side_series)
             return b, c
@@ -94,7 +94,7 @@ class _Inputs:
     def _prometheus(self, spec: MetricSpec) -> tuple[Any, float]:
         """The Prometheus connection and the caller's step (the query step is
         prometheus.query_step of it: at least a minute, so rate() has two samples)."""
-        from analytics.judge import prometheus
+        from meshlens.analytics.judge import prometheus
 
         if not self.config.prometheus_url:
             raise JudgeInputError(f"metric {spec.name} needs prometheus_url in the config")
@@ -127,7 +127,7 @@ class _Inputs:
         """A Prometheus error-rate metric judged on request and error counts per aligned step
         (each step one block), not on a ratio series: steps weigh by their traffic, and a side
         without any 5xx series has 0 errors, not no data."""
-        from analytics.judge import blocks, prometheus
+        from meshlens.analytics.judge import blocks, prometheus
 
         src, step = self._prometheus(spec)
         sides = self._per_side(spec, prometheus.side_counts)

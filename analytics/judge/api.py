@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from analytics.errors import AnalyticsError, PrometheusError
-from analytics.judge.config import default_config, parse_request_config
-from analytics.judge.model import MODES, Verdict
-from collector.httpd import HttpError, Request, Response, Route
+from meshlens.analytics.errors import AnalyticsError, PrometheusError
+from meshlens.analytics.judge.config import default_config, parse_request_config
+from meshlens.analytics.judge.model import MODES, Verdict
+from meshlens.httpd import HttpError, Request, Response, Route
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ def analyze_request(
 ) -> Verdict:
     """The analysis a JSON body asks for (raises AnalyticsError on bad input). `prometheus_url`:
     the operator's Prometheus, the only URL a request's config may use."""
-    from analytics.catalog import connect
-    from analytics.errors import JudgeInputError
-    from analytics.judge.analyze import analyze
-    from analytics.window import parse_window
+    from meshlens.analytics.catalog import connect
+    from meshlens.analytics.errors import JudgeInputError
+    from meshlens.analytics.judge.analyze import analyze
+    from meshlens.analytics.window import parse_window
 
     if not isinstance(body, Mapping):
         raise JudgeInputError("the body must be a JSON object")

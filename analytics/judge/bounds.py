@@ -34,7 +34,7 @@ from typing import Final
 
 import numpy as np
 
-from analytics.judge import sequential
+from meshlens.analytics.judge import sequential
 
 RHO_BLOCKS: Final = 6.0  # normal-mixture prior scale, in blocks: tightest near ~60 blocks
 

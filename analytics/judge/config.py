@@ -48,9 +48,9 @@ from typing import Any, Final, cast
 
 import yaml
 
-from analytics import yaml_input
-from analytics.errors import CanaryConfigError
-from analytics.judge.model import (
+from meshlens.analytics import yaml_input
+from meshlens.analytics.errors import CanaryConfigError
+from meshlens.analytics.judge.model import (
     DIRECTIONS,
     METRIC_KINDS,
     MODES,
@@ -61,7 +61,7 @@ from analytics.judge.model import (
     MetricSpec,
     Thresholds,
 )
-from collector.config import parse_duration
+from meshlens.settings import parse_duration
 
 _TOP_KEYS: Final = {
     "mode",

@@ -24,11 +24,11 @@ from typing import Final
 import duckdb
 import numpy as np
 
-from analytics import error_rule
-from analytics.errors import JudgeInputError
-from analytics.judge.model import SELECTORS
-from analytics.window import TimeWindow
-from collector.store import grpc_status
+from meshlens.analytics import error_rule
+from meshlens.analytics.errors import JudgeInputError
+from meshlens.analytics.judge.model import SELECTORS
+from meshlens.analytics.window import TimeWindow
+from meshlens.collector.store import grpc_status
 
 _SERVICE_SQL: Final = (
     "(destination_service_name = $service OR destination_canonical_service = "
@@ -266,7 +266,7 @@ def load_sql_series(
     or 'canary'. Placeholders ${service}, ${baseline}, ${canary}, ${start}, ${end} become SQL
     literals. With `data_dir` it runs in analytics.sql's sandbox (read-only, time-limited);
     without, the statement is still checked to be a single SELECT."""
-    from analytics.sql import check_statement, run_query
+    from meshlens.analytics.sql import check_statement, run_query
 
     sql = substitute(
         query,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Final, Literal
 
-from analytics.judge.model import MetricSpec
+from meshlens.analytics.judge.model import MetricSpec
 
 Outcome = Literal["pass", "fail", "inconclusive"]
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from analytics.judge import netflix, sequential
-from analytics.judge.data import RequestData, Series, error_mask
-from analytics.judge.model import MetricResult, MetricSpec
+from meshlens.analytics.judge import netflix, sequential
+from meshlens.analytics.judge.data import RequestData, Series, error_mask
+from meshlens.analytics.judge.model import MetricResult, MetricSpec
 
 FLAGGER_SUCCESS_MIN = 99.0  # Flagger's documented request-success-rate example (percent)
 FLAGGER_DURATION_MAX = 500.0  # Flagger's documented request-duration example (ms, P99)

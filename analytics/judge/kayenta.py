@@ -15,10 +15,10 @@ from typing import Any, Final
 
 import numpy as np
 
-from analytics.errors import CanaryConfigError, JudgeInputError
-from analytics.judge import netflix
-from analytics.judge.config import from_kayenta
-from analytics.judge.model import KayentaOptions, MetricSpec, Thresholds
+from meshlens.analytics.errors import CanaryConfigError, JudgeInputError
+from meshlens.analytics.judge import netflix
+from meshlens.analytics.judge.config import from_kayenta
+from meshlens.analytics.judge.model import KayentaOptions, MetricSpec, Thresholds
 
 JUDGE_NAME: Final = "NetflixACAJudge-v1.0"
 

@@ -50,9 +50,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from analytics.errors import JudgeInputError, PrometheusError
-from analytics.judge.data import Series, grpc_code
-from analytics.judge.model import MetricSpec
+from meshlens.analytics.errors import JudgeInputError, PrometheusError
+from meshlens.analytics.judge.data import Series, grpc_code
+from meshlens.analytics.judge.model import MetricSpec
 
 DEFAULT_MIN_WINDOW_S: Final = 60.0
 """Shortest rate()/increase() window (and so query step): 4x a 15 s scrape interval, so that a

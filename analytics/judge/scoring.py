@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from analytics.judge import netflix
-from analytics.judge.model import CanaryConfig, MetricResult, VerdictLabel
+from meshlens.analytics.judge import netflix
+from meshlens.analytics.judge.model import CanaryConfig, MetricResult, VerdictLabel
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from analytics.judge import blocks, bounds, sequential
-from analytics.judge.data import RequestData, Series, error_mask
-from analytics.judge.decision import Outcome, decide, open_bound, tolerance_of
-from analytics.judge.evaluate import (
+from meshlens.analytics.judge import blocks, bounds, sequential
+from meshlens.analytics.judge.data import RequestData, Series, error_mask
+from meshlens.analytics.judge.decision import Outcome, decide, open_bound, tolerance_of
+from meshlens.analytics.judge.evaluate import (
     Frame,
     base_result,
     direction_label,
@@ -39,7 +39,7 @@ from analytics.judge.evaluate import (
     pct,
     quantile_name,
 )
-from analytics.judge.model import Classification, MetricResult, MetricSpec
+from meshlens.analytics.judge.model import Classification, MetricResult, MetricSpec
 
 MIN_BLOCKS = 6  # block tests judge nothing before this many blocks (minimum-sample guard)
 

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from collector.config import Setting, add_settings, parse_bool
-from collector.decode import identity
-from collector.decode.access_log_text import Rejected, parse_lines
-from collector.decode.request_rows import rows_to_table
-from collector.store.writer import write_table
+from meshlens.collector.decode import identity
+from meshlens.collector.decode.access_log_text import Rejected, parse_lines
+from meshlens.collector.decode.request_rows import rows_to_table
+from meshlens.collector.store.writer import write_table
+from meshlens.settings import Setting, add_settings, parse_bool
 
 log = logging.getLogger(__name__)
 

@@ -35,12 +35,12 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from collector.decode import identity
-from collector.decode.identity import Observation, Workload
-from collector.decode.request_rows import rows_to_table
-from collector.store import grpc_status as grpc_status_codes
-from collector.store.records import Record
-from collector.store.schema import UNKNOWN
+from meshlens.collector.decode import identity
+from meshlens.collector.decode.identity import Observation, Workload
+from meshlens.collector.decode.request_rows import rows_to_table
+from meshlens.collector.store import grpc_status as grpc_status_codes
+from meshlens.collector.store.records import Record
+from meshlens.collector.store.schema import UNKNOWN
 
 _TEXT_RE: Final = re.compile(
     r'^\[(?P<start>[^\]]+)\] "(?P<method>\S+) (?P<path>.*?) (?P<protocol>\S+)" '

@@ -24,8 +24,8 @@ from typing import Final
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from collector.decode import limits
-from collector.store.schema import UNKNOWN
+from meshlens.collector.decode import limits
+from meshlens.collector.store.schema import UNKNOWN
 
 # protobuf already refuses messages nested deeper than 100; this keeps Python recursion smaller.
 MAX_DEPTH: Final = 32

@@ -14,12 +14,12 @@ from typing import Any, Final
 import pyarrow as pa
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
-from collector.decode import identity
-from collector.decode.identity import Observation, Workload
-from collector.decode.request_rows import columns_to_table
-from collector.errors import DecodeError
-from collector.proto.gen import meshlens_als_pb2, meshlens_envoy_core_pb2
-from collector.store.records import Record
+from meshlens.collector.decode import identity
+from meshlens.collector.decode.identity import Observation, Workload
+from meshlens.collector.decode.request_rows import columns_to_table
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.proto.gen import meshlens_als_pb2, meshlens_envoy_core_pb2
+from meshlens.collector.store.records import Record
 
 ORIGIN: Final = "envoy_als"
 

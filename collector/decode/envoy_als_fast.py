@@ -23,16 +23,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
-from collector.decode import envoy_als, identity, window
-from collector.decode.request_rows import IDENTITY_COLUMNS as NORMALIZED
-from collector.errors import DecodeError
-from collector.proto.gen import meshlens_envoy_accesslog_pb2 as accesslog_pb2
-from collector.store.records import Record
-from collector.store.schema import REQUESTS, UNKNOWN
+from meshlens.collector.decode import envoy_als, identity, window
+from meshlens.collector.decode.request_rows import IDENTITY_COLUMNS as NORMALIZED
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.proto.gen import meshlens_envoy_accesslog_pb2 as accesslog_pb2
+from meshlens.collector.store.records import Record
+from meshlens.collector.store.schema import REQUESTS, UNKNOWN
 
 _wire: ModuleType | None
 try:
-    from collector.decode import _als_wire
+    from meshlens.collector.decode import _als_wire
 
     _wire = _als_wire
 except ImportError:  # not built (no C compiler at install time): Python decodes everything

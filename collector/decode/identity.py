@@ -34,7 +34,7 @@ from typing import Any, Final
 from google.protobuf import struct_pb2, wrappers_pb2
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
-from collector.store.schema import UNKNOWN
+from meshlens.collector.store.schema import UNKNOWN
 
 DEFAULT_TRUST_DOMAIN: Final = "cluster.local"
 PASSTHROUGH: Final = "PassthroughCluster"

@@ -3,7 +3,7 @@ the OpenTelemetry SDK's attribute limits) and the timestamp window of live inges
 
 Why at decode: one request's resource with 100,000 attributes, repeated on every span, took a
 decode worker past 1 GB; one request with spans spread over 2,000 future hours created 2,000
-partitions. The settings are declared in `collector.config` (DECODE); decode workers are
+partitions. The settings are declared in `meshlens.settings` (DECODE); decode workers are
 spawned processes, so they read them from the environment (`MESHLENS_*`), which `serve`
 exports from its flags (`export_to_environ`). Pure, apart from reading/writing the environment
 and the process-local drop counters (`counts`), which the decoders also log.
@@ -45,7 +45,7 @@ class DecodeLimits:
 
 
 DEFAULT: Final = DecodeLimits()
-# setting name (collector.config.DECODE) -> DecodeLimits field
+# setting name (meshlens.settings.DECODE) -> DecodeLimits field
 FIELDS: Final[dict[str, str]] = {
     "attribute_count_limit": "attribute_count",
     "attribute_value_length_limit": "attribute_value_length",
@@ -64,7 +64,7 @@ def from_values(values: Mapping[str, Any]) -> DecodeLimits:
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> DecodeLimits:
-    from collector.config import DECODE  # config imports nothing of ours; keep decode light
+    from meshlens.settings import DECODE  # config imports nothing of ours; keep decode light
 
     env = os.environ if environ is None else environ
     return from_values({s.name: s.resolve(env) for s in DECODE})
@@ -73,7 +73,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> DecodeLimits:
 def export_to_environ(values: Mapping[str, Any], environ: MutableMapping[str, str]) -> None:
     """Write the decode settings' values (e.g. from flags) where spawned decode workers read
     them; every value is written as a bare number, which each setting's parser accepts."""
-    from collector.config import DECODE
+    from meshlens.settings import DECODE
 
     for s in DECODE:
         if s.name in values:

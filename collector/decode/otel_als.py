@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from collector.decode import identity
-from collector.decode.access_log_text import fields_to_row, parse_fields
-from collector.decode.identity import Workload
+from meshlens.collector.decode import identity
+from meshlens.collector.decode.access_log_text import fields_to_row, parse_fields
+from meshlens.collector.decode.identity import Workload
 
 ORIGIN: Final = "otel_als"
 # Attribute-format records: Envoy's formatter always has a response code, and an access log

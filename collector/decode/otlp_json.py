@@ -35,7 +35,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector.errors import DecodeError, JsonFieldError
+from meshlens.collector.errors import DecodeError, JsonFieldError
 
 REQUEST_TYPES: Final[dict[str, type[Message]]] = {
     "traces": ExportTraceServiceRequest,
@@ -233,7 +233,8 @@ def _double(value: Any) -> float:
 
 def _enum(value: Any, enum: EnumDescriptor) -> int:
     if type(value) is str:
-        known = enum.values_by_name.get(value)
+        # Enum names are ASCII: upb's lookup raises SystemError on a lone surrogate.
+        known = enum.values_by_name.get(value) if value.isascii() else None
         if known is not None:
             return int(known.number)
         if not _DECIMAL_INT.fullmatch(value):

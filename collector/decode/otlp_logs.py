@@ -9,7 +9,6 @@ every record it declines is an ordinary log row.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from typing import Any, Final
@@ -19,18 +18,19 @@ import pyarrow as pa
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from collector.decode import limits
-from collector.decode.attributes import (
+from meshlens.collector.decode import limits
+from meshlens.collector.decode.attributes import (
     KeyValueCache,
     ResourceInfo,
     any_value_to_text,
     entries_json,
     resource_for,
 )
-from collector.decode.otlp_wire import LogsRequest
-from collector.errors import DecodeError
-from collector.store.records import Record
-from collector.store.schema import LOGS, empty_table
+from meshlens.collector.decode.otel_als import otel_access_log_to_request
+from meshlens.collector.decode.otlp_wire import LogsRequest
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.store.records import Record
+from meshlens.collector.store.schema import LOGS, empty_table
 
 KIND: Final = "otlp logs"
 log = logging.getLogger(__name__)
@@ -40,18 +40,6 @@ AccessLogConverter = Callable[
 ]
 
 _cache = KeyValueCache()
-_converter: list[AccessLogConverter | None] = []
-
-
-def access_log_converter() -> AccessLogConverter | None:
-    """The Envoy OTel access-log converter, imported on first use (None if not installed)."""
-    if not _converter:
-        try:
-            module = importlib.import_module("collector.decode.otel_als")
-            _converter.append(module.otel_access_log_to_request)
-        except ImportError:
-            _converter.append(None)
-    return _converter[0]
 
 
 def _body_text(raw: bytes) -> str:
@@ -63,13 +51,13 @@ def decode_logs(
 ) -> dict[str, pa.Table]:
     """An encoded ExportLogsServiceRequest as {"logs": ..., "requests": ...}; raises DecodeError.
 
-    `converter` overrides `access_log_converter()` (tests).
+    `converter` overrides the Envoy OTel access-log converter (tests).
     """
     try:
         request = LogsRequest.FromString(payload)
     except (ProtobufDecodeError, ValueError) as exc:
         raise DecodeError(KIND, f"invalid ExportLogsServiceRequest protobuf: {exc}") from exc
-    to_request = converter if converter is not None else access_log_converter()
+    to_request = converter if converter is not None else otel_access_log_to_request
     cols: dict[str, list[Any]] = {f.name: [] for f in LOGS}
     ts_ns: list[int] = []
     requests: list[dict[str, Any]] = []
@@ -92,7 +80,7 @@ def decode_logs(
                     raise DecodeError(KIND, f"{where} is invalid: {exc}") from exc
     limits.dropped_attributes(KIND, dropped)
     if requests:
-        from collector.decode.request_rows import rows_to_table
+        from meshlens.collector.decode.request_rows import rows_to_table
 
         return {"logs": _logs_table(cols, ts_ns), "requests": rows_to_table(requests)}
     return {"logs": _logs_table(cols, ts_ns), "requests": empty_table("requests")}

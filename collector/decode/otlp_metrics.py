@@ -18,11 +18,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from collector.decode import limits
-from collector.decode.attributes import ResourceInfo, limited_dict, resource_info, to_json
-from collector.errors import DecodeError
-from collector.store.records import Record
-from collector.store.schema import METRICS
+from meshlens.collector.decode import limits
+from meshlens.collector.decode.attributes import ResourceInfo, limited_dict, resource_info, to_json
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.store.records import Record
+from meshlens.collector.store.schema import METRICS
 
 KIND: Final = "otlp metrics"
 _INT64_MAX: Final = 2**63 - 1

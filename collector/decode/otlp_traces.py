@@ -16,18 +16,18 @@ import numpy as np
 import pyarrow as pa
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from collector.decode import limits
-from collector.decode.attributes import (
+from meshlens.collector.decode import limits
+from meshlens.collector.decode.attributes import (
     KeyValueCache,
     ResourceInfo,
     entries_json,
     resource_for,
     to_json,
 )
-from collector.decode.otlp_wire import Status, TracesRequest
-from collector.errors import DecodeError
-from collector.store.records import Record
-from collector.store.schema import SPANS
+from meshlens.collector.decode.otlp_wire import Status, TracesRequest
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.store.records import Record
+from meshlens.collector.store.schema import SPANS
 
 KIND: Final = "otlp traces"
 _KINDS: Final = ("internal", "internal", "server", "client", "producer", "consumer")

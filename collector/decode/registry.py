@@ -13,18 +13,18 @@ from typing import Final
 
 import pyarrow as pa
 
-from collector.decode import window
-from collector.store.records import Record, RecordKind
-from collector.store.writer import conform
+from meshlens.collector.decode import window
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.writer import conform
 
 Decoder = Callable[[Record], dict[str, pa.Table]]
 
 DECODERS: Final[dict[RecordKind, str]] = {
-    RecordKind.OTLP_TRACES: "collector.decode.otlp_traces:decode_traces_record",
-    RecordKind.OTLP_METRICS: "collector.decode.otlp_metrics:decode_metrics_record",
-    RecordKind.OTLP_LOGS: "collector.decode.otlp_logs:decode_logs_record",
-    RecordKind.ENVOY_ALS: "collector.decode.envoy_als:decode_als_record",
-    RecordKind.ACCESS_LOG_LINES: "collector.decode.access_log_text:decode_lines_record",
+    RecordKind.OTLP_TRACES: "meshlens.collector.decode.otlp_traces:decode_traces_record",
+    RecordKind.OTLP_METRICS: "meshlens.collector.decode.otlp_metrics:decode_metrics_record",
+    RecordKind.OTLP_LOGS: "meshlens.collector.decode.otlp_logs:decode_logs_record",
+    RecordKind.ENVOY_ALS: "meshlens.collector.decode.envoy_als:decode_als_record",
+    RecordKind.ACCESS_LOG_LINES: "meshlens.collector.decode.access_log_text:decode_lines_record",
 }
 
 # Two-step decoders for kinds with small records, where building Arrow arrays per record costs
@@ -35,8 +35,8 @@ DECODERS: Final[dict[RecordKind, str]] = {
 BATCH_DECODERS: Final[dict[RecordKind, tuple[str, str]]] = {
     # The C wire decoder when built (envoy_als_fast), the Python reference otherwise.
     RecordKind.ENVOY_ALS: (
-        "collector.decode.envoy_als_fast:record_part",
-        "collector.decode.envoy_als_fast:records_tables",
+        "meshlens.collector.decode.envoy_als_fast:record_part",
+        "meshlens.collector.decode.envoy_als_fast:records_tables",
     ),
 }
 

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from collector.store.schema import REQUESTS, UNKNOWN
+from meshlens.collector.store.schema import REQUESTS, UNKNOWN
 
 IDENTITY_COLUMNS: Final = (
     "reporter",

@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector.decode import limits
-from collector.store.schema import TIME_COLUMN
+from meshlens.collector.decode import limits
+from meshlens.collector.store.schema import TIME_COLUMN
 
 log = logging.getLogger(__name__)
 _US_PER_S: Final = 1_000_000

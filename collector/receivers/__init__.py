@@ -9,5 +9,5 @@ is durable), then acknowledge. Decoding into rows happens later, off the request
     failures.py    collector errors -> gRPC status (+ retry trailers) / HTTP status (pure)
     grpc_server.py the grpc.aio server: OTLP services, Envoy ALS, health, auth, TLS, size limit
     envoy_als.py   envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs
-    otlp_http.py   OTLP/HTTP routes (/v1/traces, /v1/metrics, /v1/logs) on collector.httpd
+    otlp_http.py   OTLP/HTTP routes (/v1/traces, /v1/metrics, /v1/logs) on meshlens.httpd
 """

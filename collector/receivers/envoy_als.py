@@ -34,13 +34,13 @@ from typing import Any, Final
 import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from collector.decode import utf8
-from collector.errors import CollectorError, DecodeError, Overloaded
-from collector.proto.gen import meshlens_als_pb2
-from collector.receivers.failures import classify
-from collector.receivers.identity import Binding, als_claim
-from collector.receivers.ingest import Ingest
-from collector.store.records import RecordKind
+from meshlens.collector.decode import utf8
+from meshlens.collector.errors import CollectorError, DecodeError, Overloaded
+from meshlens.collector.proto.gen import meshlens_als_pb2
+from meshlens.collector.receivers.failures import classify
+from meshlens.collector.receivers.identity import Binding, als_claim
+from meshlens.collector.receivers.ingest import Ingest
+from meshlens.collector.store.records import RecordKind
 
 SERVICE: Final = "envoy.service.accesslog.v3.AccessLogService"
 METHOD: Final = f"/{SERVICE}/StreamAccessLogs"

@@ -22,7 +22,7 @@ from typing import Final
 import grpc
 from google.rpc import error_details_pb2
 
-from collector.errors import (
+from meshlens.collector.errors import (
     AuthError,
     CollectorError,
     DecodeError,

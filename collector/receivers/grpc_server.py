@@ -32,13 +32,13 @@ from typing import Any, Final
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from collector.errors import ConfigError
-from collector.receivers import envoy_als, otlp
-from collector.receivers.identity import MODES, Binding
-from collector.receivers.ingest import Ingest
-from collector.receivers.otlp_grpc import RECEIVER as OTLP_RECEIVER
-from collector.receivers.otlp_grpc import otlp_handlers
-from collector.selfmetrics import SelfMetrics
+from meshlens.collector.errors import ConfigError
+from meshlens.collector.receivers import envoy_als, otlp
+from meshlens.collector.receivers.identity import MODES, Binding
+from meshlens.collector.receivers.ingest import Ingest
+from meshlens.collector.receivers.otlp_grpc import RECEIVER as OTLP_RECEIVER
+from meshlens.collector.receivers.otlp_grpc import otlp_handlers
+from meshlens.collector.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
 

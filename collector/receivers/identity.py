@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from collector.proto.gen import meshlens_als_pb2
+from meshlens.collector.proto.gen import meshlens_als_pb2
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from collector.decode import utf8
-from collector.errors import CollectorError, DecodeError, StoreUnavailable
-from collector.receivers import otlp
-from collector.receivers.failures import classify
-from collector.selfmetrics import SelfMetrics
-from collector.store.records import RecordKind
+from meshlens.collector.decode import utf8
+from meshlens.collector.errors import CollectorError, DecodeError, StoreUnavailable
+from meshlens.collector.receivers import otlp
+from meshlens.collector.receivers.failures import classify
+from meshlens.collector.selfmetrics import SelfMetrics
+from meshlens.collector.store.records import RecordKind
 
 
 class Pending(Protocol):

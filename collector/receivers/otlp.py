@@ -19,8 +19,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from collector.errors import DecodeError
-from collector.store.records import RecordKind
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.store.records import RecordKind
 
 _ZERO_TRACE_ID: Final = bytes(16)
 _ZERO_SPAN_ID: Final = bytes(8)

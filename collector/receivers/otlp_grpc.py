@@ -13,11 +13,11 @@ from typing import Any, Final, NoReturn
 
 import grpc
 
-from collector.errors import CollectorError
-from collector.receivers import otlp
-from collector.receivers.failures import classify
-from collector.receivers.identity import Binding, otlp_claims, otlp_resource_attributes
-from collector.receivers.ingest import Ingest
+from meshlens.collector.errors import CollectorError
+from meshlens.collector.receivers import otlp
+from meshlens.collector.receivers.failures import classify
+from meshlens.collector.receivers.identity import Binding, otlp_claims, otlp_resource_attributes
+from meshlens.collector.receivers.ingest import Ingest
 
 RECEIVER: Final = "otlp_grpc"
 

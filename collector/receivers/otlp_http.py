@@ -1,4 +1,4 @@
-"""OTLP over HTTP (:4318): POST /v1/traces, /v1/metrics, /v1/logs on `collector.httpd`.
+"""OTLP over HTTP (:4318): POST /v1/traces, /v1/metrics, /v1/logs on `meshlens.httpd`.
 
 As the OTLP spec asks: `application/x-protobuf` or `application/json` bodies (JSON is turned
 into the same protobuf bytes the gRPC path stores, by collector.decode.otlp_json), gzip
@@ -23,11 +23,11 @@ from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from collector.errors import CollectorError, DecodeError, JsonFieldError
-from collector.httpd import Request, Response, Route
-from collector.receivers import otlp
-from collector.receivers.failures import classify
-from collector.receivers.ingest import Ingest
+from meshlens.collector.errors import CollectorError, DecodeError, JsonFieldError
+from meshlens.collector.receivers import otlp
+from meshlens.collector.receivers.failures import classify
+from meshlens.collector.receivers.ingest import Ingest
+from meshlens.httpd import Request, Response, Route
 
 RECEIVER: Final = "otlp_http"
 PROTOBUF: Final = "application/x-protobuf"
@@ -64,7 +64,7 @@ def _bad_request(exc: DecodeError) -> tuple[Message, ...]:
 
 def _to_proto(signal: otlp.Signal, body: bytes) -> bytes:
     # Imported on first JSON request: most senders use protobuf.
-    from collector.decode.otlp_json import otlp_json_to_proto
+    from meshlens.collector.decode.otlp_json import otlp_json_to_proto
 
     return otlp_json_to_proto(signal.name, body)
 

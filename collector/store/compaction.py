@@ -34,15 +34,15 @@ from typing import Final
 
 import pyarrow.parquet as pq
 
-from collector.store.layout import (
+from meshlens.collector.store.layout import (
     SegmentFile,
     is_time_numbered,
     list_table_files,
     segment_file_name,
     visible,
 )
-from collector.store.schema import TABLES
-from collector.store.writer import ROW_GROUP_SIZE, conform, fsync_dir, parquet_options
+from meshlens.collector.store.schema import TABLES
+from meshlens.collector.store.writer import ROW_GROUP_SIZE, conform, fsync_dir, parquet_options
 
 log = logging.getLogger(__name__)
 

@@ -34,16 +34,16 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.child_process import init_child
-from collector.store.converter import (
+from meshlens.child_process import init_child
+from meshlens.collector.store.converter import (
     ConvertResult,
     DecoderUnavailable,
     convert_segment,
     dead_letter_segment,
     warm_up,
 )
-from collector.store.ledger import Ledger, Segment
-from collector.store.writer import fsync_dir
+from meshlens.collector.store.ledger import Ledger, Segment
+from meshlens.collector.store.writer import fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from collector.decode import limits, registry
-from collector.store import wal
-from collector.store.layout import list_table_files, wal_segment_path
-from collector.store.records import Record, RecordKind
-from collector.store.schema import TABLES, TIME_COLUMN
-from collector.store.writer import (
+from meshlens.collector.decode import limits, registry
+from meshlens.collector.store import wal
+from meshlens.collector.store.layout import list_table_files, wal_segment_path
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.schema import TABLES, TIME_COLUMN
+from meshlens.collector.store.writer import (
     conform,
     fsync_dir,
     make_dirs,

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from collector.store import wal
-from collector.store.writer import fsync_dir
+from meshlens.collector.store import wal
+from meshlens.collector.store.writer import fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from collector.store.compaction import partition_end
-from collector.store.layout import SegmentFile, list_table_files, parse_segment_file, visible
-from collector.store.schema import TABLES
+from meshlens.collector.store.compaction import partition_end
+from meshlens.collector.store.layout import (
+    SegmentFile,
+    list_table_files,
+    parse_segment_file,
+    visible,
+)
+from meshlens.collector.store.schema import TABLES
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Final
 
-from collector.store.compaction import partition_end
-from collector.store.layout import partitions
-from collector.store.schema import TABLES
+from meshlens.collector.store.compaction import partition_end
+from meshlens.collector.store.layout import partitions
+from meshlens.collector.store.schema import TABLES
 
 log = logging.getLogger(__name__)
 

@@ -32,15 +32,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from collector.errors import PayloadTooLarge, StoreUnavailable
-from collector.store import compaction, retention, wal
-from collector.store.conversion import Converter, ConverterOptions
-from collector.store.converter import DEAD_LETTER_DIR
-from collector.store.layout import check_node, parse_wal_segment_name, wal_dir, wal_segment_path
-from collector.store.ledger import Ledger, Segment, first_received_ns
-from collector.store.records import Record, RecordKind
-from collector.store.walwriter import Batch, WalWriter, WriterOptions
-from collector.store.writer import fsync_dir
+from meshlens.collector.errors import PayloadTooLarge, StoreUnavailable
+from meshlens.collector.store import compaction, retention, wal
+from meshlens.collector.store.conversion import Converter, ConverterOptions
+from meshlens.collector.store.converter import DEAD_LETTER_DIR
+from meshlens.collector.store.layout import (
+    check_node,
+    parse_wal_segment_name,
+    wal_dir,
+    wal_segment_path,
+)
+from meshlens.collector.store.ledger import Ledger, Segment, first_received_ns
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.walwriter import Batch, WalWriter, WriterOptions
+from meshlens.collector.store.writer import fsync_dir
 
 log = logging.getLogger(__name__)
 

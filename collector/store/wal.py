@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from collector.store.records import Record
+from meshlens.collector.store.records import Record
 
 log = logging.getLogger(__name__)
 

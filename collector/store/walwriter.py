@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.errors import Overloaded, StoreUnavailable
-from collector.store import wal
-from collector.store.layout import wal_segment_path
-from collector.store.ledger import Ledger, Segment
-from collector.store.writer import fsync_dir
+from meshlens.collector.errors import Overloaded, StoreUnavailable
+from meshlens.collector.store import wal
+from meshlens.collector.store.layout import wal_segment_path
+from meshlens.collector.store.ledger import Ledger, Segment
+from meshlens.collector.store.writer import fsync_dir
 
 log = logging.getLogger(__name__)
 

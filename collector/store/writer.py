@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from collector.store.layout import partition_dir, segment_file_name
-from collector.store.schema import HIGH_CARDINALITY, TABLES, TIME_COLUMN
+from meshlens.collector.store.layout import partition_dir, segment_file_name
+from meshlens.collector.store.schema import HIGH_CARDINALITY, TABLES, TIME_COLUMN
 
 COMPRESSION = "zstd"
 # zstd level 1 writes ~20% faster than the default (3) at the same size on our tables.

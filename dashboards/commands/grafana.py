@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from dashboards.grafana import OUTPUT_DIR, build_all
-from dashboards.grafana.builder import dumps
+from meshlens.dashboards.grafana import OUTPUT_DIR, build_all
+from meshlens.dashboards.grafana.builder import dumps
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from collector.config import Setting, add_settings
+from meshlens.settings import Setting, add_settings
 
 APP: Final = Path(__file__).resolve().parents[1] / "app.py"
 

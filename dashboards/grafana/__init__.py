@@ -12,8 +12,8 @@ from typing import Any, Final
 
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 
-from dashboards.grafana import istio, meshlens
-from dashboards.grafana.builder import render
+from meshlens.dashboards.grafana import istio, meshlens
+from meshlens.dashboards.grafana.builder import render
 
 OUTPUT_DIR: Final = Path(__file__).resolve().parent
 

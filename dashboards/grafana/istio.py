@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from grafana_foundation_sdk.builders import dashboard as db
 
-from dashboards.grafana.builder import (
+from meshlens.dashboards.grafana.builder import (
     RATE,
     SEC,
     PanelBuilder,

@@ -12,7 +12,7 @@ from typing import Final
 
 from grafana_foundation_sdk.builders import dashboard as db
 
-from dashboards.grafana.builder import (
+from meshlens.dashboards.grafana.builder import (
     RATE,
     PanelBuilder,
     Q,

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboards import controls, data
+from meshlens.dashboards import controls, data
 
 SEVERITY_ICON = {"problem": "🔴", "warning": "🟠", "info": "🔵"}
 

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboards import controls, data
-from dashboards.dot import HEALTH_COLOURS, LOCK, to_dot
+from meshlens.dashboards import controls, data
+from meshlens.dashboards.dot import HEALTH_COLOURS, LOCK, to_dot
 
 st.title("🕸️ Mesh")
 

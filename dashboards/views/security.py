@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboards.views.istio_check import config_editor, show_report
+from meshlens.dashboards.views.istio_check import config_editor, show_report
 
 EXAMPLE = """apiVersion: security.istio.io/v1
 kind: PeerAuthentication

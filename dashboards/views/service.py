@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboards import controls, data
+from meshlens.dashboards import controls, data
 
 st.title("📈 Service")
 

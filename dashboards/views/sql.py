@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboards import controls, data
+from meshlens.dashboards import controls, data
 
 st.title("🧮 SQL")
 st.caption(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -11,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from analytics import api
-from analytics.api import api_routes
-from collector.httpd import HttpOptions, Request, dispatch, start_http_server
+from meshlens.analytics.api import api_routes
+from meshlens.httpd import HttpOptions, Request, dispatch, start_http_server
 from tests.analytics.requests_factory import T0, call, store, wl
 
 PP = wl("bookinfo", "productpage-v1", "productpage", "v1")
@@ -93,18 +91,12 @@ def test_sql(data: Path) -> None:
     assert status == 400
 
 
-def test_optional_route_modules(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_every_route_family_is_served(tmp_path: Path) -> None:
     paths = {r.path for r in api_routes({"data_dir": str(tmp_path)})}
     assert {"/api/v1/graph", "/api/v1/signals", "/api/v1/health", "/api/v1/sql"} <= paths
-    # A missing module is skipped; a present module with a broken import is an error.
-    (tmp_path / "broken_routes_mod.py").write_text("import no_such_dependency_xyz\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(api, "OPTIONAL_ROUTES", (("no_such_routes_mod", "f"),))
-    assert len(api_routes({"data_dir": str(tmp_path)})) == 4
-    monkeypatch.setattr(api, "OPTIONAL_ROUTES", (("broken_routes_mod", "f"),))
-    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
-        api_routes({"data_dir": str(tmp_path)})
-    sys.modules.pop("broken_routes_mod", None)
+    assert any(p.startswith("/api/v1/canary") for p in paths)  # judge
+    assert any(p.startswith("/gate/") for p in paths)  # gate
+    assert any(p.startswith("/api/v1/check") for p in paths)  # Istio checks
 
 
 @pytest.mark.integration

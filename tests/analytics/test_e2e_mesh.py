@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from analytics.catalog import connect
-from analytics.graph import service_graph
-from analytics.window import TimeWindow
-from collector.cli import main
-from collector.localmesh.app import TinyApp
-from collector.localmesh.bootstrap import Collector
-from collector.localmesh.mesh import LocalMesh
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.graph import service_graph
+from meshlens.analytics.window import TimeWindow
+from meshlens.cli import main
+from meshlens.localmesh.app import TinyApp
+from meshlens.localmesh.bootstrap import Collector
+from meshlens.localmesh.mesh import LocalMesh
 from tests.collector.conftest import start_serve, wait_for
 
 pytestmark = pytest.mark.integration

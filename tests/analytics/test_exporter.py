@@ -10,12 +10,12 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from analytics.catalog import connect
-from analytics.exporter import OVERFLOW, DerivedMetricsCollector, metric_collectors
-from analytics.graph.spans import SpanGraphOptions, spans_graph
-from analytics.window import TimeWindow
-from collector.store.schema import REQUESTS, SPANS
-from collector.store.writer import write_table
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.exporter import OVERFLOW, DerivedMetricsCollector, metric_collectors
+from meshlens.analytics.graph.spans import SpanGraphOptions, spans_graph
+from meshlens.analytics.window import TimeWindow
+from meshlens.collector.store.schema import REQUESTS, SPANS
+from meshlens.collector.store.writer import write_table
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from analytics.errors import HealthConfigError
-from analytics.health import (
+from meshlens.analytics.errors import HealthConfigError
+from meshlens.analytics.health import (
     DEFAULT_TOLERANCES,
     DEGRADED,
     FAILURE,

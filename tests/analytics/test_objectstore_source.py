@@ -13,16 +13,16 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from analytics.catalog import BASE_VIEWS, DERIVED_VIEWS, connect
-from analytics.errors import ObjectStoreError, QueryRejected
-from analytics.graph import service_graph
-from analytics.signals import golden_signals
-from analytics.sql import run_query
-from analytics.synth import synthetic_requests
-from analytics.window import TimeWindow
-from collector.store import compaction
-from collector.store.objectstore import Shipper, StoreUrl, list_remote
-from collector.store.writer import write_table
+from meshlens.analytics.catalog import BASE_VIEWS, DERIVED_VIEWS, connect
+from meshlens.analytics.errors import ObjectStoreError, QueryRejected
+from meshlens.analytics.graph import service_graph
+from meshlens.analytics.signals import golden_signals
+from meshlens.analytics.sql import run_query
+from meshlens.analytics.window import TimeWindow
+from meshlens.collector.store import compaction
+from meshlens.collector.store.objectstore import Shipper, StoreUrl, list_remote
+from meshlens.collector.store.writer import write_table
+from meshlens.synth import synthetic_requests
 from tests.collector.store.s3server import S3Server, s3_server
 
 START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=4)

@@ -19,13 +19,13 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from analytics.catalog import connect
-from analytics.exporter import DerivedMetricsCollector
-from analytics.graph import service_graph
-from analytics.signals import golden_signals
-from analytics.window import TimeWindow
-from collector.store.schema import REQUESTS
-from collector.store.writer import write_table
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.exporter import DerivedMetricsCollector
+from meshlens.analytics.graph import service_graph
+from meshlens.analytics.signals import golden_signals
+from meshlens.analytics.window import TimeWindow
+from meshlens.collector.store.schema import REQUESTS
+from meshlens.collector.store.writer import write_table
 from tests.analytics.requests_factory import T0, call, wl
 
 WINDOW = TimeWindow(T0 - timedelta(minutes=1), T0 + timedelta(minutes=5))
@@ -150,7 +150,7 @@ def test_graph_edges_view_signals_exporter_and_app_agree(tmp_path: Path) -> None
 
 
 def test_the_apps_service_page_agrees(tmp_path: Path) -> None:
-    from dashboards import data as app
+    from meshlens.dashboards import data as app
 
     data = _store(tmp_path)
     w = app.Window(WINDOW.start.isoformat(), WINDOW.end.isoformat())

@@ -17,9 +17,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from analytics.errors import PrometheusError
-from analytics.prometheus_source import histogram_quantile, prometheus_graph, prometheus_signals
-from analytics.window import TimeWindow
+from meshlens.analytics.errors import PrometheusError
+from meshlens.analytics.prometheus_source import (
+    histogram_quantile,
+    prometheus_graph,
+    prometheus_signals,
+)
+from meshlens.analytics.window import TimeWindow
 
 pytestmark = pytest.mark.integration
 
@@ -211,7 +215,7 @@ def test_cli_graph_and_signals_with_prometheus_url(
 ) -> None:
     import json
 
-    from collector.cli import main
+    from meshlens.cli import main
 
     window = ["--from", START.isoformat(), "--to", END.isoformat()]
     assert main(["graph", "--prometheus-url", prometheus, *window, "--format", "json"]) == 0

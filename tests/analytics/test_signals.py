@@ -9,12 +9,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from analytics.catalog import connect
-from analytics.errors import AnalyticsError
-from analytics.signals import golden_signals
-from analytics.window import TimeWindow
-from collector.cli import main
-from collector.store.writer import write_table
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.errors import AnalyticsError
+from meshlens.analytics.signals import golden_signals
+from meshlens.analytics.window import TimeWindow
+from meshlens.cli import main
+from meshlens.collector.store.writer import write_table
 from tests.analytics.requests_factory import T0, call, store, wl
 
 PP = wl("bookinfo", "productpage-v1", "productpage", "v1")

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analytics.errors import QueryError, QueryRejected, QueryTimeout
-from analytics.sql import run_query
-from analytics.window import TimeWindow
-from collector.cli import main
-from collector.store.writer import write_table
+from meshlens.analytics.errors import QueryError, QueryRejected, QueryTimeout
+from meshlens.analytics.sql import run_query
+from meshlens.analytics.window import TimeWindow
+from meshlens.cli import main
+from meshlens.collector.store.writer import write_table
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

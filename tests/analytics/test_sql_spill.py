@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analytics.errors import QueryError, QueryRejected
-from analytics.sql import TEMP_DIR_NAME, run_query
+from meshlens.analytics.errors import QueryError, QueryRejected
+from meshlens.analytics.sql import TEMP_DIR_NAME, run_query
 
 
 @pytest.fixture

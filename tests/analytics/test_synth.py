@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pyarrow.compute as pc
 
-from analytics.synth import synthetic_requests
-from collector.store.schema import REQUESTS
+from meshlens.collector.store.schema import REQUESTS
+from meshlens.synth import synthetic_requests
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

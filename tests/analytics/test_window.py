@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from analytics.errors import WindowError
-from analytics.window import TimeWindow, parse_time, parse_window
+from meshlens.analytics.errors import WindowError
+from meshlens.analytics.window import TimeWindow, parse_time, parse_window
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from analytics.api import api_routes
-from analytics.errors import WindowError
-from analytics.window import parse_window
-from collector.httpd import HttpOptions, Request, dispatch
+from meshlens.analytics.api import api_routes
+from meshlens.analytics.errors import WindowError
+from meshlens.analytics.window import parse_window
+from meshlens.httpd import HttpOptions, Request, dispatch
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 
     running_serve            a `meshlens serve` subprocess on ports 0 with a tmp data dir
     serve_factory(*args)     the same with extra flags (auth, TLS, budgets), any number of them
-    collector_factory(*args) an in-process collector.server.Collector (fast; same code path)
+    collector_factory(*args) an in-process meshlens.server.Collector (fast; same code path)
 
 Readiness is awaited, never slept for: `<data_dir>/serve.json` naming our pid, then /readyz 200.
 Teardown sends SIGTERM and checks the clean-shutdown contract (exit code 0).
@@ -148,7 +148,7 @@ def start_serve(
     cmd = [
         sys.executable,
         "-m",
-        "collector",
+        "meshlens",
         "serve",
         "--data-dir",
         str(data_dir),
@@ -208,8 +208,8 @@ def running_serve(serve_factory: Callable[..., ServeProcess]) -> ServeProcess:
 def collector_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """In-process collectors: factory(*serve_flags, data_dir=None) -> started Collector
     (ports in `.ports`). Stopped (flushed) at teardown."""
-    from collector.cli import build_parser
-    from collector.server import Collector
+    from meshlens.cli import build_parser
+    from meshlens.server import Collector
 
     started: list[Any] = []
 

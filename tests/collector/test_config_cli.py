@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from collector.cli import COMMANDS, main
-from collector.config import (
+from meshlens.cli import COMMANDS, main
+from meshlens.collector.errors import ConfigError
+from meshlens.settings import (
     ALL_SETTINGS,
     Setting,
     add_settings,
@@ -15,7 +16,6 @@ from collector.config import (
     parse_duration,
     parse_size,
 )
-from collector.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,7 +71,7 @@ def _declared_settings() -> list[Setting]:
     import importlib
 
     found = list(ALL_SETTINGS)
-    modules = [m for m, _help in COMMANDS.values()] + ["analytics.gate.api"]
+    modules = [m for m, _help in COMMANDS.values()] + ["meshlens.analytics.gate.api"]
     for name in modules:
         module = importlib.import_module(name)
         for value in vars(module).values():
@@ -109,7 +109,7 @@ def test_secret_settings_are_not_echoed_in_help(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MESHLENS_AUTH_TOKEN", "s3cret-value")
-    from collector.cli import build_parser
+    from meshlens.cli import build_parser
 
     parser, _module = build_parser("serve")
     assert "s3cret-value" not in parser.format_help()

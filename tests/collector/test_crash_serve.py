@@ -61,7 +61,7 @@ def _sql(data_dir: Path, query: str) -> list[dict[str, object]]:
         [
             sys.executable,
             "-m",
-            "collector",
+            "meshlens",
             "sql",
             "--data-dir",
             str(data_dir),

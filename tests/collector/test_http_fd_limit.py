@@ -13,7 +13,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from collector.receivers import otlp
+from meshlens.collector.receivers import otlp
 from tests.collector.conftest import ServeProcess, http_get, http_post, wait_for
 from tests.collector.receivers.grpc_client import export
 from tests.collector.receivers.payloads import traces_request

@@ -1,4 +1,4 @@
-"""collector.httpd under hostile or broken clients (issue 18): chunked bodies, short bodies,
+"""meshlens.httpd under hostile or broken clients (issue 18): chunked bodies, short bodies,
 idle connections and the connection cap, auth before the body, deep JSON, non-finite floats,
 client disconnects. Real servers on 127.0.0.1:0, raw sockets, bounded waits."""
 
@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-import collector.httpd as httpd
-from collector.http_body import BodyError, body_length, read_body, read_chunked
-from collector.httpd import HttpOptions, Request, Response, Route, start_http_server
+import meshlens.httpd as httpd
+from meshlens.collector.http_body import BodyError, body_length, read_body, read_chunked
+from meshlens.httpd import HttpOptions, Request, Response, Route, start_http_server
 from tests.collector.conftest import wait_for
 from tests.collector.receivers.payloads import traces_request
 from tests.collector.receivers.rows import count_rows
@@ -293,7 +293,7 @@ def test_client_disconnects_are_debug_logs_not_tracebacks(
 
     routes = [Route("GET", "/slow", slow), Route("GET", "/after", after)]
     srv = start_http_server("127.0.0.1", 0, routes, HttpOptions(name="t"))
-    caplog.set_level(logging.DEBUG, logger="collector.httpd")
+    caplog.set_level(logging.DEBUG, logger="meshlens.httpd")
     try:
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
         s.sendall(b"GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from collector.httpd import (
+from meshlens.httpd import (
     HttpError,
     HttpOptions,
     Request,

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from analytics.synth import synthetic_requests
-from collector.store.schema import SPANS, VERDICTS
-from collector.store.writer import write_table
+from meshlens.collector.store.schema import SPANS, VERDICTS
+from meshlens.collector.store.writer import write_table
+from meshlens.synth import synthetic_requests
 
 N_REQUESTS = 30_000
 TRACE_IDS = [f"{i:032x}" for i in range(0xABC000, 0xABC000 + 12)]

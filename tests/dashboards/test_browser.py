@@ -31,7 +31,7 @@ def ui_url(seeded_dir: Path, tmp_path: Path) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "collector",
+            "meshlens",
             "ui",
             "--port",
             str(port),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboards.dot import HEALTH_COLOURS, LOCK, edge_label, to_dot
+from meshlens.dashboards.dot import HEALTH_COLOURS, LOCK, edge_label, to_dot
 
 GRAPH = {
     "nodes": [

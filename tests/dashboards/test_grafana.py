@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from analytics.synth import synthetic_requests
-from collector.store.writer import write_table
-from dashboards.commands.grafana import stale_files
-from dashboards.grafana import OUTPUT_DIR, build_all
-from dashboards.grafana.builder import expressions
+from meshlens.collector.store.writer import write_table
+from meshlens.dashboards.commands.grafana import stale_files
+from meshlens.dashboards.grafana import OUTPUT_DIR, build_all
+from meshlens.dashboards.grafana.builder import expressions
+from meshlens.synth import synthetic_requests
 from tests.collector.conftest import start_serve
 from tests.dashboards.conftest import free_port, seed
 from tests.dashboards.istio_series import start_istio_exporter
@@ -283,7 +283,7 @@ def test_every_dashboard_expression_returns_data_on_real_prometheus(
 def test_grafana_command_builds_and_detects_stale_files(tmp_path: Path) -> None:
     import argparse
 
-    from dashboards.commands import grafana as cmd
+    from meshlens.dashboards.commands import grafana as cmd
 
     assert cmd.run(argparse.Namespace(action="build", out=tmp_path)) == 0
     assert sorted(p.name for p in tmp_path.glob("*.json")) == sorted(build_all())

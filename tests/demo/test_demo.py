@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def _meshlens(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "collector", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "meshlens", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -44,7 +44,7 @@ def test_demo_errors_scenario_rolls_back_and_sql_answers_meanwhile(tmp_path: Pat
     cmd = [
         sys.executable,
         "-m",
-        "collector",
+        "meshlens",
         "demo",
         "--data-dir",
         str(data),

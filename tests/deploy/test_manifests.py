@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from analytics.errors import IstioConfigError
-from analytics.istio.resources import SCHEMAS, validate_document
+from meshlens.analytics.errors import IstioConfigError
+from meshlens.analytics.istio.resources import SCHEMAS, validate_document
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from collector.config import OBJECT_STORE
-from collector.store.objectstore import StoreUrl
+from meshlens.collector.store.objectstore import StoreUrl
+from meshlens.settings import OBJECT_STORE
 from tests.deploy.test_manifests import DEPLOY, _build
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from collector.container import check, is_loopback, open_problem
+from meshlens.container import check, is_loopback, open_problem
 from tests.deploy.test_manifests import DEPLOY, KUSTOMIZATIONS, ROOT, _build
 
 
@@ -46,7 +46,7 @@ def test_every_collector_requires_the_token(kdir: Path) -> None:
 
 def test_dockerfile_entrypoint_is_the_guard() -> None:
     text = (DEPLOY / "docker" / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["python", "-m", "collector.container"]' in text
+    assert 'ENTRYPOINT ["python", "-m", "meshlens.container"]' in text
     assert "MESHLENS_HOST=0.0.0.0" in text  # why the guard is needed
     code = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
     assert not [ln for ln in code if "MESHLENS_AUTH_TOKEN=" in ln or "ALLOW_OPEN" in ln]
@@ -95,7 +95,14 @@ def test_check_reads_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
 def test_entrypoint_refuses_open_serve(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "MESHLENS_HOST": "0.0.0.0", "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-m", "collector.container", "serve", "--data-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "meshlens.container",
+            "serve",
+            "--data-dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

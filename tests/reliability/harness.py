@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from collector.store.layout import visible_files
+from meshlens.collector.store.layout import visible_files
 from tests.collector.conftest import (
     REPO,
     ServeProcess,
@@ -51,7 +51,7 @@ def launch(
     """Start `meshlens serve` on ephemeral ports (own session) and wait for /readyz."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-serve.log"
-    module = "tests.reliability.serve_child" if knobs else "collector"
+    module = "tests.reliability.serve_child" if knobs else "meshlens"
     cmd = [
         sys.executable,
         "-m",

@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from collector.cli import main
-from collector.store import wal
-from collector.store.store import StoreOptions
+from meshlens.cli import main
+from meshlens.collector.store import wal
+from meshlens.collector.store.store import StoreOptions
 
 
 def _patch() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from collector.receivers import otlp
+from meshlens.collector.receivers import otlp
 from tests.collector.conftest import ServeProcess, http_get, http_post
 from tests.collector.receivers.certs import make_tls_files
 from tests.collector.receivers.grpc_client import export
@@ -107,7 +107,7 @@ def test_a_client_that_never_starts_tls_does_not_block_the_others(
 def test_a_burst_of_connections_is_accepted_promptly(running_serve: ServeProcess) -> None:
     """200 clients connecting at once to the OTLP/HTTP and API ports are all accepted within
     5 s. With a listen backlog of 5 (socketserver's default `request_queue_size`, which
-    collector/httpd.py's _Server keeps) the kernel drops SYNs under such a burst and each
+    meshlens/httpd.py's _Server keeps) the kernel drops SYNs under such a burst and each
     dropped client waits for a SYN retransmit (1 s, 3 s, ...): ~30 s for 200 clients."""
     for port in (running_serve.http_port, running_serve.api_port):
         socks: list[socket.socket] = []

@@ -30,12 +30,12 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from collector.decode.access_log_text import parse_access_log_line
-from collector.decode.otlp_json import otlp_json_to_proto
-from collector.decode.registry import DECODERS, decoder_for
-from collector.errors import DecodeError
-from collector.receivers import otlp
-from collector.store.records import Record, RecordKind
+from meshlens.collector.decode.access_log_text import parse_access_log_line
+from meshlens.collector.decode.otlp_json import otlp_json_to_proto
+from meshlens.collector.decode.registry import DECODERS, decoder_for
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.receivers import otlp
+from meshlens.collector.store.records import Record, RecordKind
 from tests.collector.conftest import ServeProcess, http_get, http_post
 from tests.collector.receivers.payloads import (
     als_message,

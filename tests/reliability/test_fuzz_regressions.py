@@ -11,9 +11,9 @@ import json
 import pyarrow as pa
 import pytest
 
-from collector.decode.access_log_text import decode_lines_record, parse_access_log_line
-from collector.errors import DecodeError
-from collector.store.records import Record, RecordKind
+from meshlens.collector.decode.access_log_text import decode_lines_record, parse_access_log_line
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.store.records import Record, RecordKind
 from tests.reliability.test_fuzz import JSON_LINE
 
 
@@ -48,7 +48,7 @@ def test_importer_skips_a_line_with_an_overflowing_number(tmp_path: object) -> N
     instead of skipping and counting it."""
     from pathlib import Path
 
-    from collector.cli import main
+    from meshlens.cli import main
     from tests.collector.receivers.rows import count_rows
 
     d = Path(str(tmp_path))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.store.layout import wal_dir
+from meshlens.collector.store.layout import wal_dir
 from tests.collector.conftest import ServeProcess, wait_for
 from tests.reliability.harness import Ledger, assert_exactly_once, launch, span_load
 

@@ -24,9 +24,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from collector.cli import build_parser
-from collector.receivers import otlp
-from collector.server import Collector
+from meshlens.cli import build_parser
+from meshlens.collector.receivers import otlp
+from meshlens.server import Collector
 from tests.collector.conftest import REPO, ServeProcess, _serve_env, http_get, http_post, wait_for
 from tests.collector.receivers.certs import make_tls_files
 from tests.collector.receivers.grpc_client import export, stream_als
@@ -217,7 +217,7 @@ def test_meshlens_ui_binds_loopback_only_by_default(tmp_path: Path) -> None:
     asked to (--host 0.0.0.0 in a container, behind an authenticating proxy)."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "collector", "ui", "--data-dir", str(tmp_path), "--port", str(port)],
+        [sys.executable, "-m", "meshlens", "ui", "--data-dir", str(tmp_path), "--port", str(port)],
         cwd=REPO,
         env=_serve_env(None),
         stdout=subprocess.DEVNULL,

@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from collector.errors import ConfigError
-from collector.proto.gen import meshlens_als_pb2
-from collector.receivers import otlp
-from collector.receivers.grpc_server import GrpcOptions, server_credentials
-from collector.receivers.identity import Claim, als_claim, mismatch, parse_spiffe
+from meshlens.collector.errors import ConfigError
+from meshlens.collector.proto.gen import meshlens_als_pb2
+from meshlens.collector.receivers import otlp
+from meshlens.collector.receivers.grpc_server import GrpcOptions, server_credentials
+from meshlens.collector.receivers.identity import Claim, als_claim, mismatch, parse_spiffe
 from tests.collector.conftest import ServeProcess, http_get, wait_for
 from tests.collector.receivers.grpc_client import export, stream_als
 from tests.collector.receivers.payloads import als_message, istio_node, traces_request

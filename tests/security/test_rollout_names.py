@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 import requests
 
-from analytics.errors import GateStateError, RolloutConfigError
-from analytics.gate.api import gate_routes
-from analytics.gate.config import parse_rollout_config
-from analytics.gate.state import (
+from meshlens.analytics.errors import GateStateError, RolloutConfigError
+from meshlens.analytics.gate.api import gate_routes
+from meshlens.analytics.gate.config import parse_rollout_config
+from meshlens.analytics.gate.state import (
     commands_dir,
     queue_command,
     rollout_lock,
     rollout_name_problem,
     state_path,
 )
-from collector.cli import main
-from collector.httpd import RunningHttpServer, start_http_server
+from meshlens.cli import main
+from meshlens.httpd import RunningHttpServer, start_http_server
 
 BAD = ["../../x", "..", ".", "a/b", "/etc/passwd", "x/../../y", "-a", "a.", "", "a" * 254, "a\0b"]
 GOOD = ["reviews", "podinfo-canary", "reviews.v2", "Reviews_2", "a", "a" * 253]

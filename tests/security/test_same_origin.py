@@ -10,9 +10,9 @@ import json
 import pytest
 import requests
 
-from analytics.gate.state import pending_commands, queue_command
-from collector.http_guard import host_allowed, same_origin_refusal, split_host
-from collector.httpd import HttpOptions, Request, Response, Route, dispatch
+from meshlens.analytics.gate.state import pending_commands, queue_command
+from meshlens.collector.http_guard import host_allowed, same_origin_refusal, split_host
+from meshlens.httpd import HttpOptions, Request, Response, Route, dispatch
 from tests.collector.conftest import ServeProcess, http_get, http_post
 
 JSON = {"Content-Type": "application/json"}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from collector.receivers import otlp
+from meshlens.collector.receivers import otlp
 from tests.collector.conftest import REPO, ServeProcess, _serve_env, http_get, http_post
 from tests.collector.receivers.certs import make_tls_files
 from tests.collector.receivers.grpc_client import export, stream_als
@@ -119,7 +119,7 @@ def test_a_bad_key_file_is_reported_without_its_content(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "collector",
+            "meshlens",
             "serve",
             "--data-dir",
             str(tmp_path / "d"),

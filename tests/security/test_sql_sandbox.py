@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from collector.cli import main
-from collector.store.writer import write_table
+from meshlens.cli import main
+from meshlens.collector.store.writer import write_table
 from tests.collector.conftest import REPO, ServeProcess, _serve_env, http_post
 from tests.reliability.harness import launch
 
@@ -204,7 +204,7 @@ def test_meshlens_sql_subprocess_exit_codes(store: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "collector",
+                "meshlens",
                 "sql",
                 "--data-dir",
                 str(store),

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import requests
 
-from analytics.errors import CanaryConfigError
-from analytics.judge.api import judge_routes
-from analytics.judge.config import parse_request_config
-from collector.httpd import RunningHttpServer, start_http_server
+from meshlens.analytics.errors import CanaryConfigError
+from meshlens.analytics.judge.api import judge_routes
+from meshlens.analytics.judge.config import parse_request_config
+from meshlens.httpd import RunningHttpServer, start_http_server
 from tests.collector.conftest import ServeProcess
 
 PROMQL_CONFIG: dict[str, Any] = {

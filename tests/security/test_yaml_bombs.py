@@ -10,10 +10,10 @@ import pytest
 import requests
 import yaml
 
-from analytics.errors import CanaryConfigError, RolloutConfigError
-from analytics.gate.config import load_rollout_config
-from analytics.judge.config import load_config
-from analytics.yaml_input import API_LIMITS, YamlBudgetError, YamlLimits, load, load_all
+from meshlens.analytics.errors import CanaryConfigError, RolloutConfigError
+from meshlens.analytics.gate.config import load_rollout_config
+from meshlens.analytics.judge.config import load_config
+from meshlens.analytics.yaml_input import API_LIMITS, YamlBudgetError, YamlLimits, load, load_all
 from tests.collector.conftest import ServeProcess
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from collector.receivers.envoy_als import METHOD as ALS_METHOD
+from meshlens.collector.receivers.envoy_als import METHOD as ALS_METHOD
 from tests.collector.conftest import wait_for
 from tests.collector.receivers.payloads import als_message
 from tests.collector.receivers.rows import count_rows, query

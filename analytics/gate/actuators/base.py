@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from analytics.errors import RolloutConfigError
-from analytics.gate.config import RolloutConfig
-from analytics.gate.routes import check_weights
+from meshlens.analytics.errors import RolloutConfigError
+from meshlens.analytics.gate.config import RolloutConfig
+from meshlens.analytics.gate.routes import check_weights
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,15 @@ def build_actuator(cfg: RolloutConfig) -> Actuator:
     if kind == "none":
         return NoneActuator(cfg.rollout)
     if kind == "envoy":
-        from analytics.gate.actuators.envoy import EnvoyActuator
+        from meshlens.analytics.gate.actuators.envoy import EnvoyActuator
 
         return EnvoyActuator.from_options(opts, cfg)
     if kind == "file":
-        from analytics.gate.actuators.file import FileActuator
+        from meshlens.analytics.gate.actuators.file import FileActuator
 
         return FileActuator.from_options(opts, cfg)
     if kind == "kubernetes":
-        from analytics.gate.actuators.kubernetes import KubernetesActuator
+        from meshlens.analytics.gate.actuators.kubernetes import KubernetesActuator
 
         return KubernetesActuator.from_options(opts, cfg)
     raise RolloutConfigError(cfg.source, "actuator.type", f"unknown actuator {kind!r}")

@@ -13,9 +13,9 @@ from typing import Any
 
 import requests
 
-from analytics.errors import ActuatorError, RolloutConfigError
-from analytics.gate.config import RolloutConfig
-from analytics.gate.routes import check_weights
+from meshlens.analytics.errors import ActuatorError, RolloutConfigError
+from meshlens.analytics.gate.config import RolloutConfig
+from meshlens.analytics.gate.routes import check_weights
 
 
 class EnvoyActuator:

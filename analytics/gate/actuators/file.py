@@ -21,9 +21,9 @@ from typing import Any, Final
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from analytics.errors import ActuatorError, RolloutConfigError, RouteNotOwned
-from analytics.gate.config import RolloutConfig
-from analytics.gate.routes import (
+from meshlens.analytics.errors import ActuatorError, RolloutConfigError, RouteNotOwned
+from meshlens.analytics.gate.config import RolloutConfig
+from meshlens.analytics.gate.routes import (
     Ownership,
     check_weights,
     current_canary_weight,

@@ -24,9 +24,9 @@ from typing import Any, Final
 import requests
 import yaml
 
-from analytics.errors import ActuatorError, RolloutConfigError
-from analytics.gate.config import RolloutConfig
-from analytics.gate.routes import (
+from meshlens.analytics.errors import ActuatorError, RolloutConfigError
+from meshlens.analytics.gate.config import RolloutConfig
+from meshlens.analytics.gate.routes import (
     Ownership,
     current_canary_weight,
     json_patch,

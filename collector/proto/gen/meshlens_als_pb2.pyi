@@ -1,5 +1,5 @@
-from collector.proto.gen import meshlens_envoy_core_pb2 as _meshlens_envoy_core_pb2
-from collector.proto.gen import meshlens_envoy_accesslog_pb2 as _meshlens_envoy_accesslog_pb2
+from meshlens.collector.proto.gen import meshlens_envoy_core_pb2 as _meshlens_envoy_core_pb2
+from meshlens.collector.proto.gen import meshlens_envoy_accesslog_pb2 as _meshlens_envoy_accesslog_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

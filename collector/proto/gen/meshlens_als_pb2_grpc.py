@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from collector.proto.gen import meshlens_als_pb2 as collector_dot_proto_dot_gen_dot_meshlens__als__pb2
+from meshlens.collector.proto.gen import meshlens_als_pb2 as meshlens_dot_collector_dot_proto_dot_gen_dot_meshlens__als__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in collector/proto/gen/meshlens_als_pb2_grpc.py depends on'
+        + ' but the generated code in meshlens/collector/proto/gen/meshlens_als_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,8 +36,8 @@ class AccessLogServiceStub:
         """
         self.StreamAccessLogs = channel.stream_unary(
                 '/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs',
-                request_serializer=collector_dot_proto_dot_gen_dot_meshlens__als__pb2.StreamAccessLogsMessage.SerializeToString,
-                response_deserializer=collector_dot_proto_dot_gen_dot_meshlens__als__pb2.StreamAccessLogsResponse.FromString,
+                request_serializer=meshlens_dot_collector_dot_proto_dot_gen_dot_meshlens__als__pb2.StreamAccessLogsMessage.SerializeToString,
+                response_deserializer=meshlens_dot_collector_dot_proto_dot_gen_dot_meshlens__als__pb2.StreamAccessLogsResponse.FromString,
                 _registered_method=True)
 
 
@@ -56,8 +56,8 @@ def add_AccessLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'StreamAccessLogs': grpc.stream_unary_rpc_method_handler(
                     servicer.StreamAccessLogs,
-                    request_deserializer=collector_dot_proto_dot_gen_dot_meshlens__als__pb2.StreamAccessLogsMessage.FromString,
-                    response_serializer=collector_dot_proto_dot_gen_dot_meshlens__als__pb2.StreamAccessLogsResponse.SerializeToString,
+                    request_deserializer=meshlens_dot_collector_dot_proto_dot_gen_dot_meshlens__als__pb2.StreamAccessLogsMessage.FromString,
+                    response_serializer=meshlens_dot_collector_dot_proto_dot_gen_dot_meshlens__als__pb2.StreamAccessLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -85,8 +85,8 @@ class AccessLogService:
             request_iterator,
             target,
             '/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs',
-            collector_dot_proto_dot_gen_dot_meshlens__als__pb2.StreamAccessLogsMessage.SerializeToString,
-            collector_dot_proto_dot_gen_dot_meshlens__als__pb2.StreamAccessLogsResponse.FromString,
+            meshlens_dot_collector_dot_proto_dot_gen_dot_meshlens__als__pb2.StreamAccessLogsMessage.SerializeToString,
+            meshlens_dot_collector_dot_proto_dot_gen_dot_meshlens__als__pb2.StreamAccessLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,7 +4,7 @@ from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf import wrappers_pb2 as _wrappers_pb2
-from collector.proto.gen import meshlens_envoy_core_pb2 as _meshlens_envoy_core_pb2
+from meshlens.collector.proto.gen import meshlens_envoy_core_pb2 as _meshlens_envoy_core_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

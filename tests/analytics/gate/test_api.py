@@ -13,11 +13,11 @@ import pyarrow as pa
 import pytest
 import requests
 
-from analytics.catalog import connect
-from analytics.gate.api import gate_routes
-from analytics.gate.state import pending_commands, queue_command
-from collector.httpd import RunningHttpServer, start_http_server
-from collector.store.writer import write_table
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.gate.api import gate_routes
+from meshlens.analytics.gate.state import pending_commands, queue_command
+from meshlens.collector.store.writer import write_table
+from meshlens.httpd import RunningHttpServer, start_http_server
 
 
 def write_side(
@@ -210,8 +210,8 @@ def test_argo_summary_put_and_strict_json(tmp_path: Path) -> None:
     """The compact `summary` an AnalysisTemplate's jsonPath reads, PUT (Argo's third method),
     and a body Go's encoding/json accepts: no NaN/Infinity anywhere (else Argo would take the
     body as text and every condition would fail to evaluate: an Error measurement)."""
-    from analytics.gate.api import GateApi
-    from analytics.gate.model import Judgement
+    from meshlens.analytics.gate.api import GateApi
+    from meshlens.analytics.gate.model import Judgement
 
     details = {
         "metrics": [
@@ -323,8 +323,8 @@ def test_rollout_state_endpoints(api: tuple[str, Path]) -> None:
 def test_a_judge_error_is_inconclusive_never_pass_or_fail(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from analytics.gate.judging import StoreJudge
-    from analytics.window import TimeWindow
+    from meshlens.analytics.gate.judging import StoreJudge
+    from meshlens.analytics.window import TimeWindow
 
     end = datetime.now(UTC)
     j = StoreJudge(tmp_path, service="reviews", baseline="v1", canary="v1")  # same: bad input
@@ -333,7 +333,7 @@ def test_a_judge_error_is_inconclusive_never_pass_or_fail(tmp_path: Path) -> Non
 
 
 def test_gate_routes_read_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from analytics.gate.api import GATE_API
+    from meshlens.analytics.gate.api import GATE_API
 
     monkeypatch.setenv("MESHLENS_GATE_WINDOW", "10m")
     assert {s.env for s in GATE_API} == {"MESHLENS_GATE_WINDOW", "MESHLENS_GATE_JUDGE_CONFIG"}

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from analytics.catalog import connect
-from analytics.gate.metrics import gate_metric_families, metric_collectors
-from analytics.gate.model import Decision, Judgement
-from analytics.gate.record import notification_text, notify, verdict_row
-from analytics.gate.state import GateState, queue_command, save_state
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.gate.metrics import gate_metric_families, metric_collectors
+from meshlens.analytics.gate.model import Decision, Judgement
+from meshlens.analytics.gate.record import notification_text, notify, verdict_row
+from meshlens.analytics.gate.state import GateState, queue_command, save_state
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -62,7 +62,7 @@ def hook() -> Iterator[Hook]:
 
 def meshlens(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "collector.cli", *args],
+        [sys.executable, "-m", "meshlens.cli", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from analytics.errors import RolloutConfigError
-from analytics.gate.actuators.base import NoneActuator, build_actuator
-from analytics.gate.actuators.envoy import EnvoyActuator
-from analytics.gate.actuators.file import FileActuator
-from analytics.gate.config import load_rollout_config, parse_rollout_config
+from meshlens.analytics.errors import RolloutConfigError
+from meshlens.analytics.gate.actuators.base import NoneActuator, build_actuator
+from meshlens.analytics.gate.actuators.envoy import EnvoyActuator
+from meshlens.analytics.gate.actuators.file import FileActuator
+from meshlens.analytics.gate.config import load_rollout_config, parse_rollout_config
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "gate"
 
@@ -143,7 +143,7 @@ def test_shipped_kubernetes_manifests_are_valid_yaml() -> None:
 
 
 def test_actuators_refuse_weights_that_do_not_sum_to_100_before_any_io() -> None:
-    from analytics.errors import WeightError
+    from meshlens.analytics.errors import WeightError
 
     c = parse_rollout_config({"rollout": "r", "service": "s", "baseline": "a", "canary": "b"})
     envoy = EnvoyActuator("http://127.0.0.1:1", "k.a", "k.b")  # nothing listens there
@@ -155,8 +155,8 @@ def test_actuators_refuse_weights_that_do_not_sum_to_100_before_any_io() -> None
 
 
 def test_one_gate_per_rollout(tmp_path: Path) -> None:
-    from analytics.errors import GateStateError
-    from analytics.gate.state import is_locked, rollout_lock
+    from meshlens.analytics.errors import GateStateError
+    from meshlens.analytics.gate.state import is_locked, rollout_lock
 
     assert not is_locked(tmp_path, "r")
     with rollout_lock(tmp_path, "r"):

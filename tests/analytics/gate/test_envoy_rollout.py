@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from analytics.catalog import connect
-from analytics.gate.actuators.envoy import EnvoyActuator
-from analytics.gate.config import RolloutConfig, parse_rollout_config
-from analytics.gate.judging import StoreJudge
-from analytics.gate.runner import Gate
-from analytics.gate.state import load_state, queue_command
-from analytics.judge.config import default_config
-from analytics.judge.model import CanaryConfig
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.gate.actuators.envoy import EnvoyActuator
+from meshlens.analytics.gate.config import RolloutConfig, parse_rollout_config
+from meshlens.analytics.gate.judging import StoreJudge
+from meshlens.analytics.gate.runner import Gate
+from meshlens.analytics.gate.state import load_state, queue_command
+from meshlens.analytics.judge.config import default_config
+from meshlens.analytics.judge.model import CanaryConfig
 from tests.analytics.gate.envoy_harness import (
     HOST,
     PORT,

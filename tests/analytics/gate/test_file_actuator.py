@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from analytics.errors import RouteNotOwned
-from analytics.gate.actuators.file import FileActuator, rewrite_weights
-from analytics.gate.routes import Dest, Ownership
+from meshlens.analytics.errors import RouteNotOwned
+from meshlens.analytics.gate.actuators.file import FileActuator, rewrite_weights
+from meshlens.analytics.gate.routes import Dest, Ownership
 
 # Real-world style: a kustomize-ish multi-document file with comments, flow mappings, quoted
 # numbers, an unrelated header route, a second VirtualService that shares the host, CRLF-free.

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from analytics.errors import ActuatorError, RouteNotOwned, WeightError
-from analytics.gate.actuators.kubernetes import (
+from meshlens.analytics.errors import ActuatorError, RouteNotOwned, WeightError
+from meshlens.analytics.gate.actuators.kubernetes import (
     KubeClient,
     KubeCredentials,
     KubernetesActuator,
@@ -33,12 +33,12 @@ from analytics.gate.actuators.kubernetes import (
     kubeconfig_credentials,
     resolve_credentials,
 )
-from analytics.gate.config import parse_rollout_config
-from analytics.gate.judging import StoreJudge
-from analytics.gate.routes import Dest, Ownership, json_patch, read_weights
-from analytics.gate.runner import Gate
-from analytics.gate.state import load_state
-from collector.store.writer import write_table
+from meshlens.analytics.gate.config import parse_rollout_config
+from meshlens.analytics.gate.judging import StoreJudge
+from meshlens.analytics.gate.routes import Dest, Ownership, json_patch, read_weights
+from meshlens.analytics.gate.runner import Gate
+from meshlens.analytics.gate.state import load_state
+from meshlens.collector.store.writer import write_table
 
 DATA = Path(__file__).parent / "data"
 SCHEMA = json.loads((DATA / "virtualservice-v1.schema.json").read_text())

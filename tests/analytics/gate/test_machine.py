@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 
-from analytics.errors import RolloutConfigError
-from analytics.gate import machine
-from analytics.gate.config import RolloutConfig, parse_rollout_config, step_weights
-from analytics.gate.model import Judgement
-from analytics.gate.state import GateState
+from meshlens.analytics.errors import RolloutConfigError
+from meshlens.analytics.gate import machine
+from meshlens.analytics.gate.config import RolloutConfig, parse_rollout_config, step_weights
+from meshlens.analytics.gate.model import Judgement
+from meshlens.analytics.gate.state import GateState
 
 PASS = Judgement("pass", 100.0, "ok")
 FAIL = Judgement("fail", 0.0, "error rate up")

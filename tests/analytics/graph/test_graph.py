@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from analytics.catalog import connect
-from analytics.errors import GraphError
-from analytics.graph import Graph, service_graph
-from analytics.window import TimeWindow
-from collector.cli import main
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.errors import GraphError
+from meshlens.analytics.graph import Graph, service_graph
+from meshlens.analytics.window import TimeWindow
+from meshlens.cli import main
 from tests.analytics.requests_factory import T0, UNKNOWN_WL, call, store, wl
 
 GW = wl("istio-system", "istio-ingressgateway", "istio-ingressgateway", "latest")

@@ -14,15 +14,15 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from analytics.catalog import connect
-from analytics.graph import Graph, service_graph
-from analytics.graph.spans import SpanGraphOptions, spans_graph
-from analytics.window import TimeWindow
-from collector.decode.otlp_json import otlp_json_to_proto
-from collector.decode.otlp_traces import decode_traces_record
-from collector.store.records import Record, RecordKind
-from collector.store.schema import SPANS
-from collector.store.writer import write_table
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.graph import Graph, service_graph
+from meshlens.analytics.graph.spans import SpanGraphOptions, spans_graph
+from meshlens.analytics.window import TimeWindow
+from meshlens.collector.decode.otlp_json import otlp_json_to_proto
+from meshlens.collector.decode.otlp_traces import decode_traces_record
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.schema import SPANS
+from meshlens.collector.store.writer import write_table
 
 # Copied from ../shared/reference (sources and commits: reference/servicegraph_fixtures/README.md)
 FIXTURES = Path(__file__).resolve().parents[1] / "reference" / "servicegraph_fixtures"

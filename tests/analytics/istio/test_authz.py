@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from analytics.errors import IstioConfigError
-from analytics.istio.authz import RequestFacts, check_policy, decide, string_match
-from analytics.istio.checks import run_check
-from analytics.istio.resources import parse_documents
-from collector.cli import main
+from meshlens.analytics.errors import IstioConfigError
+from meshlens.analytics.istio.authz import RequestFacts, check_policy, decide, string_match
+from meshlens.analytics.istio.checks import run_check
+from meshlens.analytics.istio.resources import parse_documents
+from meshlens.cli import main
 from tests.analytics.istio.conftest import WINDOW, caller, request_row, write_requests
 
 DATA = Path(__file__).parent / "data"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from analytics.istio.cluster import Credentials, load_from_cluster
+from meshlens.analytics.istio.cluster import Credentials, load_from_cluster
 
 PA = {
     "apiVersion": "security.istio.io/v1",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from analytics.istio.kube import KubeService, KubeWorkload, canonical_labels, from_document
-from analytics.istio.labels import (
+from meshlens.analytics.istio.kube import KubeService, KubeWorkload, canonical_labels, from_document
+from meshlens.analytics.istio.labels import (
     UNKNOWN,
     KnownLabels,
     build_index,
@@ -14,7 +14,7 @@ from analytics.istio.labels import (
     merge,
     selector_matches,
 )
-from analytics.istio.resources import parse_documents
+from meshlens.analytics.istio.resources import parse_documents
 
 DEPLOYMENT = """
 apiVersion: apps/v1

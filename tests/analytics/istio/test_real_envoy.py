@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from analytics.catalog import connect
-from analytics.istio.checks import run_check
-from analytics.istio.resources import load_config
-from analytics.window import TimeWindow
-from collector.localmesh.app import TinyApp
-from collector.localmesh.bootstrap import Collector
-from collector.localmesh.mesh import LocalMesh
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.istio.checks import run_check
+from meshlens.analytics.istio.resources import load_config
+from meshlens.analytics.window import TimeWindow
+from meshlens.localmesh.app import TinyApp
+from meshlens.localmesh.bootstrap import Collector
+from meshlens.localmesh.mesh import LocalMesh
 from tests.collector.conftest import start_serve, wait_for
 
 pytestmark = pytest.mark.integration

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from analytics.errors import IstioConfigError
-from analytics.istio.checks import run_check
-from analytics.istio.mtls import effective_mode
-from analytics.istio.resources import load_config, parse_documents
+from meshlens.analytics.errors import IstioConfigError
+from meshlens.analytics.istio.checks import run_check
+from meshlens.analytics.istio.mtls import effective_mode
+from meshlens.analytics.istio.resources import load_config, parse_documents
 from tests.analytics.istio.conftest import WINDOW, caller, write_requests
 
 DATA = Path(__file__).parent / "data"

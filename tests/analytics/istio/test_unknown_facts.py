@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from analytics.errors import IstioConfigError
-from analytics.istio.authz import RequestFacts, check_policy, decide
-from analytics.istio.checks import run_check
-from analytics.istio.labels import KnownLabels
-from analytics.istio.mtls import EdgeObservation, check_mtls, effective_mode
-from analytics.istio.resources import json_keys, parse_documents
+from meshlens.analytics.errors import IstioConfigError
+from meshlens.analytics.istio.authz import RequestFacts, check_policy, decide
+from meshlens.analytics.istio.checks import run_check
+from meshlens.analytics.istio.labels import KnownLabels
+from meshlens.analytics.istio.mtls import EdgeObservation, check_mtls, effective_mode
+from meshlens.analytics.istio.resources import json_keys, parse_documents
 from tests.analytics.istio.conftest import WINDOW, caller, request_row, write_requests
 
 

@@ -14,15 +14,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from analytics.catalog import connect
-from analytics.errors import JudgeInputError
-from analytics.judge.analyze import analyze
-from analytics.judge.api import judge_routes
-from analytics.judge.config import default_config, parse_config
-from analytics.window import TimeWindow
-from collector.cli import main
-from collector.httpd import HttpOptions, Request, dispatch, start_http_server
-from collector.store.writer import write_table
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.errors import JudgeInputError
+from meshlens.analytics.judge.analyze import analyze
+from meshlens.analytics.judge.api import judge_routes
+from meshlens.analytics.judge.config import default_config, parse_config
+from meshlens.analytics.window import TimeWindow
+from meshlens.cli import main
+from meshlens.collector.store.writer import write_table
+from meshlens.httpd import HttpOptions, Request, dispatch, start_http_server
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 MINUTES = 10

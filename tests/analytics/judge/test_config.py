@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from analytics.errors import CanaryConfigError
-from analytics.judge.config import default_config, load_config, parse_config
+from meshlens.analytics.errors import CanaryConfigError
+from meshlens.analytics.judge.config import default_config, load_config, parse_config
 
 EXAMPLE = """
 mode: sequential

@@ -9,13 +9,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from analytics.errors import CanaryConfigError
-from analytics.judge import blocks, bounds
-from analytics.judge.config import default_config, parse_config
-from analytics.judge.decision import DEFAULT_TOLERANCE, decide, open_bound, tolerance_of
-from analytics.judge.model import MetricResult, MetricSpec
-from analytics.judge.scoring import roll_up
-from analytics.judge.seq_metrics import settle_text
+from meshlens.analytics.errors import CanaryConfigError
+from meshlens.analytics.judge import blocks, bounds
+from meshlens.analytics.judge.config import default_config, parse_config
+from meshlens.analytics.judge.decision import DEFAULT_TOLERANCE, decide, open_bound, tolerance_of
+from meshlens.analytics.judge.model import MetricResult, MetricSpec
+from meshlens.analytics.judge.scoring import roll_up
+from meshlens.analytics.judge.seq_metrics import settle_text
 
 
 def _decide(lo: float, hi: float, tol: float = 0.1, direction: str = "increase", **kw: bool) -> str:

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import requests
 
-from analytics.catalog import connect
-from analytics.window import TimeWindow
-from collector.cli import main
-from collector.localmesh.bootstrap import Collector
-from collector.localmesh.mesh import LocalMesh
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.window import TimeWindow
+from meshlens.cli import main
+from meshlens.localmesh.bootstrap import Collector
+from meshlens.localmesh.mesh import LocalMesh
 from tests.analytics.gate.envoy_harness import Upstream
 from tests.collector.conftest import start_serve, wait_for
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.special import ndtri
 
-from analytics.judge import netflix
-from analytics.judge.kayenta import remote_judge
+from meshlens.analytics.judge import netflix
+from meshlens.analytics.judge.kayenta import remote_judge
 from tests.analytics.judge.conftest import load_vectors
 
 _V = load_vectors() or {}

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analytics.errors import JudgeInputError, PrometheusError
-from analytics.judge.model import MetricSpec
-from analytics.judge.prometheus import (
+from meshlens.analytics.errors import JudgeInputError, PrometheusError
+from meshlens.analytics.judge.model import MetricSpec
+from meshlens.analytics.judge.prometheus import (
     DEFAULT_MIN_WINDOW_S,
     ERROR_RATE_QUERY,
     LATENCY_QUERY,
@@ -500,7 +500,7 @@ def test_long_grids_are_split_on_the_same_grid(
     prom: PrometheusSource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ref = _counts(prom, "v2")
-    monkeypatch.setattr("analytics.judge.prometheus.MAX_POINTS_PER_QUERY", 7)
+    monkeypatch.setattr("meshlens.analytics.judge.prometheus.MAX_POINTS_PER_QUERY", 7)
     split = _counts(prom, "v2")
     assert np.array_equal(split.ts, ref.ts) and np.array_equal(split.total, ref.total)
     assert np.array_equal(split.errors, ref.errors)
@@ -512,9 +512,9 @@ def test_canary_analyze_from_prometheus_is_deterministic(prom: PrometheusSource)
     windows shifted within a step agree too."""
     import duckdb
 
-    from analytics.judge.analyze import analyze
-    from analytics.judge.config import parse_config
-    from analytics.window import TimeWindow
+    from meshlens.analytics.judge.analyze import analyze
+    from meshlens.analytics.judge.config import parse_config
+    from meshlens.analytics.window import TimeWindow
 
     cfg = parse_config(
         {

@@ -9,9 +9,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics.judge.analyze import analyze_data
-from analytics.judge.config import default_config
-from analytics.judge.data import RequestData
+from meshlens.analytics.judge.analyze import analyze_data
+from meshlens.analytics.judge.config import default_config
+from meshlens.analytics.judge.data import RequestData
 
 DURATION = 600.0
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analytics.judge import netflix, sequential
+from meshlens.analytics.judge import netflix, sequential
 
 
 def test_rank_sum_z_matches_scipy_mannwhitneyu() -> None:

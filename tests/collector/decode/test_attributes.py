@@ -8,7 +8,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from collector.decode.attributes import (
+from meshlens.collector.decode.attributes import (
     KeyValueCache,
     any_value_to_python,
     any_value_to_text,

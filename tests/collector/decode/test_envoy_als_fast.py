@@ -27,13 +27,13 @@ from google.protobuf import struct_pb2, wrappers_pb2
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from collector.decode import envoy_als, envoy_als_fast, limits, registry
-from collector.errors import DecodeError
-from collector.proto.gen import meshlens_als_pb2, meshlens_envoy_accesslog_pb2
-from collector.store.converter import decode_all
-from collector.store.records import Record, RecordKind
-from collector.store.schema import REQUESTS
-from collector.store.writer import conform
+from meshlens.collector.decode import envoy_als, envoy_als_fast, limits, registry
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.proto.gen import meshlens_als_pb2, meshlens_envoy_accesslog_pb2
+from meshlens.collector.store.converter import decode_all
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.schema import REQUESTS
+from meshlens.collector.store.writer import conform
 
 Message = meshlens_als_pb2.StreamAccessLogsMessage
 Identifier = Message.Identifier
@@ -41,7 +41,7 @@ HTTPEntry = meshlens_envoy_accesslog_pb2.HTTPAccessLogEntry
 TCPEntry = meshlens_envoy_accesslog_pb2.TCPAccessLogEntry
 
 BUILD_HINT = (
-    "collector.decode._als_wire (collector/decode/_als_wire.c) is not built: run `make` or "
+    "the ALS wire decoder (collector/decode/_als_wire.c) is not built: run `make` or "
     "`.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .` "
     "(needs a C compiler and the Python headers)"
 )

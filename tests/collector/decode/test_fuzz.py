@@ -8,11 +8,11 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.decode.otlp_json import otlp_json_to_proto
-from collector.decode.otlp_logs import decode_logs
-from collector.decode.otlp_metrics import decode_metrics
-from collector.decode.otlp_traces import decode_traces
-from collector.errors import DecodeError
+from meshlens.collector.decode.otlp_json import otlp_json_to_proto
+from meshlens.collector.decode.otlp_logs import decode_logs
+from meshlens.collector.decode.otlp_metrics import decode_metrics
+from meshlens.collector.decode.otlp_traces import decode_traces
+from meshlens.collector.errors import DecodeError
 from tests.collector.decode.samples import (
     envoy_traces_request,
     sdk_logs_request,

@@ -19,15 +19,15 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from collector.decode import envoy_als_fast, limits, registry, utf8, window
-from collector.decode.envoy_als import decode_als_record
-from collector.decode.otlp_logs import decode_logs
-from collector.decode.otlp_traces import decode_traces
-from collector.proto.gen import meshlens_als_pb2
-from collector.receivers import otlp
-from collector.receivers.envoy_als import parse_message
-from collector.store.layout import partitions
-from collector.store.records import Record, RecordKind
+from meshlens.collector.decode import envoy_als_fast, limits, registry, utf8, window
+from meshlens.collector.decode.envoy_als import decode_als_record
+from meshlens.collector.decode.otlp_logs import decode_logs
+from meshlens.collector.decode.otlp_traces import decode_traces
+from meshlens.collector.proto.gen import meshlens_als_pb2
+from meshlens.collector.receivers import otlp
+from meshlens.collector.receivers.envoy_als import parse_message
+from meshlens.collector.store.layout import partitions
+from meshlens.collector.store.records import Record, RecordKind
 from tests.collector.conftest import REPO, ServeProcess, http_get, http_post, wait_for
 from tests.collector.receivers.grpc_client import export, stream_als
 from tests.collector.receivers.payloads import (

@@ -8,11 +8,11 @@ import pytest
 from opentelemetry._logs import LogRecord
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from collector.decode.otlp_logs import decode_logs, decode_logs_record
-from collector.decode.registry import decode_record
-from collector.errors import DecodeError
-from collector.store.records import Record, RecordKind
-from collector.store.schema import LOGS, REQUESTS
+from meshlens.collector.decode.otlp_logs import decode_logs, decode_logs_record
+from meshlens.collector.decode.registry import decode_record
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.schema import LOGS, REQUESTS
 from tests.collector.decode.samples import kv, sdk_logs_request
 
 ISTIO_LINE = (

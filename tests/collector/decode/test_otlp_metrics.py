@@ -9,11 +9,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from collector.decode.otlp_metrics import decode_metrics, exponential_buckets
-from collector.decode.registry import decode_record
-from collector.errors import DecodeError
-from collector.store.records import Record, RecordKind
-from collector.store.schema import METRICS
+from meshlens.collector.decode.otlp_metrics import decode_metrics, exponential_buckets
+from meshlens.collector.decode.registry import decode_record
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.schema import METRICS
 from tests.collector.decode.samples import kv, sdk_metrics_request
 
 _SKIP = {"ts", "start_ts", "resource_attributes"}

@@ -12,11 +12,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from opentelemetry.trace import SpanKind, StatusCode
 
-from collector.decode.otlp_traces import decode_traces, decode_traces_record
-from collector.decode.registry import decode_record
-from collector.errors import DecodeError
-from collector.store.records import Record, RecordKind
-from collector.store.schema import SPANS
+from meshlens.collector.decode.otlp_traces import decode_traces, decode_traces_record
+from meshlens.collector.decode.registry import decode_record
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.schema import SPANS
 from tests.collector.decode.samples import envoy_traces_request, kv, sdk_spans
 
 _KIND = {
@@ -229,7 +229,7 @@ def test_bad_attribute_bytes_name_the_place() -> None:
 
 
 def test_decode_records_concatenates_requests() -> None:
-    from collector.decode.registry import decode_records
+    from meshlens.collector.decode.registry import decode_records
 
     payloads = [
         envoy_traces_request().SerializeToString(),

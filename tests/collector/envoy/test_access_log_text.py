@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from collector.decode.access_log_text import (
+from meshlens.collector.decode.access_log_text import (
     Rejected,
     decode_lines_record,
     parse_access_log_line,
@@ -16,9 +16,9 @@ from collector.decode.access_log_text import (
     read_entries,
     strip_k8s_prefix,
 )
-from collector.decode.otel_als import otel_access_log_to_request
-from collector.store.records import Record, RecordKind
-from collector.store.schema import REQUESTS
+from meshlens.collector.decode.otel_als import otel_access_log_to_request
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.schema import REQUESTS
 
 # istio.io "Envoy Access Logs" task (default text format), client and server sidecar.
 ISTIO_DOC_OUT = (

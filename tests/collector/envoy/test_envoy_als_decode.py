@@ -7,16 +7,16 @@ from pathlib import Path
 import pytest
 from google.protobuf import struct_pb2
 
-from collector.decode.envoy_als import (
+from meshlens.collector.decode.envoy_als import (
     RESPONSE_FLAG_CODES,
     als_message_info,
     decode_als_record,
     response_flags_text,
 )
-from collector.errors import DecodeError
-from collector.proto.gen import meshlens_als_pb2, meshlens_envoy_accesslog_pb2
-from collector.store.records import Record, RecordKind
-from collector.store.schema import REQUESTS
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.proto.gen import meshlens_als_pb2, meshlens_envoy_accesslog_pb2
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.schema import REQUESTS
 
 NODE_ID = "sidecar~10.0.0.7~productpage-v1-5f6b7c8d9-abcde.default~default.svc.cluster.local"
 
@@ -214,7 +214,7 @@ def test_our_protos_leave_opentelemetry_protos_intact() -> None:
     # the xds-protos trap: an old opentelemetry copy overwrote the current one
     from opentelemetry.proto.trace.v1 import trace_pb2
 
-    from collector.proto.gen import meshlens_als_pb2_grpc
+    from meshlens.collector.proto.gen import meshlens_als_pb2_grpc
 
     assert "scope_spans" in trace_pb2.ResourceSpans.DESCRIPTOR.fields_by_name
     assert hasattr(meshlens_als_pb2_grpc, "AccessLogServiceServicer")
@@ -225,7 +225,7 @@ def test_our_protos_leave_opentelemetry_protos_intact() -> None:
 
 
 def test_generated_code_is_current(tmp_path: Path) -> None:
-    from collector.proto import generate
+    from meshlens.collector.proto import generate
 
     generate.generate(tmp_path)
     gen = Path(generate.GEN)

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from collector.localmesh.app import TinyApp
-from collector.localmesh.bootstrap import Collector
-from collector.localmesh.mesh import LocalMesh
-from collector.store.layout import visible_files
+from meshlens.collector.store.layout import visible_files
+from meshlens.localmesh.app import TinyApp
+from meshlens.localmesh.bootstrap import Collector
+from meshlens.localmesh.mesh import LocalMesh
 from tests.collector.conftest import start_serve, wait_for
 
 pytestmark = pytest.mark.integration

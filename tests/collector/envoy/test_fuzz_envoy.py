@@ -5,13 +5,13 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.decode.access_log_text import parse_access_log_line
-from collector.decode.envoy_als import als_message_info, decode_als_record
-from collector.decode.identity import parse_upstream_cluster, peer_from_header
-from collector.decode.otel_als import otel_access_log_to_request
-from collector.errors import DecodeError
-from collector.proto.gen import meshlens_als_pb2
-from collector.store.records import Record, RecordKind
+from meshlens.collector.decode.access_log_text import parse_access_log_line
+from meshlens.collector.decode.envoy_als import als_message_info, decode_als_record
+from meshlens.collector.decode.identity import parse_upstream_cluster, peer_from_header
+from meshlens.collector.decode.otel_als import otel_access_log_to_request
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.proto.gen import meshlens_als_pb2
+from meshlens.collector.store.records import Record, RecordKind
 from tests.collector.envoy.test_access_log_text import ISTIO_DOC_IN, ISTIO_JSON
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

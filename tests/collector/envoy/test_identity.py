@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from google.protobuf import struct_pb2, wrappers_pb2
 
-from collector.decode import identity
-from collector.decode.identity import Observation, Workload
+from meshlens.collector.decode import identity
+from meshlens.collector.decode.identity import Observation, Workload
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from collector.cli import main
-from collector.store.layout import visible_files
+from meshlens.cli import main
+from meshlens.collector.store.layout import visible_files
 from tests.collector.envoy.test_access_log_text import (
     _PRETTY,
     ENVOY_UH,
@@ -88,7 +88,7 @@ def test_import_files_with_bad_lines(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_import_stdin_subprocess(tmp_path: Path) -> None:
     data = tmp_path / "data"
     proc = subprocess.run(
-        [sys.executable, "-m", "collector", "import", "accesslog", "-", "--data-dir", str(data)],
+        [sys.executable, "-m", "meshlens", "import", "accesslog", "-", "--data-dir", str(data)],
         input=(ISTIO_DOC_OUT + "\n" + ISTIO_DOC_IN + "\n").encode(),
         capture_output=True,
         cwd=ROOT,
@@ -115,7 +115,7 @@ def test_import_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_import_batches(tmp_path: Path) -> None:
-    from collector.commands.importer import import_files
+    from meshlens.collector.commands.importer import import_files
 
     log = tmp_path / "a.log"
     log.write_text((ISTIO_DOC_OUT + "\n") * 25)
@@ -155,7 +155,7 @@ def test_import_multi_line_json_with_kubectl_prefixes(
 
 
 def test_reports_merge_runs_of_one_reason(tmp_path: Path) -> None:
-    from collector.commands.importer import import_files
+    from meshlens.collector.commands.importer import import_files
 
     log = tmp_path / "a.log"
     log.write_text("\n".join(["one", "two", "", "three", ISTIO_DOC_OUT, "four"]) + "\n")

@@ -14,8 +14,8 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 from google.protobuf import struct_pb2
 
-from collector.decode import identity
-from collector.localmesh.bootstrap import (
+from meshlens.collector.decode import identity
+from meshlens.localmesh.bootstrap import (
     Collector,
     SidecarSpec,
     Subset,
@@ -24,8 +24,8 @@ from collector.localmesh.bootstrap import (
     peer_metadata_header,
     weight_runtime_key,
 )
-from collector.localmesh.certs import DemoCA
-from collector.localmesh.envoy import EnvoyError, EnvoyProcess
+from meshlens.localmesh.certs import DemoCA
+from meshlens.localmesh.envoy import EnvoyError, EnvoyProcess
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -152,7 +152,7 @@ def test_envoys_are_stopped_when_the_starter_exits(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from collector.localmesh.envoy import EnvoyProcess\n"
+        "from meshlens.localmesh.envoy import EnvoyProcess\n"
         "cfg = {'admin': {'address': {'socket_address': "
         "{'address': '127.0.0.1', 'port_value': 0}}}}\n"
         f"e = EnvoyProcess('orphan', cfg, Path({str(tmp_path)!r})).start()\n"

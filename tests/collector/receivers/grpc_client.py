@@ -6,8 +6,8 @@ from collections.abc import Iterable, Sequence
 
 import grpc
 
-from collector.receivers import otlp
-from collector.receivers.envoy_als import METHOD as ALS_METHOD
+from meshlens.collector.receivers import otlp
+from meshlens.collector.receivers.envoy_als import METHOD as ALS_METHOD
 
 Metadata = Sequence[tuple[str, str]]
 

@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from collector.proto.gen import meshlens_als_pb2, meshlens_envoy_core_pb2
+from meshlens.collector.proto.gen import meshlens_als_pb2, meshlens_envoy_core_pb2
 
 # Recent timestamps: the store's retention (7 days by default) must not expire test rows.
 T0_NS = (time.time_ns() // 10**9 - 60) * 10**9

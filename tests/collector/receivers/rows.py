@@ -7,7 +7,7 @@ from typing import Any
 
 import duckdb
 
-from collector.store.layout import visible_files
+from meshlens.collector.store.layout import visible_files
 from tests.collector.conftest import wait_for
 
 

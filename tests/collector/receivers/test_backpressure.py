@@ -12,8 +12,8 @@ import grpc
 import pytest
 from google.rpc.error_details_pb2 import RetryInfo
 
-from collector.receivers import envoy_als, otlp
-from collector.store import wal
+from meshlens.collector.receivers import envoy_als, otlp
+from meshlens.collector.store import wal
 from tests.collector.conftest import ServeProcess, http_post
 from tests.collector.receivers.grpc_client import export, stream_als
 from tests.collector.receivers.payloads import als_message, traces_request

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from collector.receivers import otlp
+from meshlens.collector.receivers import otlp
 from tests.collector.conftest import ServeProcess
 from tests.collector.receivers.grpc_client import export, stream_als
 from tests.collector.receivers.payloads import (

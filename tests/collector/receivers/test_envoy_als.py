@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from collector.receivers.envoy_als import INLINE_PARSE_BYTES, METHOD
+from meshlens.collector.receivers.envoy_als import INLINE_PARSE_BYTES, METHOD
 from tests.collector.conftest import ServeProcess, http_get, wait_for
 from tests.collector.receivers.grpc_client import stream_als
 from tests.collector.receivers.payloads import als_message

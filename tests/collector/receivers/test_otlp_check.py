@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from collector.errors import DecodeError, Overloaded, PayloadTooLarge, StoreUnavailable
-from collector.receivers import otlp
-from collector.receivers.failures import classify
+from meshlens.collector.errors import DecodeError, Overloaded, PayloadTooLarge, StoreUnavailable
+from meshlens.collector.receivers import otlp
+from meshlens.collector.receivers.failures import classify
 from tests.collector.receivers.payloads import logs_request, metrics_request, traces_request
 
 

@@ -25,7 +25,7 @@ def test_sdk_spans_are_queryable_with_meshlens_sql(running_serve: ServeProcess) 
         [
             sys.executable,
             "-m",
-            "collector",
+            "meshlens",
             "sql",
             "--data-dir",
             str(running_serve.data_dir),

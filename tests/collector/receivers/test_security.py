@@ -14,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-from collector.receivers import otlp
+from meshlens.collector.receivers import otlp
 from tests.collector.conftest import REPO, ServeProcess, http_get, http_post
 from tests.collector.receivers.certs import make_tls_files
 from tests.collector.receivers.grpc_client import export, stream_als
@@ -136,7 +136,7 @@ def test_bad_tls_configuration_is_a_clear_startup_error(
         [
             sys.executable,
             "-m",
-            "collector",
+            "meshlens",
             "serve",
             "--data-dir",
             str(tmp_path / "d"),

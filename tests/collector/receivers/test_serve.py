@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from collector.receivers import otlp
-from collector.receivers.otlp import SIGNALS
+from meshlens.collector.receivers import otlp
+from meshlens.collector.receivers.otlp import SIGNALS
 from tests.collector.conftest import REPO, ServeProcess, http_get
 from tests.collector.receivers.grpc_client import export, stream_als
 from tests.collector.receivers.payloads import als_message, traces_request
@@ -108,7 +108,7 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "collector",
+                "meshlens",
                 "serve",
                 "--data-dir",
                 str(tmp_path / "d"),
@@ -131,9 +131,9 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 def test_readyz_is_503_until_started_and_after_stop(
     collector_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from collector.cli import build_parser
-    from collector.httpd import Request
-    from collector.server import Collector
+    from meshlens.cli import build_parser
+    from meshlens.httpd import Request
+    from meshlens.server import Collector
 
     parser, _ = build_parser("serve")
     c = Collector(parser.parse_args(["--data-dir", str(tmp_path / "x")]))

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from collector.store.store import Store, StoreOptions
+from meshlens.collector.store.store import Store, StoreOptions
 from tests.collector.store.fake_decoder import DECODERS, KIND
 
 THREADS = 4

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from collector.errors import DecodeError
-from collector.store.records import Record, RecordKind
+from meshlens.collector.errors import DecodeError
+from meshlens.collector.store.records import Record, RecordKind
 
 SPEC = "tests.collector.store.fake_decoder:decode"
 KIND = RecordKind.ACCESS_LOG_LINES

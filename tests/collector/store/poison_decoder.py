@@ -11,7 +11,7 @@ import os
 
 import pyarrow as pa
 
-from collector.store.records import Record
+from meshlens.collector.store.records import Record
 from tests.collector.store import fake_decoder
 
 SPEC = "tests.collector.store.poison_decoder:decode"

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from collector.store.objectstore import S3Options, StoreUrl, s3_filesystem
+from meshlens.collector.store.objectstore import S3Options, StoreUrl, s3_filesystem
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",

@@ -11,11 +11,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from analytics.gate.record import record_rows
-from collector.store.compaction import FILES_WITHOUT_WAITING, compact_node
-from collector.store.layout import GATE_NODE, list_table_files, partition_dir, visible_files
-from collector.store.retention import expire
-from collector.store.writer import write_table
+from meshlens.analytics.gate.record import record_rows
+from meshlens.collector.store.compaction import FILES_WITHOUT_WAITING, compact_node
+from meshlens.collector.store.layout import (
+    GATE_NODE,
+    list_table_files,
+    partition_dir,
+    visible_files,
+)
+from meshlens.collector.store.retention import expire
+from meshlens.collector.store.writer import write_table
 from tests.collector.store.rows import read_table
 
 COMPACT_AFTER = 120.0

@@ -12,8 +12,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from collector.store.layout import wal_dir
-from collector.store.store import Store, StoreOptions
+from meshlens.collector.store.layout import wal_dir
+from meshlens.collector.store.store import Store, StoreOptions
 from tests.collector.store.fake_decoder import DECODERS
 from tests.collector.store.rows import bodies
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.selfmetrics import SelfMetrics, StoreStatsCollector
-from collector.store.converter import DEAD_LETTER_DIR
-from collector.store.layout import wal_dir
-from collector.store.store import Store, StoreOptions
+from meshlens.collector.selfmetrics import SelfMetrics, StoreStatsCollector
+from meshlens.collector.store.converter import DEAD_LETTER_DIR
+from meshlens.collector.store.layout import wal_dir
+from meshlens.collector.store.store import Store, StoreOptions
 from tests.collector.store import poison_decoder
 from tests.collector.store.fake_decoder import DECODERS, KIND
 from tests.collector.store.rows import bodies
@@ -89,7 +89,7 @@ def test_a_segment_that_keeps_failing_is_dead_lettered_with_a_metric_and_can_be_
 def test_a_full_disk_is_retried_and_never_dead_lettered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from collector.store import converter
+    from meshlens.collector.store import converter
 
     def always_full(*args: object, **kw: object) -> list[Path]:
         raise OSError(errno.ENOSPC, "No space left on device")

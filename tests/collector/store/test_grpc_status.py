@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector.store.grpc_status import code_of, normalize
+from meshlens.collector.store.grpc_status import code_of, normalize
 
 
 # Envoy's own access-log test (test/common/access_log/access_log_impl_test.cc,

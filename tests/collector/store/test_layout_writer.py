@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from collector.store.layout import (
+from meshlens.collector.store.layout import (
     check_node,
     list_table_files,
     parse_wal_segment_name,
@@ -15,9 +15,9 @@ from collector.store.layout import (
     visible_files,
     wal_segment_path,
 )
-from collector.store.records import Record, RecordKind
-from collector.store.schema import REQUESTS, TABLES
-from collector.store.writer import conform, write_table
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.schema import REQUESTS, TABLES
+from meshlens.collector.store.writer import conform, write_table
 
 
 def _rows(*hours: int) -> pa.Table:

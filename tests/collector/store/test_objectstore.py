@@ -20,12 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from collector.config import OBJECT_STORE, parse_object_store
-from collector.errors import ConfigError
-from collector.receivers import otlp
-from collector.store import compaction, retention
-from collector.store.layout import SegmentFile, visible
-from collector.store.objectstore import (
+from meshlens.collector.errors import ConfigError
+from meshlens.collector.receivers import otlp
+from meshlens.collector.store import compaction, retention
+from meshlens.collector.store.layout import SegmentFile, visible
+from meshlens.collector.store.objectstore import (
     MAX_FAILURES_PER_ROUND,
     LocalFile,
     RemoteFile,
@@ -36,7 +35,8 @@ from collector.store.objectstore import (
     plan_uploads,
     store_location,
 )
-from collector.store.writer import write_table
+from meshlens.collector.store.writer import write_table
+from meshlens.settings import OBJECT_STORE, parse_object_store
 from tests.collector.conftest import REPO, ServeProcess, _serve_env, http_get, start_serve, wait_for
 from tests.collector.receivers.grpc_client import export
 from tests.collector.receivers.payloads import traces_request
@@ -240,7 +240,7 @@ def _sql(url: StoreUrl, s3: S3Server, query: str) -> list[dict[str, object]]:
         [
             sys.executable,
             "-m",
-            "collector",
+            "meshlens",
             "sql",
             "--data-dir",
             str(url),

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from collector.errors import Overloaded, PayloadTooLarge, StoreUnavailable
-from collector.store import wal
-from collector.store.converter import DEAD_LETTER_DIR
-from collector.store.layout import list_table_files, wal_dir, wal_segment_path
-from collector.store.records import Record, RecordKind
-from collector.store.store import Store, StoreOptions
+from meshlens.collector.errors import Overloaded, PayloadTooLarge, StoreUnavailable
+from meshlens.collector.store import wal
+from meshlens.collector.store.converter import DEAD_LETTER_DIR
+from meshlens.collector.store.layout import list_table_files, wal_dir, wal_segment_path
+from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.store import Store, StoreOptions
 from tests.collector.store.fake_decoder import DECODERS, KIND, LENIENT
 from tests.collector.store.rows import bodies, read_table
 
@@ -109,7 +109,7 @@ def test_acknowledged_data_is_queryable_within_5s_by_default(tmp_path: Path) -> 
 def test_a_record_that_fails_to_decode_is_skipped_not_the_segment(
     tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="collector.store.store"):
+    with caplog.at_level(logging.WARNING, logger="meshlens.collector.store.store"):
         store.append(KIND, b"a")
         store.append(KIND, b"bad one")
         store.append(KIND, b"b")
@@ -356,7 +356,7 @@ def test_invalid_options() -> None:
 def test_failed_conversion_is_retried_and_keeps_the_wal(
     tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from collector.store import converter
+    from meshlens.collector.store import converter
 
     real = converter.write_table
     calls = {"n": 0}
@@ -378,7 +378,7 @@ def test_failed_conversion_is_retried_and_keeps_the_wal(
 def test_conversion_failing_at_shutdown_leaves_the_segment_for_the_next_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from collector.store import converter
+    from meshlens.collector.store import converter
 
     def always_full(*args: object, **kw: object) -> list[Path]:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -398,7 +398,7 @@ def test_conversion_failing_at_shutdown_leaves_the_segment_for_the_next_start(
 def test_options_from_serve_settings() -> None:
     import argparse
 
-    from collector.config import SERVE, add_settings
+    from meshlens.settings import SERVE, add_settings
 
     parser = argparse.ArgumentParser()
     add_settings(parser, SERVE, environ={})

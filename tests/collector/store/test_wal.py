@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.store import wal
-from collector.store.records import Record, RecordKind
+from meshlens.collector.store import wal
+from meshlens.collector.store.records import Record, RecordKind
 
 
 def _records(n: int) -> list[Record]:
@@ -69,7 +69,7 @@ def test_repair_truncates_torn_tail_and_logs_it(
     ends = _segment(path, records)
     with open(path, "ab") as f:
         f.write(wal.frame_record(records[0])[:11])  # a torn write: 11 bytes of a frame
-    with caplog.at_level(logging.WARNING, logger="collector.store.wal"):
+    with caplog.at_level(logging.WARNING, logger="meshlens.collector.store.wal"):
         scanned = wal.repair(path)
     assert scanned.problem is not None and "torn" in scanned.problem
     assert path.stat().st_size == ends[-1]

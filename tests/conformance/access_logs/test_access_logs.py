@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from collector.cli import main
-from collector.decode.access_log_text import Rejected, parse_access_log_line, parse_lines
+from meshlens.cli import main
+from meshlens.collector.decode.access_log_text import Rejected, parse_access_log_line, parse_lines
 from tests.collector.receivers.rows import query
 
 UPSTREAM = Path(__file__).parent / "upstream"

@@ -20,10 +20,10 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from analytics.catalog import connect
-from analytics.gate.api import gate_routes
-from collector.httpd import start_http_server
-from collector.store.writer import write_table
+from meshlens.analytics.catalog import connect
+from meshlens.analytics.gate.api import gate_routes
+from meshlens.collector.store.writer import write_table
+from meshlens.httpd import start_http_server
 from tests.conformance.argo import argo_sim
 
 pytestmark = pytest.mark.integration

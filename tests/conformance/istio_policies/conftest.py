@@ -6,10 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
-from analytics.istio.checks import run_check
-from analytics.istio.report import CheckReport
-from analytics.istio.resources import IstioConfig, load_config, merge
-from analytics.window import TimeWindow
+from meshlens.analytics.istio.checks import run_check
+from meshlens.analytics.istio.report import CheckReport
+from meshlens.analytics.istio.resources import IstioConfig, load_config, merge
+from meshlens.analytics.window import TimeWindow
 from tests.conformance.istio_policies.mesh import T0, Call, write_traffic
 
 ART: Final = Path(__file__).parent / "artifacts"

@@ -25,12 +25,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from collector.commands.importer import import_files
-from collector.decode import identity
-from collector.decode.access_log_text import parse_access_log_line
-from collector.decode.otel_als import otel_access_log_to_request
-from collector.decode.request_rows import rows_to_table
-from collector.store.writer import write_table
+from meshlens.collector.commands.importer import import_files
+from meshlens.collector.decode import identity
+from meshlens.collector.decode.access_log_text import parse_access_log_line
+from meshlens.collector.decode.otel_als import otel_access_log_to_request
+from meshlens.collector.decode.request_rows import rows_to_table
+from meshlens.collector.store.writer import write_table
 
 T0: Final = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 FULL: Final = "full"

@@ -8,7 +8,7 @@ from typing import Final
 
 import pytest
 
-from analytics.istio.resources import load_config
+from meshlens.analytics.istio.resources import load_config
 from tests.conformance.istio_policies.conftest import ART
 
 # Git blob ids in istio/istio (SOURCES.md gives the commits): `git rev-parse <ref>:<path>`.

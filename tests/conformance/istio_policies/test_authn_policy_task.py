@@ -18,8 +18,8 @@ from typing import Final
 
 import pytest
 
-from analytics.istio.report import CheckReport
-from analytics.istio.resources import IstioConfig, merge, parse_documents
+from meshlens.analytics.istio.report import CheckReport
+from meshlens.analytics.istio.resources import IstioConfig, merge, parse_documents
 from tests.conformance.istio_policies.conftest import ART, check, config
 from tests.conformance.istio_policies.mesh import (
     FULL,
@@ -102,7 +102,7 @@ def test_port_level_mode_is_applied_to_the_workload_port(tmp_path: Path) -> None
     assert bar["unknown/unknown"]["mode"] == "DISABLE"
     assert bar["unknown/unknown"]["port"] == 80
     assert bar["foo/sleep"]["status"] == "ok"
-    from analytics.istio.mtls import effective_mode
+    from meshlens.analytics.istio.mtls import effective_mode
 
     cfg = config(*files)
     assert effective_mode(cfg, "bar", "httpbin", "v1", port=80)[0] == "DISABLE"

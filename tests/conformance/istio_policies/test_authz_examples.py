@@ -20,10 +20,10 @@ from typing import Any, Final
 
 import pytest
 
-from analytics.errors import IstioConfigError
-from analytics.istio.report import CheckReport
-from analytics.istio.resources import merge
-from collector.cli import main
+from meshlens.analytics.errors import IstioConfigError
+from meshlens.analytics.istio.report import CheckReport
+from meshlens.analytics.istio.resources import merge
+from meshlens.cli import main
 from tests.conformance.istio_policies.conftest import ART, WINDOW, check, config
 from tests.conformance.istio_policies.mesh import (
     FULL,

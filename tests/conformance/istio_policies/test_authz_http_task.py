@@ -18,8 +18,8 @@ from typing import Final
 
 import pytest
 
-from analytics.istio.checks import run_check
-from analytics.istio.report import CheckReport
+from meshlens.analytics.istio.checks import run_check
+from meshlens.analytics.istio.report import CheckReport
 from tests.conformance.istio_policies.conftest import WINDOW, check, config
 from tests.conformance.istio_policies.mesh import (
     DETAILS,

@@ -19,8 +19,8 @@ from typing import Final
 
 import pytest
 
-from analytics.istio.report import CheckReport
-from collector.cli import main
+from meshlens.analytics.istio.report import CheckReport
+from meshlens.cli import main
 from tests.conformance.istio_policies.conftest import ART, WINDOW, check, config
 from tests.conformance.istio_policies.mesh import (
     DETAILS,

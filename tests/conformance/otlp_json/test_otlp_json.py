@@ -20,16 +20,16 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from collector.decode.otlp_json import otlp_json_to_proto
-from collector.decode.otlp_logs import decode_logs
-from collector.decode.otlp_metrics import decode_metrics
-from collector.decode.otlp_traces import decode_traces
-from collector.httpd import Request
-from collector.receivers import otlp
-from collector.receivers.ingest import Ingest
-from collector.receivers.otlp_http import handle_export
-from collector.selfmetrics import SelfMetrics
-from collector.store.records import RecordKind
+from meshlens.collector.decode.otlp_json import otlp_json_to_proto
+from meshlens.collector.decode.otlp_logs import decode_logs
+from meshlens.collector.decode.otlp_metrics import decode_metrics
+from meshlens.collector.decode.otlp_traces import decode_traces
+from meshlens.collector.receivers import otlp
+from meshlens.collector.receivers.ingest import Ingest
+from meshlens.collector.receivers.otlp_http import handle_export
+from meshlens.collector.selfmetrics import SelfMetrics
+from meshlens.collector.store.records import RecordKind
+from meshlens.httpd import Request
 
 UPSTREAM = Path(__file__).parent / "upstream"
 SIGNALS = {"traces": otlp.TRACES, "metrics": otlp.METRICS, "logs": otlp.LOGS}

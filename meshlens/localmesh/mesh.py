@@ -21,10 +21,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from collector.localmesh.bootstrap import Collector, SidecarSpec, Subset, Upstream
-from collector.localmesh.certs import CertFiles, DemoCA
-from collector.localmesh.envoy import EnvoySidecar
-from collector.localmesh.ports import free_port
+from meshlens.localmesh.bootstrap import Collector, SidecarSpec, Subset, Upstream
+from meshlens.localmesh.certs import CertFiles, DemoCA
+from meshlens.localmesh.envoy import EnvoySidecar
+from meshlens.localmesh.ports import free_port
 
 DEFAULT_PORT: Final = 9080
 

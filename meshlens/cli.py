@@ -15,25 +15,40 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
-from collector.config import COMMON, add_settings
-from collector.errors import CollectorError
+from meshlens.collector.errors import CollectorError
+from meshlens.settings import COMMON, add_settings
 
 COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "serve": (
-        "collector.commands.serve",
+        "meshlens.serve",
         "run the collector: OTLP + Envoy ALS receivers, store, API",
     ),
-    "import": ("collector.commands.importer", "import Istio/Envoy access-log files into requests"),
-    "sql": ("analytics.commands.sql", "run a read-only SQL query over the store"),
-    "graph": ("analytics.commands.graph", "service graph (Kiali semantics) for a time window"),
-    "signals": ("analytics.commands.signals", "golden signals per service/workload/version"),
-    "health": ("analytics.commands.health", "health of nodes and edges (Kiali tolerances)"),
-    "canary": ("analytics.commands.canary", "judge a canary against its baseline"),
-    "gate": ("analytics.commands.gate", "progressive rollout driven by canary verdicts"),
-    "check": ("analytics.commands.check", "Istio config against observed traffic"),
-    "ui": ("dashboards.commands.ui", "the Streamlit app"),
-    "grafana": ("dashboards.commands.grafana", "build or check the generated Grafana dashboards"),
-    "demo": ("collector.demo.command", "a real local mesh with live dashboards"),
+    "import": (
+        "meshlens.collector.commands.importer",
+        "import Istio/Envoy access-log files into requests",
+    ),
+    "sql": ("meshlens.analytics.commands.sql", "run a read-only SQL query over the store"),
+    "graph": (
+        "meshlens.analytics.commands.graph",
+        "service graph (Kiali semantics) for a time window",
+    ),
+    "signals": (
+        "meshlens.analytics.commands.signals",
+        "golden signals per service/workload/version",
+    ),
+    "health": (
+        "meshlens.analytics.commands.health",
+        "health of nodes and edges (Kiali tolerances)",
+    ),
+    "canary": ("meshlens.analytics.commands.canary", "judge a canary against its baseline"),
+    "gate": ("meshlens.analytics.commands.gate", "progressive rollout driven by canary verdicts"),
+    "check": ("meshlens.analytics.commands.check", "Istio config against observed traffic"),
+    "ui": ("meshlens.dashboards.commands.ui", "the Streamlit app"),
+    "grafana": (
+        "meshlens.dashboards.commands.grafana",
+        "build or check the generated Grafana dashboards",
+    ),
+    "demo": ("meshlens.demo.command", "a real local mesh with live dashboards"),
 }
 
 

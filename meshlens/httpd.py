@@ -30,8 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from collector.http_body import BodyError, body_length, read_body
-from collector.http_guard import DEFAULT_ALLOWED_HOSTS, same_origin_refusal
+from meshlens.collector.http_body import BodyError, body_length, read_body
+from meshlens.collector.http_guard import DEFAULT_ALLOWED_HOSTS, same_origin_refusal
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from collector.config import OBJECT_STORE, SERVE, Setting, add_settings, parse_duration
-from collector.decode import limits
-from collector.errors import ConfigError
-from collector.server import BoundPorts, Collector
+from meshlens.collector.decode import limits
+from meshlens.collector.errors import ConfigError
+from meshlens.server import BoundPorts, Collector
+from meshlens.settings import OBJECT_STORE, SERVE, Setting, add_settings, parse_duration
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from collector.errors import ConfigError
+from meshlens.collector.errors import ConfigError
 
 _DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS: Final = {
@@ -292,7 +292,7 @@ def parse_object_store(text: str) -> str:
     if not str(text).strip():
         return ""
     # Imported here: the URL rules live with the shipper; config stays import-light.
-    from collector.store.objectstore import StoreUrl
+    from meshlens.collector.store.objectstore import StoreUrl
 
     return str(StoreUrl.parse(text))
 
@@ -316,7 +316,7 @@ OBJECT_STORE: Final = (
     Setting("ship_interval", 5.0, "how often new Parquet files are shipped (s)", parse_duration),
 )
 
-# The container image's entrypoint (collector/container.py): an environment variable only.
+# The container image's entrypoint (meshlens/container.py): an environment variable only.
 ALLOW_OPEN: Final = Setting(
     "allow_open",
     False,

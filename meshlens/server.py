@@ -19,20 +19,27 @@ ingest path. The pool starts before the API port and stops after it.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import ssl
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from collector.errors import ConfigError
-from collector.httpd import (
+from meshlens.analytics import api as analytics_api
+from meshlens.analytics.exporter import metric_collectors
+from meshlens.collector.errors import ConfigError
+from meshlens.collector.query_pool import PoolOptions, QueryPool, forwarding_routes
+from meshlens.collector.receivers.grpc_server import GrpcOptions, GrpcReceiver, server_credentials
+from meshlens.collector.receivers.ingest import Ingest
+from meshlens.collector.receivers.otlp_http import otlp_http_routes
+from meshlens.collector.selfmetrics import CONTENT_TYPE, SelfMetrics, StoreStatsCollector
+from meshlens.collector.store.objectstore import Shipper, shipper_from_settings
+from meshlens.collector.store.store import Store, StoreOptions
+from meshlens.httpd import (
     HttpOptions,
     Request,
     Response,
@@ -41,13 +48,6 @@ from collector.httpd import (
     start_http_server,
     tls_context,
 )
-from collector.query_pool import PoolOptions, QueryPool, forwarding_routes
-from collector.receivers.grpc_server import GrpcOptions, GrpcReceiver, server_credentials
-from collector.receivers.ingest import Ingest
-from collector.receivers.otlp_http import otlp_http_routes
-from collector.selfmetrics import CONTENT_TYPE, SelfMetrics, StoreStatsCollector
-from collector.store.objectstore import Shipper, shipper_from_settings
-from collector.store.store import Store, StoreOptions
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,6 @@ class BoundPorts:
     grpc: int
     http: int  # -1 when the OTLP/HTTP port is off
     api: int
-
-
-def optional_module(name: str) -> ModuleType | None:
-    """Import `name` if it exists. Only a missing `name` (or a missing parent package) means
-    "absent"; an ImportError from inside the module is a bug and propagates."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-            return None
-        raise
 
 
 def check_tls(opts: GrpcOptions) -> None:
@@ -126,19 +115,17 @@ class Collector:
             Route("GET", "/readyz", self._readyz),
             Route("GET", "/metrics", self._metrics),
         ]
-        api = optional_module("analytics.api")
-        if api is not None:
-            analytic = api.api_routes(self.settings)
-            if self.queries is not None:
-                analytic = forwarding_routes(
-                    analytic, self.queries, api.IN_PROCESS_ROUTES, api.sql_deadline
-                )
-            routes.extend(analytic)
+        analytic = analytics_api.api_routes(self.settings)
+        if self.queries is not None:
+            analytic = forwarding_routes(
+                analytic, self.queries, analytics_api.IN_PROCESS_ROUTES, analytics_api.sql_deadline
+            )
+        routes.extend(analytic)
         return routes
 
     def _start_queries(self, s: Any) -> None:
         workers = int(getattr(s, "query_workers", 0) or 0)
-        if workers <= 0 or optional_module("analytics.api") is None:
+        if workers <= 0:
             return
         options = PoolOptions(
             size=workers,
@@ -151,7 +138,7 @@ class Collector:
             temp_root=self.data_dir.resolve() / ".tmp-query",
         )
         settings = dict(vars(s)) if hasattr(s, "__dict__") else dict(s)
-        self.queries = QueryPool("analytics.api:api_routes", settings, options)
+        self.queries = QueryPool("meshlens.analytics.api:api_routes", settings, options)
         self.queries.start()
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -202,10 +189,8 @@ class Collector:
         if self.shipper is not None:
             self.shipper.start()
             self.metrics.register(self.shipper.metric_collector())
-        exporter = optional_module("analytics.exporter")
-        if exporter is not None:
-            for c in exporter.metric_collectors(self.data_dir):
-                self.metrics.register(c)
+        for c in metric_collectors(self.data_dir):
+            self.metrics.register(c)
         self._ingest = Ingest(self.store, self.metrics)
         self._grpc = GrpcReceiver(self._ingest, grpc_opts)
         grpc_port = self._grpc.start()

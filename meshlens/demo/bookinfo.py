@@ -1,6 +1,6 @@
 """A bookinfo-like service for the local mesh, instrumented with the OpenTelemetry SDK.
 
-One process per workload (`python -m collector.demo.bookinfo --service reviews --version v2 ...`).
+One process per workload (`python -m meshlens.demo.bookinfo --service reviews --version v2 ...`).
 It serves HTTP behind its Envoy sidecar, continues the trace Envoy started (W3C traceparent),
 calls its upstreams through its sidecar's outbound listeners, and exports traces, metrics and
 logs over OTLP/gRPC (opentelemetry-exporter-otlp) to meshlens. Behaviour knobs (`--error-rate`,

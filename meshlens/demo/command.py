@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from collector.config import parse_duration
-from collector.demo.stack import SCENARIOS, DemoError, DemoOptions, DemoStack
+from meshlens.demo.stack import SCENARIOS, DemoError, DemoOptions, DemoStack
+from meshlens.settings import parse_duration
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

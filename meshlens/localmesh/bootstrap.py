@@ -40,7 +40,7 @@ from typing import Any, Final
 
 from google.protobuf import struct_pb2
 
-from collector.localmesh.certs import CertFiles
+from meshlens.localmesh.certs import CertFiles
 
 ISTIO_VERSION: Final = "1.26.0-meshlens"
 PEER_METADATA_HEADER: Final = "x-envoy-peer-metadata"

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector.store.schema import REQUESTS, UNKNOWN
+from meshlens.collector.store.schema import REQUESTS, UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,10 +28,10 @@ from typing import IO, Any, Final
 
 import yaml
 
-from collector.demo.loadgen import LoadGenerator
-from collector.localmesh.bootstrap import Collector
-from collector.localmesh.mesh import LocalMesh, MeshWorkload
-from collector.localmesh.ports import free_port
+from meshlens.demo.loadgen import LoadGenerator
+from meshlens.localmesh.bootstrap import Collector
+from meshlens.localmesh.mesh import LocalMesh, MeshWorkload
+from meshlens.localmesh.ports import free_port
 
 SCENARIOS: Final = {
     # scenario -> knobs of the canary (reviews v3)
@@ -159,7 +159,7 @@ class DemoStack:
         return [
             sys.executable,
             "-m",
-            "collector",
+            "meshlens",
             *args,
             "--data-dir",
             str(self.opts.data_dir),
@@ -261,7 +261,7 @@ class DemoStack:
             cmd = [
                 sys.executable,
                 "-m",
-                "collector.demo.bookinfo",
+                "meshlens.demo.bookinfo",
                 "--service",
                 workload.app,
                 "--version",

@@ -1,4 +1,5 @@
-"""The container image's entrypoint (`python -m collector.container`, deploy/docker/Dockerfile).
+"""The container image's entrypoint (`python -m meshlens.container`, see
+deploy/docker/Dockerfile).
 
 The same as `meshlens`, except that `serve` refuses to start open on a network: the image binds
 0.0.0.0, where anyone who reaches the ports could write telemetry and query the API. A
@@ -15,10 +16,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from collector.cli import build_parser
-from collector.cli import main as cli_main
-from collector.config import ALLOW_OPEN
-from collector.errors import ConfigError
+from meshlens.cli import build_parser
+from meshlens.cli import main as cli_main
+from meshlens.collector.errors import ConfigError
+from meshlens.settings import ALLOW_OPEN
 
 
 def is_loopback(host: str) -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from collector.localmesh.bootstrap import SidecarSpec, build_bootstrap, weight_runtime_key
+from meshlens.localmesh.bootstrap import SidecarSpec, build_bootstrap, weight_runtime_key
 
 log = logging.getLogger(__name__)
 
