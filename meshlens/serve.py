@@ -27,6 +27,7 @@ from typing import Final
 
 from meshlens.collector.decode import limits
 from meshlens.collector.errors import ConfigError
+from meshlens.durable_file import write_atomic
 from meshlens.server import BoundPorts, Collector
 from meshlens.settings import OBJECT_STORE, SERVE, Setting, add_settings, parse_duration
 
@@ -75,15 +76,13 @@ def state_path(data_dir: Path) -> Path:
 
 def write_state(data_dir: Path, ports: BoundPorts) -> Path:
     path = state_path(data_dir)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     doc = {
         "pid": os.getpid(),
         "grpc_port": ports.grpc,
         "http_port": ports.http,
         "api_port": ports.api,
     }
-    tmp.write_text(json.dumps(doc) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(doc) + "\n", fsync=False)  # a hint for tools, not data
     return path
 
 

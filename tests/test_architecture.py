@@ -3,7 +3,8 @@
 
 One installed package, `meshlens`. Its parts are the repository's folders:
     meshlens.collector (store) <- meshlens.analytics <- meshlens.dashboards
-with `meshlens.settings`, `meshlens.httpd`, `meshlens.child_process` shared below them, and
+with `meshlens.settings`, `meshlens.httpd`, `meshlens.child_process`, `meshlens.durable_file`
+shared below them, and
 the composition roots (`meshlens/cli.py`, `serve.py`, `server.py`) the only modules allowed to
 reach across. The local mesh, the demo and the synthetic-data generator (`meshlens.localmesh`,
 `meshlens.demo`, `meshlens.synth`) stand apart: no product module imports them.

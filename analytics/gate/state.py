@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from meshlens.analytics.errors import GateStateError
+from meshlens.durable_file import write_atomic
 
 PHASES: Final = ("initializing", "progressing", "paused", "promoting", "succeeded", "failed")
 TERMINAL: Final = frozenset({"succeeded", "failed"})
@@ -121,17 +122,7 @@ def lock_path(data_dir: Path, rollout: str) -> Path:
 
 def _write_atomic(path: Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(path, payload, fsync_parent=True)
 
 
 def save_state(data_dir: Path, state: GateState) -> GateState:

@@ -25,7 +25,6 @@ FILES_WITHOUT_WAITING files piled up in a partition still being written.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +41,8 @@ from meshlens.collector.store.layout import (
     visible,
 )
 from meshlens.collector.store.schema import TABLES
-from meshlens.collector.store.writer import ROW_GROUP_SIZE, conform, fsync_dir, parquet_options
+from meshlens.collector.store.writer import ROW_GROUP_SIZE, conform, parquet_options
+from meshlens.durable_file import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -101,24 +101,16 @@ def plan(
 def merge(table: str, inputs: list[SegmentFile]) -> Path:
     """Write the inputs' rows (in range order) to the covering file; atomic, fsynced."""
     out = inputs[0].path.with_name(segment_file_name(inputs[0].node, inputs[0].lo, inputs[-1].hi))
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     schema = TABLES[table]
-    try:
+
+    def write(tmp: Path) -> None:
         with pq.ParquetWriter(tmp, schema, **parquet_options(table)) as writer:
             for f in inputs:
                 writer.write_table(
                     conform(table, pq.read_table(f.path)), row_group_size=ROW_GROUP_SIZE
                 )
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(out.parent)
+
+    write_atomic(out, write, fsync_parent=True)
     return out
 
 

@@ -43,7 +43,7 @@ from meshlens.collector.store.converter import (
     warm_up,
 )
 from meshlens.collector.store.ledger import Ledger, Segment
-from meshlens.collector.store.writer import fsync_dir
+from meshlens.durable_file import fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -29,13 +29,8 @@ from meshlens.collector.store import wal
 from meshlens.collector.store.layout import list_table_files, wal_segment_path
 from meshlens.collector.store.records import Record, RecordKind
 from meshlens.collector.store.schema import TABLES, TIME_COLUMN
-from meshlens.collector.store.writer import (
-    conform,
-    fsync_dir,
-    make_dirs,
-    parquet_options,
-    write_table,
-)
+from meshlens.collector.store.writer import conform, parquet_options, write_table
+from meshlens.durable_file import fsync_dir, make_dirs, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -219,15 +214,8 @@ def write_dead_letters(path: Path, bodies: list[bytes], *, fsync: bool = True) -
     """The records that failed to decode, in WAL framing, so a fixed decoder can replay them.
     Same name for the same segment, so a replay after a crash rewrites it."""
     make_dirs(path.parent, fsync=fsync)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(wal.MAGIC + b"".join(wal.frame(b) for b in bodies))
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        fsync_dir(path.parent)
+    payload = wal.MAGIC + b"".join(wal.frame(b) for b in bodies)
+    write_atomic(path, payload, fsync=fsync, fsync_parent=fsync)
 
 
 def dead_letter_segment(

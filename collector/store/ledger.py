@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from meshlens.collector.store import wal
-from meshlens.collector.store.writer import fsync_dir
+from meshlens.durable_file import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +86,7 @@ class Ledger:
         return seq
 
     def _write_reservation(self, value: int) -> None:
-        path = self.seq_path
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w") as f:
-            f.write(f"{value}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(self.wal_dir)
+        write_atomic(self.seq_path, f"{value}\n", fsync_parent=True)
         self._reserved = value
 
     # ---- segments --------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from meshlens.collector.store.layout import (
 from meshlens.collector.store.ledger import Ledger, Segment, first_received_ns
 from meshlens.collector.store.records import Record, RecordKind
 from meshlens.collector.store.walwriter import Batch, WalWriter, WriterOptions
-from meshlens.collector.store.writer import fsync_dir
+from meshlens.durable_file import fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from meshlens.collector.errors import Overloaded, StoreUnavailable
 from meshlens.collector.store import wal
 from meshlens.collector.store.layout import wal_segment_path
 from meshlens.collector.store.ledger import Ledger, Segment
-from meshlens.collector.store.writer import fsync_dir
+from meshlens.durable_file import fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ temporary name, fsynced, renamed into place, and its directory fsynced.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 
 from meshlens.collector.store.layout import partition_dir, segment_file_name
 from meshlens.collector.store.schema import HIGH_CARDINALITY, TABLES, TIME_COLUMN
+from meshlens.durable_file import make_dirs, write_atomic
 
 COMPRESSION = "zstd"
 # zstd level 1 writes ~20% faster than the default (3) at the same size on our tables.
@@ -55,44 +55,13 @@ def conform(table: str, data: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_dirs(path: Path, *, fsync: bool = True) -> None:
-    """mkdir -p; with fsync, the entry of every directory created is fsynced in its parent, so
-    a new dt=/hr= partition survives a power loss along with the file written into it."""
-    if path.is_dir():
-        return
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    path.mkdir(parents=True, exist_ok=True)
-    if fsync:
-        for d in reversed(missing):
-            fsync_dir(d.parent)
-
-
 def write_parquet_atomic(table: str, data: pa.Table, path: Path, *, fsync: bool = True) -> None:
-    """tmp file in the same directory -> fsync -> rename -> fsync(dir)."""
     make_dirs(path.parent, fsync=fsync)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(data, tmp, row_group_size=ROW_GROUP_SIZE, **parquet_options(table))
-    if fsync:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    os.replace(tmp, path)
-    if fsync:
-        fsync_dir(path.parent)
+
+    def write(tmp: Path) -> None:
+        pq.write_table(data, tmp, row_group_size=ROW_GROUP_SIZE, **parquet_options(table))
+
+    write_atomic(path, write, fsync=fsync, fsync_parent=fsync)
 
 
 def write_table(

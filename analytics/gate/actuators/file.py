@@ -12,7 +12,6 @@ Committing and pushing is left to the GitOps pipeline (or a wrapper script).
 from __future__ import annotations
 
 import io
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from meshlens.analytics.gate.routes import (
     owned_routes,
     ownership_from_options,
 )
+from meshlens.durable_file import write_atomic
 
 _NUMBER: Final = re.compile(r"""(['"]?)(\d+)\1""")
 
@@ -134,14 +134,8 @@ def _plain(value: Any) -> Any:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.meshlens-tmp-{os.getpid()}")
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644  # keep the file's mode
+    write_atomic(path, text, mode=mode)
 
 
 class FileActuator:
