@@ -27,7 +27,7 @@ import duckdb
 from meshlens.analytics.duck_sql import empty_select, ts_literal
 from meshlens.analytics.errors import ObjectStoreError
 from meshlens.analytics.window import TimeWindow
-from meshlens.collector.store.layout import SegmentFile, partition_key, partitions, visible
+from meshlens.collector.store.layout import ParquetSegment, partition_key, partitions, visible
 from meshlens.collector.store.objectstore import (
     S3Options,
     StoreUrl,
@@ -52,7 +52,7 @@ def remote_location(data_dir: str | os.PathLike[str]) -> StoreUrl | None:
 
 
 def visible_keys(
-    files: list[SegmentFile], start: datetime | None = None, end: datetime | None = None
+    files: list[ParquetSegment], start: datetime | None = None, end: datetime | None = None
 ) -> list[str]:
     """Relative keys a reader scans: visible per node and partition, pruned to [start, end]'s
     dt/hr partitions (the same rules as `layout.visible_files`)."""
@@ -88,7 +88,7 @@ def create_remote_views(
     (an empty view with the right types when there are none)."""
     import pyarrow.dataset as ds
 
-    by_table: dict[str, list[SegmentFile]] = {t: [] for t in TABLES}
+    by_table: dict[str, list[ParquetSegment]] = {t: [] for t in TABLES}
     import pyarrow.fs as pafs
 
     try:

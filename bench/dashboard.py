@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from meshlens.collector.store.layout import visible_files
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.dashboards import data
 from meshlens.synth import synthetic_requests
 

@@ -27,8 +27,8 @@ from meshlens.collector.decode import envoy_als_fast
 from meshlens.collector.decode.access_log_text import decode_lines_record
 from meshlens.collector.decode.envoy_als import decode_als_record
 from meshlens.collector.proto.gen import meshlens_als_pb2
-from meshlens.collector.store.converter import BATCH_RECORDS
 from meshlens.collector.store.records import Record, RecordKind
+from meshlens.collector.store.wal_to_parquet import BATCH_RECORDS
 
 T0 = 1_764_000_000
 

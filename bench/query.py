@@ -4,8 +4,8 @@
     .venv/bin/python -m bench.query --rows 10M --repeat 5
 
 Each dataset is synthetic bookinfo traffic (meshlens.synth) over one hour, written through
-collector.store.writer.write_table in 1M-row files, generated once and reused. For every size it
-prints the median wall time of a full graph (workload level, all edge statistics) and of the
+collector.store.parquet_write.write_table in 1M-row files, generated once and reused. For every
+size it prints the median wall time of a full graph (workload level, all edge statistics) and of the
 golden signals (per service and version, 60 s steps), the median CPU seconds of the process
 (all DuckDB threads; wall ~= cpu / cores on an idle machine), its peak RSS and the 1-minute
 load average before -> after (other work on the machine inflates wall time), in a table.
@@ -39,7 +39,7 @@ def parse_rows(text: str) -> int:
 
 def dataset(rows: int) -> Path:
     """The cached store for `rows` rows, generated when missing."""
-    from meshlens.collector.store.writer import write_table
+    from meshlens.collector.store.parquet_write import write_table
     from meshlens.synth import synthetic_requests
 
     data = CACHE / f"requests-{rows}"

@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.decode_spans import sdk_request
 from meshlens.collector.errors import Overloaded
 from meshlens.collector.store import wal
-from meshlens.collector.store.converter import convert_segment, warm_up
 from meshlens.collector.store.layout import wal_segment_path
 from meshlens.collector.store.records import Record, RecordKind
 from meshlens.collector.store.store import Store, StoreOptions
+from meshlens.collector.store.wal_to_parquet import convert_segment, warm_up
 
 SPANS = 1000
 

@@ -23,8 +23,8 @@ import requests
 from meshlens.analytics.gate.model import Decision
 from meshlens.analytics.gate.state import GateState
 from meshlens.collector.store.layout import GATE_NODE
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.collector.store.schema import VERDICTS
-from meshlens.collector.store.writer import write_table
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from typing import IO, Any, Final
 from meshlens.collector.decode import identity
 from meshlens.collector.decode.access_log_text import Rejected, parse_lines
 from meshlens.collector.decode.request_rows import rows_to_table
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.settings import Setting, add_settings, parse_bool
 
 log = logging.getLogger(__name__)

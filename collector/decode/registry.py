@@ -14,8 +14,8 @@ from typing import Final
 import pyarrow as pa
 
 from meshlens.collector.decode import window
+from meshlens.collector.store.parquet_write import conform
 from meshlens.collector.store.records import Record, RecordKind
-from meshlens.collector.store.writer import conform
 
 Decoder = Callable[[Record], dict[str, pa.Table]]
 

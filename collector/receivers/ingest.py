@@ -23,7 +23,7 @@ from meshlens.collector.store.records import RecordKind
 
 
 class Pending(Protocol):
-    """A queued append (collector.store.walwriter.Batch)."""
+    """A queued append (collector.store.wal_append.Batch)."""
 
     error: StoreUnavailable | None
 

@@ -34,14 +34,14 @@ from typing import Final
 import pyarrow.parquet as pq
 
 from meshlens.collector.store.layout import (
-    SegmentFile,
+    ParquetSegment,
     is_time_numbered,
     list_table_files,
     segment_file_name,
     visible,
 )
+from meshlens.collector.store.parquet_write import ROW_GROUP_SIZE, conform, parquet_options
 from meshlens.collector.store.schema import TABLES
-from meshlens.collector.store.writer import ROW_GROUP_SIZE, conform, parquet_options
 from meshlens.durable_file import write_atomic
 
 log = logging.getLogger(__name__)
@@ -66,18 +66,18 @@ def partition_end(dt: str, hr: str) -> float:
 
 
 def plan(
-    files: list[SegmentFile],
+    files: list[ParquetSegment],
     below_seq: int,
     target_bytes: int,
     settled_before: float | None = None,
-) -> list[list[SegmentFile]]:
+) -> list[list[ParquetSegment]]:
     """Runs of consecutive visible files (by range) to merge, each of 2+ files.
 
     `files` are one partition's files of one node. A file at or above `below_seq` breaks a run,
     and so does one modified at or after `settled_before` (when given) and the size target, so
     an output's range covers its inputs and nothing else."""
-    runs: list[list[SegmentFile]] = []
-    run: list[SegmentFile] = []
+    runs: list[list[ParquetSegment]] = []
+    run: list[ParquetSegment] = []
     size = 0
     for f in visible(files):
         try:
@@ -98,7 +98,7 @@ def plan(
     return [r for r in runs if len(r) >= 2]
 
 
-def merge(table: str, inputs: list[SegmentFile]) -> Path:
+def merge(table: str, inputs: list[ParquetSegment]) -> Path:
     """Write the inputs' rows (in range order) to the covering file; atomic, fsynced."""
     out = inputs[0].path.with_name(segment_file_name(inputs[0].node, inputs[0].lo, inputs[-1].hi))
     schema = TABLES[table]
@@ -114,7 +114,7 @@ def merge(table: str, inputs: list[SegmentFile]) -> Path:
     return out
 
 
-def delete_covered(files: list[SegmentFile], now: float, grace: float) -> int:
+def delete_covered(files: list[ParquetSegment], now: float, grace: float) -> int:
     """Remove files hidden by a covering file that has existed for `grace` seconds."""
     shown = visible(files)
     deleted = 0
@@ -133,7 +133,7 @@ def delete_covered(files: list[SegmentFile], now: float, grace: float) -> int:
     return deleted
 
 
-def due(dt: str, hr: str, files: list[SegmentFile], now: float, compact_after: float) -> bool:
+def due(dt: str, hr: str, files: list[ParquetSegment], now: float, compact_after: float) -> bool:
     """Whether a partition's files (one node) should be merged now: see the module doc."""
     shown = visible(files)
     if len(shown) < 2:
@@ -170,7 +170,7 @@ def compact_node(
     # Time-numbered writers: numbers (µs) and files older than compact_after are settled.
     settled_us = int((now - compact_after) * 1_000_000)
     for table in TABLES:
-        parts: dict[tuple[str, str, str], list[SegmentFile]] = {}
+        parts: dict[tuple[str, str, str], list[ParquetSegment]] = {}
         for f in list_table_files(data_dir, table):
             if f.node == node or is_time_numbered(f.node):
                 parts.setdefault((f.dt, f.hr, f.node), []).append(f)

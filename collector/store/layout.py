@@ -45,7 +45,7 @@ def check_node(node: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class SegmentFile:
+class ParquetSegment:
     """A Parquet file of the store, parsed from its path."""
 
     path: Path
@@ -56,7 +56,7 @@ class SegmentFile:
     lo: int
     hi: int
 
-    def covers(self, other: SegmentFile) -> bool:
+    def covers(self, other: ParquetSegment) -> bool:
         """True when this file's range contains `other`'s (same node), and is not the same file."""
         return (
             self.node == other.node
@@ -108,13 +108,13 @@ def segment_file_name(node: str, lo: int, hi: int | None = None) -> str:
     return f"{node}_{lo:0{SEQ_WIDTH}d}_{hi:0{SEQ_WIDTH}d}.parquet"
 
 
-def parse_segment_file(path: Path, table: str) -> SegmentFile | None:
+def parse_segment_file(path: Path, table: str) -> ParquetSegment | None:
     m = _FILE_RE.match(path.name)
     dm = _PART_RE.match(path.parent.parent.name)
     hm = _HOUR_RE.match(path.parent.name)
     if not (m and dm and hm):
         return None
-    return SegmentFile(
+    return ParquetSegment(
         path,
         table,
         dm.group(1),
@@ -140,9 +140,9 @@ def partitions(data_dir: Path, table: str) -> Iterator[tuple[str, str, Path]]:
                 yield dm.group(1), hm.group(1), h
 
 
-def list_table_files(data_dir: Path, table: str) -> list[SegmentFile]:
+def list_table_files(data_dir: Path, table: str) -> list[ParquetSegment]:
     """Every well-named Parquet file of `table` (temporary files are ignored)."""
-    out: list[SegmentFile] = []
+    out: list[ParquetSegment] = []
     for _dt, _hr, d in partitions(data_dir, table):
         try:
             names = os.listdir(d)
@@ -155,12 +155,12 @@ def list_table_files(data_dir: Path, table: str) -> list[SegmentFile]:
     return out
 
 
-def visible(files: Iterable[SegmentFile]) -> list[SegmentFile]:
+def visible(files: Iterable[ParquetSegment]) -> list[ParquetSegment]:
     """Drop files whose rows are also in a covering (compacted) file of the same partition."""
-    by_part: dict[tuple[str, str, str], list[SegmentFile]] = {}
+    by_part: dict[tuple[str, str, str], list[ParquetSegment]] = {}
     for f in files:
         by_part.setdefault((f.dt, f.hr, f.node), []).append(f)
-    out: list[SegmentFile] = []
+    out: list[ParquetSegment] = []
     for group in by_part.values():
         out.extend(f for f in group if not any(g.covers(f) for g in group))
     return sorted(out, key=lambda f: (f.dt, f.hr, f.node, f.lo))

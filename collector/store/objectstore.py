@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from meshlens.collector.store.compaction import partition_end
 from meshlens.collector.store.layout import (
-    SegmentFile,
+    ParquetSegment,
     list_table_files,
     parse_segment_file,
     visible,
@@ -140,7 +140,7 @@ def s3_filesystem(opts: S3Options) -> pafs.S3FileSystem:
 
 @dataclass(frozen=True, slots=True)
 class LocalFile:
-    seg: SegmentFile
+    seg: ParquetSegment
     key: str  # <table>/dt=/hr=/<name>
     size: int
     mtime: float
@@ -148,17 +148,17 @@ class LocalFile:
 
 @dataclass(frozen=True, slots=True)
 class RemoteFile:
-    seg: SegmentFile  # path = the relative key as a Path
+    seg: ParquetSegment  # path = the relative key as a Path
     key: str
     size: int
     mtime: float  # when the object was written (Last-Modified)
 
 
-def segment_key(seg: SegmentFile) -> str:
+def segment_key(seg: ParquetSegment) -> str:
     return f"{seg.table}/dt={seg.dt}/hr={seg.hr}/{seg.path.name}"
 
 
-def parse_key(key: str) -> SegmentFile | None:
+def parse_key(key: str) -> ParquetSegment | None:
     """A relative object key `<table>/dt=/hr=/<name>` parsed with the layout's rules."""
     table = key.split("/", 1)[0]
     if table not in TABLES or key.count("/") != 3:
@@ -166,7 +166,7 @@ def parse_key(key: str) -> SegmentFile | None:
     return parse_segment_file(Path(key), table)
 
 
-def expired(seg: SegmentFile, now: float, retention: float) -> bool:
+def expired(seg: ParquetSegment, now: float, retention: float) -> bool:
     return retention > 0 and partition_end(seg.dt, seg.hr) <= now - retention
 
 

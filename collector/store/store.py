@@ -8,13 +8,15 @@
                                  v
               maintenance thread -> compaction, retention
 
-The parts: `walwriter` (group commit, segment rolling), `conversion` (converter thread and
-worker pool), `converter` (one segment -> Parquet), `ledger` (unconverted segments, sequence
-numbers, counters), `compaction` and `retention`. This module composes them and recovers the
-WAL at start: torn tails are truncated (and logged), complete segments are queued for
-conversion while new appends go to new segments. Records that fail to decode are kept in
-`<data>/deadletter/` (WAL framing), and so are whole segments that failed `conversion_attempts`
-conversions; `requeue_dead_letters` converts them again after a fix.
+The parts, named by their side of the WAL: `wal` (the format and the segment file),
+`wal_append` (group commit, segment rolling), `ledger` (unconverted segments, sequence numbers,
+counters), `wal_drain` (the converter thread and worker pool), `wal_to_parquet` (one segment ->
+Parquet), `parquet_write` (tables -> the Parquet layout), `compaction` and `retention`. This
+module composes them and recovers the WAL at start: torn tails are truncated (and logged),
+complete segments are queued for conversion while new appends go to new segments. Records
+that fail to decode are kept in `<data>/deadletter/` (WAL framing), and so are whole segments
+that failed `conversion_attempts` conversions; `requeue_dead_letters` converts them again after
+a fix.
 
 A WAL segment is deleted only after its Parquet files are fsynced; Parquet names come from the
 segment number, so converting a segment again after a crash rewrites the same files. One
@@ -34,8 +36,6 @@ from typing import Any, Final
 
 from meshlens.collector.errors import PayloadTooLarge, StoreUnavailable
 from meshlens.collector.store import compaction, retention, wal
-from meshlens.collector.store.conversion import Converter, ConverterOptions
-from meshlens.collector.store.converter import DEAD_LETTER_DIR
 from meshlens.collector.store.layout import (
     check_node,
     parse_wal_segment_name,
@@ -44,7 +44,9 @@ from meshlens.collector.store.layout import (
 )
 from meshlens.collector.store.ledger import Ledger, Segment, first_received_ns
 from meshlens.collector.store.records import Record, RecordKind
-from meshlens.collector.store.walwriter import Batch, WalWriter, WriterOptions
+from meshlens.collector.store.wal_append import Batch, WalWriter, WriterOptions
+from meshlens.collector.store.wal_drain import Converter, ConverterOptions
+from meshlens.collector.store.wal_to_parquet import DEAD_LETTER_DIR
 from meshlens.durable_file import fsync_dir
 
 log = logging.getLogger(__name__)

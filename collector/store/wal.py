@@ -183,7 +183,7 @@ def _save_aside(path: Path, offset: int, data: bytes) -> None:
         log.warning("could not save the dropped tail of %s: %s", path, exc)
 
 
-class SegmentFile:
+class WalFile:
     """The active segment: append-only, one writer thread. `size` is the end of the last
     complete write; after a failed write the file is cut back to it so no garbage sits between
     acknowledged records."""

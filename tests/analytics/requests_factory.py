@@ -9,8 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.collector.store.schema import REQUESTS
-from meshlens.collector.store.writer import write_table
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

@@ -14,8 +14,8 @@ from meshlens.analytics.catalog import connect
 from meshlens.analytics.exporter import OVERFLOW, DerivedMetricsCollector, metric_collectors
 from meshlens.analytics.graph.spans import SpanGraphOptions, spans_graph
 from meshlens.analytics.window import TimeWindow
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.collector.store.schema import REQUESTS, SPANS
-from meshlens.collector.store.writer import write_table
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

@@ -21,7 +21,7 @@ from meshlens.analytics.sql import run_query
 from meshlens.analytics.window import TimeWindow
 from meshlens.collector.store import compaction
 from meshlens.collector.store.objectstore import Shipper, StoreUrl, list_remote
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.synth import synthetic_requests
 from tests.collector.store.s3server import S3Server, s3_server
 

@@ -24,8 +24,8 @@ from meshlens.analytics.exporter import DerivedMetricsCollector
 from meshlens.analytics.graph import service_graph
 from meshlens.analytics.signals import golden_signals
 from meshlens.analytics.window import TimeWindow
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.collector.store.schema import REQUESTS
-from meshlens.collector.store.writer import write_table
 from tests.analytics.requests_factory import T0, call, wl
 
 WINDOW = TimeWindow(T0 - timedelta(minutes=1), T0 + timedelta(minutes=5))

@@ -14,7 +14,7 @@ from meshlens.analytics.errors import AnalyticsError
 from meshlens.analytics.signals import golden_signals
 from meshlens.analytics.window import TimeWindow
 from meshlens.cli import main
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 from tests.analytics.requests_factory import T0, call, store, wl
 
 PP = wl("bookinfo", "productpage-v1", "productpage", "v1")

@@ -14,7 +14,7 @@ from meshlens.analytics.errors import QueryError, QueryRejected, QueryTimeout
 from meshlens.analytics.sql import run_query
 from meshlens.analytics.window import TimeWindow
 from meshlens.cli import main
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.collector.store.schema import SPANS, VERDICTS
-from meshlens.collector.store.writer import write_table
 from meshlens.synth import synthetic_requests
 
 N_REQUESTS = 30_000

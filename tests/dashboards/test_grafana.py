@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.dashboards.commands.grafana import stale_files
 from meshlens.dashboards.grafana import OUTPUT_DIR, build_all
 from meshlens.dashboards.grafana.builder import expressions

@@ -40,14 +40,14 @@ def _patch() -> None:
         setattr(StoreOptions, "from_settings", classmethod(from_settings))  # noqa: B010
     flag = os.environ.get("RELIABILITY_ENOSPC_FILE")
     if flag:
-        real_write = wal.SegmentFile._write
+        real_write = wal.WalFile._write
 
-        def write(self: wal.SegmentFile, data: memoryview) -> int:
+        def write(self: wal.WalFile, data: memoryview) -> int:
             if Path(flag).exists():
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return real_write(self, data)
 
-        wal.SegmentFile._write = write  # type: ignore[method-assign]
+        wal.WalFile._write = write  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from meshlens.cli import main
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 from tests.collector.conftest import REPO, ServeProcess, _serve_env, http_post
 from tests.reliability.harness import launch
 

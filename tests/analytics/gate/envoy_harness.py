@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import requests
 
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 
 HOST = "productpage.default.svc.cluster.local"
 PORT = 9080

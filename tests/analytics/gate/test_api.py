@@ -16,7 +16,7 @@ import requests
 from meshlens.analytics.catalog import connect
 from meshlens.analytics.gate.api import gate_routes
 from meshlens.analytics.gate.state import pending_commands, queue_command
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.httpd import RunningHttpServer, start_http_server
 
 

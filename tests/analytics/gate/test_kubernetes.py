@@ -38,7 +38,7 @@ from meshlens.analytics.gate.judging import StoreJudge
 from meshlens.analytics.gate.routes import Dest, Ownership, json_patch, read_weights
 from meshlens.analytics.gate.runner import Gate
 from meshlens.analytics.gate.state import load_state
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 
 DATA = Path(__file__).parent / "data"
 SCHEMA = json.loads((DATA / "virtualservice-v1.schema.json").read_text())

@@ -14,8 +14,8 @@ from meshlens.analytics.catalog import connect
 from meshlens.analytics.graph import service_graph
 from meshlens.analytics.graph.kiali import to_kiali_json
 from meshlens.analytics.window import TimeWindow
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.collector.store.schema import REQUESTS
-from meshlens.collector.store.writer import write_table
 
 # Copied from ../shared/reference (sources and commits: reference/servicegraph_fixtures/README.md)
 KIALI = Path(__file__).resolve().parents[1] / "reference" / "servicegraph_fixtures" / "kiali"

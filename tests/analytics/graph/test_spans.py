@@ -20,9 +20,9 @@ from meshlens.analytics.graph.spans import SpanGraphOptions, spans_graph
 from meshlens.analytics.window import TimeWindow
 from meshlens.collector.decode.otlp_json import otlp_json_to_proto
 from meshlens.collector.decode.otlp_traces import decode_traces_record
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.collector.store.records import Record, RecordKind
 from meshlens.collector.store.schema import SPANS
-from meshlens.collector.store.writer import write_table
 
 # Copied from ../shared/reference (sources and commits: reference/servicegraph_fixtures/README.md)
 FIXTURES = Path(__file__).resolve().parents[1] / "reference" / "servicegraph_fixtures"

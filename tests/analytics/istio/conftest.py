@@ -7,7 +7,7 @@ from typing import Any
 import pyarrow as pa
 
 from meshlens.analytics.window import TimeWindow
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 WINDOW = TimeWindow(T0, T0 + timedelta(hours=1))

@@ -21,7 +21,7 @@ from meshlens.analytics.judge.api import judge_routes
 from meshlens.analytics.judge.config import default_config, parse_config
 from meshlens.analytics.window import TimeWindow
 from meshlens.cli import main
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.httpd import HttpOptions, Request, dispatch, start_http_server
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)

@@ -30,10 +30,10 @@ from hypothesis import strategies as st
 from meshlens.collector.decode import envoy_als, envoy_als_fast, limits, registry
 from meshlens.collector.errors import DecodeError
 from meshlens.collector.proto.gen import meshlens_als_pb2, meshlens_envoy_accesslog_pb2
-from meshlens.collector.store.converter import decode_all
+from meshlens.collector.store.parquet_write import conform
 from meshlens.collector.store.records import Record, RecordKind
 from meshlens.collector.store.schema import REQUESTS
-from meshlens.collector.store.writer import conform
+from meshlens.collector.store.wal_to_parquet import decode_all
 
 Message = meshlens_als_pb2.StreamAccessLogsMessage
 Identifier = Message.Identifier

@@ -56,12 +56,12 @@ def test_disk_full_is_unavailable_and_the_collector_recovers(
     spans = traces_request(6).SerializeToString()
     target = f"127.0.0.1:{c.ports.grpc}"
 
-    def disk_full(self: wal.SegmentFile, data: memoryview) -> int:
+    def disk_full(self: wal.WalFile, data: memoryview) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with grpc.insecure_channel(target) as ch:
         export(ch, otlp.TRACES, spans)
-        monkeypatch.setattr(wal.SegmentFile, "_write", disk_full)
+        monkeypatch.setattr(wal.WalFile, "_write", disk_full)
         with pytest.raises(grpc.RpcError) as err:
             export(ch, otlp.TRACES, spans)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from meshlens.collector.store.layout import visible_files
-from meshlens.collector.store.writer import conform
+from meshlens.collector.store.parquet_write import conform
 
 
 def read_table(data_dir: Path, table: str = "logs") -> pa.Table:

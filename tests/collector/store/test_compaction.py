@@ -9,9 +9,9 @@ import pyarrow as pa
 
 from meshlens.collector.store.compaction import compact_node
 from meshlens.collector.store.layout import list_table_files, visible_files
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.collector.store.retention import expire
 from meshlens.collector.store.store import Store, StoreOptions
-from meshlens.collector.store.writer import write_table
 from tests.collector.store.fake_decoder import DECODERS, KIND
 from tests.collector.store.rows import bodies
 

@@ -19,8 +19,8 @@ from meshlens.collector.store.layout import (
     partition_dir,
     visible_files,
 )
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.collector.store.retention import expire
-from meshlens.collector.store.writer import write_table
 from tests.collector.store.rows import read_table
 
 COMPACT_AFTER = 120.0

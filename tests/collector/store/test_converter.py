@@ -8,9 +8,9 @@ import pytest
 from meshlens.collector.decode import envoy_als
 from meshlens.collector.decode.envoy_als import decode_als_record
 from meshlens.collector.proto.gen import meshlens_als_pb2
-from meshlens.collector.store.converter import BATCH_RECORDS, decode_all
+from meshlens.collector.store.parquet_write import conform
 from meshlens.collector.store.records import Record, RecordKind
-from meshlens.collector.store.writer import conform
+from meshlens.collector.store.wal_to_parquet import BATCH_RECORDS, decode_all
 
 IDENT = meshlens_als_pb2.StreamAccessLogsMessage.Identifier(log_name="als")
 IDENT.node.id = "sidecar~10.0.0.7~productpage-v1-5f6b7c8d9-abcde.default~default.svc.cluster.local"

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from meshlens.collector.selfmetrics import SelfMetrics, StoreStatsCollector
-from meshlens.collector.store.converter import DEAD_LETTER_DIR
+from meshlens.collector.store import wal_to_parquet
 from meshlens.collector.store.layout import wal_dir
 from meshlens.collector.store.store import Store, StoreOptions
+from meshlens.collector.store.wal_to_parquet import DEAD_LETTER_DIR
 from tests.collector.store import poison_decoder
 from tests.collector.store.fake_decoder import DECODERS, KIND
 from tests.collector.store.rows import bodies
@@ -89,13 +90,12 @@ def test_a_segment_that_keeps_failing_is_dead_lettered_with_a_metric_and_can_be_
 def test_a_full_disk_is_retried_and_never_dead_lettered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from meshlens.collector.store import converter
 
     def always_full(*args: object, **kw: object) -> list[Path]:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with Store(tmp_path, _opts(conversion_attempts=1)) as s:
-        monkeypatch.setattr(converter, "write_table", always_full)
+        monkeypatch.setattr(wal_to_parquet, "write_table", always_full)
         s.append(KIND, b"kept")
         _wait(lambda: s.stats().conversion_failures >= 3)
         assert s.stats().segments_dead_lettered == 0

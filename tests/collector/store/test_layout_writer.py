@@ -15,9 +15,9 @@ from meshlens.collector.store.layout import (
     visible_files,
     wal_segment_path,
 )
+from meshlens.collector.store.parquet_write import conform, write_table
 from meshlens.collector.store.records import Record, RecordKind
 from meshlens.collector.store.schema import REQUESTS, TABLES
-from meshlens.collector.store.writer import conform, write_table
 
 
 def _rows(*hours: int) -> pa.Table:

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from meshlens.collector.errors import ConfigError
 from meshlens.collector.receivers import otlp
 from meshlens.collector.store import compaction, retention
-from meshlens.collector.store.layout import SegmentFile, visible
+from meshlens.collector.store.layout import ParquetSegment, visible
 from meshlens.collector.store.objectstore import (
     MAX_FAILURES_PER_ROUND,
     LocalFile,
@@ -35,7 +35,7 @@ from meshlens.collector.store.objectstore import (
     plan_uploads,
     store_location,
 )
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.settings import OBJECT_STORE, parse_object_store
 from tests.collector.conftest import REPO, ServeProcess, _serve_env, http_get, start_serve, wait_for
 from tests.collector.receivers.grpc_client import export
@@ -69,18 +69,18 @@ def test_store_url_parsing() -> None:
         setting.resolve({"MESHLENS_OBJECT_STORE": "http://x"})
 
 
-def _seg(lo: int, hi: int, *, node: str = "a", hr: str = "10") -> SegmentFile:
+def _seg(lo: int, hi: int, *, node: str = "a", hr: str = "10") -> ParquetSegment:
     name = f"{node}_{lo:016d}_{hi:016d}.parquet"
-    return SegmentFile(
+    return ParquetSegment(
         Path(f"spans/dt=2026-01-01/hr={hr}/{name}"), "spans", "2026-01-01", hr, node, lo, hi
     )
 
 
-def _local(seg: SegmentFile, size: int = 100) -> LocalFile:
+def _local(seg: ParquetSegment, size: int = 100) -> LocalFile:
     return LocalFile(seg, str(seg.path), size, 0.0)
 
 
-def _remote(seg: SegmentFile, size: int = 100, mtime: float = 0.0) -> RemoteFile:
+def _remote(seg: ParquetSegment, size: int = 100, mtime: float = 0.0) -> RemoteFile:
     return RemoteFile(seg, str(seg.path), size, mtime)
 
 

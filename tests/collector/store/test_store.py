@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from meshlens.collector.errors import Overloaded, PayloadTooLarge, StoreUnavailable
-from meshlens.collector.store import wal
-from meshlens.collector.store.converter import DEAD_LETTER_DIR
+from meshlens.collector.store import wal, wal_to_parquet
 from meshlens.collector.store.layout import list_table_files, wal_dir, wal_segment_path
 from meshlens.collector.store.records import Record, RecordKind
 from meshlens.collector.store.store import Store, StoreOptions
+from meshlens.collector.store.wal_to_parquet import DEAD_LETTER_DIR
 from tests.collector.store.fake_decoder import DECODERS, KIND, LENIENT
 from tests.collector.store.rows import bodies, read_table
 
@@ -174,13 +174,13 @@ def test_write_failure_is_unavailable_and_the_store_recovers(
     tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.append(KIND, b"before")
-    real = wal.SegmentFile._write
+    real = wal.WalFile._write
 
-    def enospc(self: wal.SegmentFile, data: memoryview) -> int:
+    def enospc(self: wal.WalFile, data: memoryview) -> int:
         real(self, data[:7])  # part of the batch reaches the file, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(wal.SegmentFile, "_write", enospc)
+    monkeypatch.setattr(wal.WalFile, "_write", enospc)
     for i in range(3):
         with pytest.raises(StoreUnavailable, match="No space left on device"):
             store.append(KIND, f"lost{i}".encode())
@@ -197,10 +197,10 @@ def test_fsync_failure_is_unavailable_never_an_ack(
 ) -> None:
     store.append(KIND, b"ok1")
 
-    def eio(self: wal.SegmentFile) -> None:
+    def eio(self: wal.WalFile) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(wal.SegmentFile, "sync", eio)
+    monkeypatch.setattr(wal.WalFile, "sync", eio)
     with pytest.raises(StoreUnavailable, match="Input/output error"):
         store.append(KIND, b"not-acked")
     monkeypatch.undo()
@@ -212,10 +212,10 @@ def test_fsync_failure_is_unavailable_never_an_ack(
 def test_segment_creation_failure_then_recovery(
     tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def enospc(self: wal.SegmentFile, path: Path) -> None:
+    def enospc(self: wal.WalFile, path: Path) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(wal.SegmentFile, "__init__", enospc)
+    monkeypatch.setattr(wal.WalFile, "__init__", enospc)
     with pytest.raises(StoreUnavailable, match="No space"):
         store.append(KIND, b"x")
     monkeypatch.undo()
@@ -226,13 +226,13 @@ def test_segment_creation_failure_then_recovery(
 
 def test_memory_budget_overload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
-    real = wal.SegmentFile._write
+    real = wal.WalFile._write
 
-    def slow(self: wal.SegmentFile, data: memoryview) -> int:
+    def slow(self: wal.WalFile, data: memoryview) -> int:
         release.wait(10)
         return real(self, data)
 
-    monkeypatch.setattr(wal.SegmentFile, "_write", slow)
+    monkeypatch.setattr(wal.WalFile, "_write", slow)
     with Store(tmp_path, _opts(memory_budget=1000)) as s:
         first = threading.Thread(target=s.append, args=(KIND, b"1" * 600))
         first.start()
@@ -356,9 +356,8 @@ def test_invalid_options() -> None:
 def test_failed_conversion_is_retried_and_keeps_the_wal(
     tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from meshlens.collector.store import converter
 
-    real = converter.write_table
+    real = wal_to_parquet.write_table
     calls = {"n": 0}
 
     def full_once(*args: object, **kw: object) -> list[Path]:
@@ -367,7 +366,7 @@ def test_failed_conversion_is_retried_and_keeps_the_wal(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(converter, "write_table", full_once)
+    monkeypatch.setattr(wal_to_parquet, "write_table", full_once)
     store.append(KIND, b"survivor")
     assert store.wait_converted(30)
     assert bodies(tmp_path) == ["survivor"]
@@ -378,7 +377,6 @@ def test_failed_conversion_is_retried_and_keeps_the_wal(
 def test_conversion_failing_at_shutdown_leaves_the_segment_for_the_next_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from meshlens.collector.store import converter
 
     def always_full(*args: object, **kw: object) -> list[Path]:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -386,7 +384,7 @@ def test_conversion_failing_at_shutdown_leaves_the_segment_for_the_next_start(
     s = Store(tmp_path, _opts(flush_interval=3600))
     s.start()
     s.append(KIND, b"kept")
-    monkeypatch.setattr(converter, "write_table", always_full)
+    monkeypatch.setattr(wal_to_parquet, "write_table", always_full)
     s.close(timeout=30)
     assert len(_wal_files(tmp_path)) == 1 and bodies(tmp_path) == []
     monkeypatch.undo()

@@ -132,19 +132,19 @@ def test_torn_header_counts_as_empty(tmp_path: Path) -> None:
 def test_segment_file_rolls_back_a_failed_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seg = wal.SegmentFile(tmp_path / "s.wal")
+    seg = wal.WalFile(tmp_path / "s.wal")
     good = wal.frame(b"acknowledged")
     seg.write(good)
     calls = {"n": 0}
-    real = wal.SegmentFile._write
+    real = wal.WalFile._write
 
-    def half_then_enospc(self: wal.SegmentFile, data: memoryview) -> int:
+    def half_then_enospc(self: wal.WalFile, data: memoryview) -> int:
         calls["n"] += 1
         if calls["n"] == 1:
             return real(self, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(wal.SegmentFile, "_write", half_then_enospc)
+    monkeypatch.setattr(wal.WalFile, "_write", half_then_enospc)
     with pytest.raises(OSError, match="No space"):
         seg.write(wal.frame(b"x" * 1000))
     monkeypatch.undo()

@@ -22,7 +22,7 @@ import yaml
 
 from meshlens.analytics.catalog import connect
 from meshlens.analytics.gate.api import gate_routes
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 from meshlens.httpd import start_http_server
 from tests.conformance.argo import argo_sim
 

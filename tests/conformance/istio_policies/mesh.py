@@ -30,7 +30,7 @@ from meshlens.collector.decode import identity
 from meshlens.collector.decode.access_log_text import parse_access_log_line
 from meshlens.collector.decode.otel_als import otel_access_log_to_request
 from meshlens.collector.decode.request_rows import rows_to_table
-from meshlens.collector.store.writer import write_table
+from meshlens.collector.store.parquet_write import write_table
 
 T0: Final = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 FULL: Final = "full"

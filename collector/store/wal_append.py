@@ -102,7 +102,7 @@ class WalWriter:
         self._batch = Batch()
         self._in_flight = 0
         self._state = "running"  # -> "closing" (drain, roll, exit) or "failed" (a bug)
-        self._active: wal.SegmentFile | None = None
+        self._active: wal.WalFile | None = None
         self._active_seq = 0
         self._active_opened = 0.0
         self._roll_requested = False
@@ -238,7 +238,7 @@ class WalWriter:
         seq = self.ledger.allocate()
         path = wal_segment_path(self.data_dir, self.opts.node, seq)
         try:
-            seg = wal.SegmentFile(path)
+            seg = wal.WalFile(path)
             if self.opts.fsync:
                 fsync_dir(self._wal_dir)  # the new name must survive a crash too
         except OSError:

@@ -27,9 +27,9 @@ import pyarrow.parquet as pq
 from meshlens.collector.decode import limits, registry
 from meshlens.collector.store import wal
 from meshlens.collector.store.layout import list_table_files, wal_segment_path
+from meshlens.collector.store.parquet_write import conform, parquet_options, write_table
 from meshlens.collector.store.records import Record, RecordKind
 from meshlens.collector.store.schema import TABLES, TIME_COLUMN
-from meshlens.collector.store.writer import conform, parquet_options, write_table
 from meshlens.durable_file import fsync_dir, make_dirs, write_atomic
 
 log = logging.getLogger(__name__)

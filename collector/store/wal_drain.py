@@ -35,14 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshlens.child_process import init_child
-from meshlens.collector.store.converter import (
+from meshlens.collector.store.ledger import Ledger, Segment
+from meshlens.collector.store.wal_to_parquet import (
     ConvertResult,
     DecoderUnavailable,
     convert_segment,
     dead_letter_segment,
     warm_up,
 )
-from meshlens.collector.store.ledger import Ledger, Segment
 from meshlens.durable_file import fsync_dir
 
 log = logging.getLogger(__name__)
