@@ -28,12 +28,12 @@ from meshlens.analytics.duck_sql import empty_select, ts_literal
 from meshlens.analytics.errors import ObjectStoreError
 from meshlens.analytics.window import TimeWindow
 from meshlens.collector.store.layout import ParquetSegment, partition_key, partitions, visible
+from meshlens.collector.store.location import store_location
 from meshlens.collector.store.objectstore import (
     S3Options,
     StoreUrl,
     list_remote,
     s3_filesystem,
-    store_location,
 )
 from meshlens.collector.store.schema import TABLES, TIME_COLUMN
 

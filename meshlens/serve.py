@@ -27,6 +27,7 @@ from typing import Final
 
 from meshlens.collector.decode import limits
 from meshlens.collector.errors import ConfigError
+from meshlens.collector.store.location import StoreLocation
 from meshlens.durable_file import write_atomic
 from meshlens.server import BoundPorts, Collector
 from meshlens.settings import OBJECT_STORE, SERVE, Setting, add_settings, parse_duration
@@ -87,9 +88,11 @@ def write_state(data_dir: Path, ports: BoundPorts) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    if str(args.data_dir).startswith("s3:/"):  # the WAL must be on a local disk
-        where = str(args.data_dir).replace("s3:/", "s3://", 1)  # Path collapsed the '//'
-        raise ConfigError("--data-dir", where, "serve needs a local directory; use --object-store")
+    location = StoreLocation.parse(args.data_dir)
+    if location.remote is not None:  # the WAL must be on a local disk
+        raise ConfigError(
+            "--data-dir", str(location), "serve needs a local directory; use --object-store"
+        )
     limit_malloc_arenas()
     # Decode workers are spawned: they read the decode limits from the environment.
     limits.export_to_environ(vars(args), os.environ)

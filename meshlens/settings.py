@@ -11,10 +11,10 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from meshlens.collector.errors import ConfigError
+from meshlens.collector.store.location import StoreLocation
 
 _DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS: Final = {
@@ -93,7 +93,12 @@ class Setting:
 
 
 COMMON: Final = (
-    Setting("data_dir", Path("meshlens-data"), "directory of the store (WAL and Parquet)", Path),
+    Setting(
+        "data_dir",
+        StoreLocation.parse("meshlens-data"),
+        "the store: a directory (WAL and Parquet), or s3://bucket/prefix to read one",
+        StoreLocation.parse,
+    ),
     Setting("log_level", "info", "log level", str, ("debug", "info", "warning", "error")),
 )
 
@@ -292,7 +297,7 @@ def parse_object_store(text: str) -> str:
     if not str(text).strip():
         return ""
     # Imported here: the URL rules live with the shipper; config stays import-light.
-    from meshlens.collector.store.objectstore import StoreUrl
+    from meshlens.collector.store.location import StoreUrl
 
     return str(StoreUrl.parse(text))
 

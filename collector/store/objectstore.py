@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -41,6 +40,7 @@ from meshlens.collector.store.layout import (
     parse_segment_file,
     visible,
 )
+from meshlens.collector.store.location import StoreUrl
 from meshlens.collector.store.schema import TABLES
 
 if TYPE_CHECKING:
@@ -49,51 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bucket names per S3's rules (lowercase, digits, '.', '-'; 3..63); a prefix is any key path.
-_URL_RE: Final = re.compile(
-    r"^s3:/+(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$"
-)
 DEFAULT_REGION: Final = "us-east-1"
 MAX_FAILURES_PER_ROUND: Final = 3  # consecutive upload failures before a round gives up
-
-
-@dataclass(frozen=True, slots=True)
-class StoreUrl:
-    """`s3://bucket/prefix`: where a store lives in object storage."""
-
-    bucket: str
-    prefix: str = ""  # without leading or trailing '/'
-
-    @classmethod
-    def parse(cls, text: str) -> StoreUrl:
-        m = _URL_RE.match(str(text).strip())
-        if not m:
-            raise ValueError(
-                f"not an object store location: {text!r} (use s3://bucket or s3://bucket/prefix)"
-            )
-        prefix = "/".join(p for p in (m.group("prefix") or "").split("/") if p)
-        return cls(m.group("bucket"), prefix)
-
-    @property
-    def root(self) -> str:
-        """The store's root as a pyarrow filesystem path (bucket/prefix)."""
-        return f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
-
-    def path(self, key: str) -> str:
-        return f"{self.root}/{key}"
-
-    def __str__(self) -> str:
-        return f"s3://{self.root}"
-
-
-def store_location(data_dir: str | os.PathLike[str]) -> StoreUrl | None:
-    """The object store a `--data-dir` names, or None for a local directory.
-
-    Accepts `s3://bucket/prefix` and also `s3:/bucket/prefix`, which is what `Path` makes of it
-    (it collapses '//'), so a location survives the `Path(args.data_dir)` of every command."""
-    text = os.fspath(data_dir)
-    if not text.startswith("s3:/"):
-        return None
-    return StoreUrl.parse(text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
+from meshlens.collector.store.location import StoreLocation
 from meshlens.settings import Setting, add_settings
 
 APP: Final = Path(__file__).resolve().parents[1] / "app.py"
@@ -49,8 +50,8 @@ def command(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    ddir = str(args.data_dir)  # an s3:// location (Path makes it s3:/...) stays as it is
-    ddir = ddir if ddir.startswith("s3:/") else str(Path(ddir).resolve())
+    location = StoreLocation.parse(args.data_dir)
+    ddir = str(location) if location.local is None else str(location.local.resolve())
     env = {**os.environ, "MESHLENS_DATA_DIR": ddir}
     print(f"meshlens ui: http://{args.host}:{args.port}/ (store {args.data_dir})", file=sys.stderr)
     sys.stderr.flush()

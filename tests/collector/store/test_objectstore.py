@@ -24,6 +24,7 @@ from meshlens.collector.errors import ConfigError
 from meshlens.collector.receivers import otlp
 from meshlens.collector.store import compaction, retention
 from meshlens.collector.store.layout import ParquetSegment, visible
+from meshlens.collector.store.location import store_location
 from meshlens.collector.store.objectstore import (
     MAX_FAILURES_PER_ROUND,
     LocalFile,
@@ -33,7 +34,6 @@ from meshlens.collector.store.objectstore import (
     list_remote,
     plan_deletes,
     plan_uploads,
-    store_location,
 )
 from meshlens.collector.store.parquet_write import write_table
 from meshlens.settings import OBJECT_STORE, parse_object_store
