@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import polars as pl
 
+from meshlens.analytics.api_settings import ApiSettings
 from meshlens.analytics.errors import AnalyticsError, QueryRejected, QueryTimeout
 from meshlens.analytics.gate.api import gate_routes
 from meshlens.analytics.graph import Graph
@@ -143,12 +144,6 @@ def health_json(graph: Graph, config: str | HealthConfig | None = None) -> dict[
 # ---- HTTP ----------------------------------------------------------------------------------
 
 
-def _get(settings: Any, name: str, default: Any) -> Any:
-    if isinstance(settings, Mapping):
-        return settings.get(name, default)
-    return getattr(settings, name, default)
-
-
 def _window(req: Request, now: datetime | None = None) -> TimeWindow:
     return parse_window(
         req.arg("since"), req.arg("from"), req.arg("to"), now=now or datetime.now(UTC)
@@ -190,16 +185,16 @@ def sql_deadline(req: Request) -> float | None:
     return timeout + SQL_KILL_GRACE_S
 
 
-def _query_limits(settings: Any) -> dict[str, Any]:
+def _query_limits(settings: ApiSettings) -> dict[str, Any]:
     """run_query's memory and spill limits from the serve settings: DuckDB gets a quarter of a
     worker's address space (the rest: libraries, Arrow batches, Python rows, JSON), each
     worker an equal share of the spill budget."""
     from meshlens.analytics.sql import DEFAULT_MEMORY_LIMIT, DEFAULT_TEMP_LIMIT
 
-    memory = int(_get(settings, "query_memory", 0) or 0)
-    budget = int(_get(settings, "query_temp_budget", 0) or 0)
-    workers = max(1, int(_get(settings, "query_workers", 1) or 1))
-    temp_root = _get(settings, "query_temp_root", None)
+    memory = settings.query_memory
+    budget = settings.query_temp_budget
+    workers = settings.query_workers
+    temp_root = settings.query_temp_root
     return {
         "memory_limit": f"{memory // 4}B" if memory else DEFAULT_MEMORY_LIMIT,
         "temp_limit": f"{budget // workers}B" if budget else DEFAULT_TEMP_LIMIT,
@@ -207,13 +202,13 @@ def _query_limits(settings: Any) -> dict[str, Any]:
     }
 
 
-def api_routes(settings: Any) -> list[Route]:
-    """Routes for the API port. `settings`: the serve namespace or a mapping with data_dir
-    (and optionally prometheus_url, health_config)."""
-    data_dir = Path(_get(settings, "data_dir", "meshlens-data"))
-    prometheus_url = _get(settings, "prometheus_url", "") or None
-    health_config = _get(settings, "health_config", "") or None
-    limits = _query_limits(settings)
+def api_routes(settings: ApiSettings | Mapping[str, Any] | argparse.Namespace) -> list[Route]:
+    """Routes for the API port, from the serve settings (see ApiSettings)."""
+    s = ApiSettings.of(settings)
+    data_dir = s.data_dir
+    prometheus_url = s.prometheus_url or None
+    health_config = s.health_config or None
+    limits = _query_limits(s)
 
     def graph(req: Request) -> Response:
         try:
@@ -300,7 +295,6 @@ def api_routes(settings: Any) -> list[Route]:
         Route("GET", "/api/v1/health", health),
         Route("POST", SQL_PATH, sql),
     ]
-    sub_settings = vars(settings) if isinstance(settings, argparse.Namespace) else settings
     for more in (judge_routes, gate_routes, istio_routes):
-        routes.extend(more(sub_settings))
+        routes.extend(more(s))
     return routes

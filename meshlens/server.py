@@ -9,12 +9,12 @@ recovery), then the store (recovery), then the receivers; ready last. Stop order
 of accepting: not ready, receivers stop accepting and drain, in-flight appends finish, the store
 flushes and converts everything, the API port closes last.
 
-This is the composition root of the collector and the one place it reaches into `analytics`
-(imported lazily, only if present): `analytics.api:api_routes(settings)` for the API port and
-`analytics.exporter:metric_collectors(data_dir)` for /metrics. With --query-workers > 0 the
-analytics routes (but `analytics.api.IN_PROCESS_ROUTES`) are forwarded to a pool of query
-worker processes (collector/query_pool.py) that build the same routes: no query runs on the
-ingest path. The pool starts before the API port and stops after it.
+This is the composition root of the collector and the one place it reaches into `analytics`,
+with static imports: `analytics.api.api_routes` (typed `ApiSettings` from the serve settings)
+for the API port and `analytics.exporter.metric_collectors` for /metrics. With
+--query-workers > 0 the analytics routes (but `analytics.api.IN_PROCESS_ROUTES`) are forwarded
+to a pool of query worker processes (collector/query_pool.py) that build the same routes: no
+query runs on the ingest path. The pool starts before the API port and stops after it.
 """
 
 from __future__ import annotations

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+from meshlens.analytics.api_settings import ApiSettings
 from meshlens.analytics.gate.judging import Judge, StoreJudge, load_canary_config
 from meshlens.analytics.gate.model import Decision, Judgement
 from meshlens.analytics.gate.record import record_rows, verdict_row
@@ -58,19 +58,10 @@ from meshlens.analytics.gate.state import (
 )
 from meshlens.analytics.window import TimeWindow
 from meshlens.httpd import HttpError, Request, Response, Route
-from meshlens.settings import Setting, parse_duration
+from meshlens.settings import parse_duration
 
 log = logging.getLogger(__name__)
 
-GATE_API: Final = (
-    Setting(
-        "gate_judge_config",
-        "",
-        "canary config the gate endpoints judge with (default: the judge's defaults)",
-        str,
-    ),
-    Setting("gate_window", 300.0, "lookback the gate endpoints judge over", parse_duration),
-)
 FLAGGER_HOOKS: Final = (
     "rollout",
     "pre-rollout",
@@ -465,20 +456,12 @@ class GateApi:
         ]
 
 
-def gate_routes(settings: Any) -> list[Route]:
-    """Routes for the API port; `settings` is the serve command's namespace (or a mapping)."""
-
-    def get(name: str, default: Any) -> Any:
-        if isinstance(settings, Mapping):
-            return settings.get(name, default)
-        return getattr(settings, name, default)
-
-    # The serve command may not declare the gate's settings: then flags are absent and the
-    # MESHLENS_GATE_* environment (or the default) applies.
-    env = {st.name: st.resolve(os.environ) for st in GATE_API}
-    data_dir = Path(get("data_dir", "meshlens-data"))
-    config_path = str(get("gate_judge_config", env["gate_judge_config"]) or "")
-    window_s = float(get("gate_window", env["gate_window"]))
+def gate_routes(settings: ApiSettings | Mapping[str, Any]) -> list[Route]:
+    """Routes for the API port (see ApiSettings for what a mapping may carry)."""
+    s = ApiSettings.of(settings)
+    data_dir = s.data_dir
+    config_path = s.gate_judge_config
+    window_s = s.gate_window
     cached: list[Any] = []
 
     def factory(service: str, baseline: str, canary: str, selector: str) -> Judge:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from meshlens.analytics.api_settings import ApiSettings
 from meshlens.analytics.errors import AnalyticsError
 from meshlens.analytics.istio.checks import CHECKS, run_check
 from meshlens.analytics.istio.resources import parse_documents
@@ -49,6 +50,6 @@ def _handler(check: str, data_dir: Path) -> Callable[[Request], Response]:
     return handle
 
 
-def istio_routes(settings: Mapping[str, Any]) -> list[Route]:
-    data_dir = Path(settings["data_dir"])
+def istio_routes(settings: ApiSettings | Mapping[str, Any]) -> list[Route]:
+    data_dir = ApiSettings.of(settings).data_dir
     return [Route("POST", f"/api/v1/check/{c}", _handler(c, data_dir)) for c in CHECKS]

@@ -22,18 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from meshlens.analytics.api_settings import ApiSettings
 from meshlens.analytics.errors import AnalyticsError, PrometheusError
 from meshlens.analytics.judge.config import default_config, parse_request_config
 from meshlens.analytics.judge.model import MODES, Verdict
 from meshlens.httpd import HttpError, Request, Response, Route
 
 log = logging.getLogger(__name__)
-
-
-def _setting(settings: Any, name: str, default: Any) -> Any:
-    if isinstance(settings, Mapping):
-        return settings.get(name, default)
-    return getattr(settings, name, default)
 
 
 def analyze_request(
@@ -84,10 +79,11 @@ def analyze_request(
         conn.close()
 
 
-def judge_routes(settings: Any) -> list[Route]:
-    """Routes for the API port; `settings` is the serve namespace or a mapping (data_dir)."""
-    data_dir = Path(_setting(settings, "data_dir", "meshlens-data"))
-    prometheus_url = str(_setting(settings, "canary_prometheus_url", "") or "")
+def judge_routes(settings: ApiSettings | Mapping[str, Any]) -> list[Route]:
+    """Routes for the API port (see ApiSettings for what a mapping may carry)."""
+    s = ApiSettings.of(settings)
+    data_dir = s.data_dir
+    prometheus_url = s.canary_prometheus_url
 
     def handle(req: Request) -> Response:
         try:

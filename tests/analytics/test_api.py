@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import urllib.error
 import urllib.request
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from meshlens.analytics.api import api_routes
+from meshlens.analytics.api_settings import ApiSettings
 from meshlens.httpd import HttpOptions, Request, dispatch, start_http_server
 from tests.analytics.requests_factory import T0, call, store, wl
 
@@ -117,3 +119,18 @@ def test_over_a_real_socket(data: Path) -> None:
         assert ei.value.code == 400
     finally:
         server.stop()
+
+
+def test_api_settings_are_typed_once_from_the_serve_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESHLENS_GATE_WINDOW", "2m")  # serve declares no gate flags
+    ns = argparse.Namespace(
+        data_dir=tmp_path, query_workers=0, query_memory=2**31, grpc_port=4317, gate_window=None
+    )
+    s = ApiSettings.of(ns)
+    assert s.data_dir == tmp_path and s.query_memory == 2**31
+    assert s.query_workers == 1  # at least one: each worker's share of the spill budget
+    assert s.gate_window == 120.0  # None (not given) falls back to the environment
+    assert ApiSettings.of({"data_dir": str(tmp_path)}).prometheus_url == ""
+    assert ApiSettings.of(s) is s

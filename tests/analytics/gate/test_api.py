@@ -333,7 +333,7 @@ def test_a_judge_error_is_inconclusive_never_pass_or_fail(tmp_path: Path) -> Non
 
 
 def test_gate_routes_read_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from meshlens.analytics.gate.api import GATE_API
+    from meshlens.analytics.api_settings import GATE_API
 
     monkeypatch.setenv("MESHLENS_GATE_WINDOW", "10m")
     assert {s.env for s in GATE_API} == {"MESHLENS_GATE_WINDOW", "MESHLENS_GATE_JUDGE_CONFIG"}
