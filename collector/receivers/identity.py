@@ -18,7 +18,6 @@ enforce: PERMISSION_DENIED).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,12 +25,12 @@ from typing import Any, Final
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
+from meshlens.collector.decode.identity import Spiffe, parse_spiffe
 from meshlens.collector.proto.gen import meshlens_als_pb2
 
 log = logging.getLogger(__name__)
 
 MODES: Final = ("off", "warn", "enforce")
-_SPIFFE: Final = re.compile(r"spiffe://(?P<td>[^/]+)/ns/(?P<ns>[^/]+)/sa/(?P<sa>[^/?#]+)")
 # grpc's auth_context keys (grpc/grpc_security_constants.h).
 SAN_KEY: Final = "x509_subject_alternative_name"
 PEM_KEY: Final = "x509_pem_cert"
@@ -52,22 +51,6 @@ class Claim:
         if self.trust_domain:
             parts.append(f"trust domain {self.trust_domain}")
         return ", ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class Spiffe:
-    trust_domain: str
-    namespace: str
-    service_account: str
-
-    @property
-    def uri(self) -> str:
-        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
-
-
-def parse_spiffe(uri: str) -> Spiffe | None:
-    m = _SPIFFE.fullmatch(uri.strip())
-    return Spiffe(m["td"], m["ns"], m["sa"]) if m else None
 
 
 def _pem_uris(pem: bytes) -> list[str]:
