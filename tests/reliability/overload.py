@@ -26,7 +26,10 @@ from tests.reliability.harness import (
 SPANS = 1000  # per request, ~100 KB serialized
 # Budgets small enough that this machine's conversion rate (tens of thousands of spans/s) is
 # far below what 16 senders offer, so backpressure must engage within the burst.
-SERVE_ARGS = ("--disk-budget", "24MiB", "--memory-budget", "64MiB")
+# The memory bound is the ingest path's (the collector and its decode workers, which rss_mib
+# sums): query workers are left out, they have their own --query-memory budget
+# (tests/collector/test_query_isolation.py).
+SERVE_ARGS = ("--disk-budget", "24MiB", "--memory-budget", "64MiB", "--query-workers", "0")
 
 
 @dataclass
