@@ -44,7 +44,7 @@ class EnvoyActuator:
         b_key = str(opts.get("baselineKey") or opts.get("baseline_key") or "")
         c_key = str(opts.get("canaryKey") or opts.get("canary_key") or "")
         if not (b_key and c_key) and opts.get("host") and opts.get("port") and not prefix:
-            # The local mesh's convention (collector/localmesh/bootstrap.py): prefix
+            # The local mesh's convention (meshlens/localmesh/bootstrap.py): prefix
             # meshlens.weights.<host>.<port>, subset clusters outbound|<port>|<subset>|<host>.
             host, port = str(opts["host"]), int(opts["port"])
             prefix = f"meshlens.weights.{host}.{port}"

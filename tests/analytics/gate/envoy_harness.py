@@ -1,6 +1,6 @@
 """A real Envoy routing to a baseline and a canary upstream (tiny HTTP servers on port 0), with
 weighted clusters whose weights live in runtime keys, following the local mesh's naming
-(collector/localmesh/bootstrap.py): prefix `meshlens.weights.<host>.<port>`, clusters
+(meshlens/localmesh/bootstrap.py): prefix `meshlens.weights.<host>.<port>`, clusters
 `outbound|<port>|<subset>|<host>`. Kept minimal (no mTLS, no ALS) so a rollout test is fast.
 """
 
