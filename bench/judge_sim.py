@@ -310,14 +310,14 @@ class _ErrorBlocks:
 class _LatencyBlocks:
     """Per-block latency statistics (sequential.exceedance_blocks at `quantile`, or
     cles_blocks for None) of the canary scaled by 1 / (1 + r), for the blocks
-    blocks.paired_groups keeps (as seq_metrics.seq_latency asks: at least half the per-side
-    target, and 5), computed as far as a look needs."""
+    blocks.paired_groups keeps (blocks.least_per_side, as seq_metrics.seq_latency asks),
+    computed as far as a look needs."""
 
     def __init__(
         self, part: _Partition, b: Side, c: Side, quantile: float | None, r: float
     ) -> None:
         self.part, self.b, self.c, self.quantile, self.r = part, b, c, quantile, r
-        least = max(5, blocks.need_per_side(quantile) // 2)
+        least = blocks.least_per_side(quantile)
         ok = (np.diff(part.sb) >= least) & (np.diff(part.sc) >= least)
         self.paired = np.flatnonzero(ok)  # keys of the blocks kept, in time order
         self.d = np.empty(self.paired.size)

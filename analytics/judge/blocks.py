@@ -35,6 +35,15 @@ MIN_BLOCK_S: Final = 10.0
 FLOOR_BLOCKS: Final = 24  # below MIN_BLOCK_S only for data spanning less than 24 of them
 
 
+def least_per_side(quantile: float | None) -> int:
+    """Blocks with fewer requests than this on a side are left out of a latency test: 5, and
+    for a tail quantile half its per-side target. Blocks weigh equally, and a partial block at
+    the window's edge, too small to hold a tail sample, would dominate the test's variance
+    (which blocks count depends on traffic only, never on the latencies)."""
+    need = need_per_side(quantile)
+    return 5 if need <= MIN_PER_SIDE else need // 2
+
+
 def need_per_side(quantile: float | None) -> int:
     """Requests per side a block should hold for a statistic about `quantile` (None: the
     whole distribution or error counts)."""

@@ -370,9 +370,7 @@ def seq_latency(spec: MetricSpec, b: RequestData, c: RequestData, fr: Frame) -> 
         c.duration_ms,
         origin=blocks.origin_for(fr.start, choice.block_s),
         block_s=choice.block_s,
-        # Blocks weigh equally in the test: a partial block at the window's edge with a handful
-        # of requests would dominate its variance (which blocks count depends on traffic only).
-        min_per_side=max(5, blocks.need_per_side(q) // 2),
+        min_per_side=blocks.least_per_side(q),
     )
     common["statistic"] = f"t-mixture e-value on per-{choice.block_s:g}s-block " + (
         "P(canary > baseline) - 1/2" if q is None else f"share above the pooled {label}"
