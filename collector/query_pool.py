@@ -21,7 +21,6 @@ request.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -29,7 +28,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any, Final
 
 from meshlens.child_process import init_child
 from meshlens.collector.errors import ConfigError
-from meshlens.httpd import HttpOptions, Request, Response, Route, dispatch
+from meshlens.httpd import HttpOptions, Request, Response, Route, dispatch, error_response
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +73,6 @@ class PoolOptions:
         return self
 
 
-def error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    body = Response.json({"error": message, "status": status}, status)
-    return Response(status, body.body, body.content_type, headers)
-
-
 # ---- the worker process -----------------------------------------------------------------------
 
 
@@ -94,15 +88,15 @@ def _limit_memory(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _build_routes(factory: str, settings: Mapping[str, Any]) -> list[Route]:
-    module_name, _, func = factory.partition(":")
-    return list(getattr(importlib.import_module(module_name), func)(settings))
+# Builds the route table from a settings mapping; a module-level function, so the spawned
+# worker receives it by reference (pickle) and imports its module itself.
+RouteFactory = Callable[[Mapping[str, Any]], Sequence[Route]]
 
 
 def worker_main(
     conn: Connection,
     parent_pid: int,
-    factory: str,
+    factory: RouteFactory,
     settings: Mapping[str, Any],
     memory: int,
     max_response: int,
@@ -121,7 +115,7 @@ def worker_main(
     # Its own spill directory: the parent deletes it when it kills this worker.
     own = {**settings, "query_temp_root": str(worker_temp_dir(temp_root, os.getpid()))}
     try:
-        routes = _build_routes(factory, own)
+        routes = list(factory(own))
         _limit_memory(memory)  # after the imports, whose transient peaks are no query's
     except BaseException as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -143,7 +137,7 @@ def worker_main(
         if resp.status == 500 and b"MemoryError" in resp.body:
             resp, recycle = _out_of_memory(memory), True
         if len(resp.body) > max_response:
-            resp = error(
+            resp = error_response(
                 413,
                 f"the response of {req.method} {req.path} is {len(resp.body)} bytes, over the "
                 f"{max_response}-byte cap (--query-max-response); ask for fewer rows or columns",
@@ -157,7 +151,7 @@ def worker_main(
 
 
 def _out_of_memory(memory: int) -> Response:
-    return error(
+    return error_response(
         507,
         f"the query needed more than the {memory}-byte memory budget of a query worker "
         "(--query-memory); narrow the time window, the columns or max_rows",
@@ -175,10 +169,12 @@ class _Worker:
 
 
 class QueryPool:
-    """`factory`: "module:function" returning the route table from a settings mapping; every
-    worker builds its own from `settings` (a picklable mapping)."""
+    """`factory`: a module-level function returning the route table from a settings mapping;
+    every worker builds its own from `settings` (a picklable mapping)."""
 
-    def __init__(self, factory: str, settings: Mapping[str, Any], options: PoolOptions) -> None:
+    def __init__(
+        self, factory: RouteFactory, settings: Mapping[str, Any], options: PoolOptions
+    ) -> None:
         self.factory = factory
         self.settings = dict(settings)
         self.options = options.check()
@@ -319,7 +315,7 @@ class QueryPool:
                 self._waiting -= 1
 
     def _busy(self, why: str) -> Response:
-        return error(
+        return error_response(
             503,
             f"{why}: all {self.options.size} query workers are busy (--query-workers); "
             f"retry after {RETRY_AFTER_S}s",
@@ -339,7 +335,7 @@ class QueryPool:
             w.conn.send(req)
             if not w.conn.poll(limit):
                 self._retire(w)
-                return error(
+                return error_response(
                     408,
                     f"{req.method} {req.path} did not finish within {limit:g}s (result "
                     "conversion included); its query worker was stopped",
@@ -349,7 +345,7 @@ class QueryPool:
             code = w.proc.exitcode
             self._retire(w)
             log.warning("query worker %d died serving %s %s: %s", w.pid, req.method, req.path, exc)
-            return error(
+            return error_response(
                 503,
                 f"the query worker serving {req.method} {req.path} died (exit code {code}), "
                 "most likely over its memory budget (--query-memory); it has been replaced",

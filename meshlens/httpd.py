@@ -164,8 +164,12 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def error_response(status: int, message: str) -> Response:
-    return Response.json({"error": message, "status": status}, status)
+def error_response(
+    status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
+) -> Response:
+    """The JSON error every refusal and failed handler answers with."""
+    body = Response.json({"error": message, "status": status}, status)
+    return Response(status, body.body, body.content_type, headers)
 
 
 def refusal(
@@ -196,16 +200,15 @@ def dispatch(routes: Sequence[Route], options: HttpOptions, req: Request) -> Res
     route = next((r for r in candidates if r.matches(req.method, req.path)), None)
     if route is None:
         if candidates:
-            return Response.json({"error": f"method {req.method} not allowed", "status": 405}, 405)
-        return Response.json({"error": f"no such path {req.path}", "status": 404}, 404)
+            return error_response(405, f"method {req.method} not allowed")
+        return error_response(404, f"no such path {req.path}")
     try:
         return route.handler(req)
     except HttpError as exc:
-        resp = Response.json({"error": exc.message, "status": exc.status}, exc.status)
-        return Response(resp.status, resp.body, resp.content_type, tuple(exc.headers.items()))
+        return error_response(exc.status, exc.message, tuple(exc.headers.items()))
     except Exception as exc:
         log.exception("%s %s failed", req.method, req.path)
-        return Response.json({"error": f"internal error: {type(exc).__name__}", "status": 500}, 500)
+        return error_response(500, f"internal error: {type(exc).__name__}")
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -138,7 +138,7 @@ class Collector:
             temp_root=self.data_dir.resolve() / ".tmp-query",
         )
         settings = dict(vars(s)) if hasattr(s, "__dict__") else dict(s)
-        self.queries = QueryPool("meshlens.analytics.api:api_routes", settings, options)
+        self.queries = QueryPool(analytics_api.api_routes, settings, options)
         self.queries.start()
 
     # ---- lifecycle ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from meshlens.analytics.api import IN_PROCESS_ROUTES, SQL_KILL_GRACE_S, sql_deadline
+from meshlens.analytics.api import IN_PROCESS_ROUTES, SQL_KILL_GRACE_S, api_routes, sql_deadline
 from meshlens.collector.errors import ConfigError
 from meshlens.collector.query_pool import PoolOptions, QueryPool, forwarding_routes
 from meshlens.httpd import Request, Response, Route
@@ -50,7 +50,7 @@ def test_only_query_routes_are_forwarded() -> None:
         Route("POST", "/api/v1/sql", local),
         Route("GET", "/api/v1/graph", local),
     ]
-    pool = QueryPool("meshlens.analytics.api:api_routes", {}, options())  # not started
+    pool = QueryPool(api_routes, {}, options())  # not started
     out = forwarding_routes(routes, pool, IN_PROCESS_ROUTES)
     kept = {(r.method, r.path) for r in out if r.handler is local}
     assert kept == {("GET", "/gate/rollouts"), ("GET", "/gate/rollouts/*")}
