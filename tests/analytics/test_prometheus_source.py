@@ -8,7 +8,6 @@ port over that directory and waits for /-/ready.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -24,6 +23,7 @@ from meshlens.analytics.prometheus_source import (
     prometheus_signals,
 )
 from meshlens.analytics.window import TimeWindow
+from meshlens.localmesh.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -106,12 +106,6 @@ def openmetrics() -> str:
         lines.extend(samples)
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ two rollouts and one live gate state file."""
 from __future__ import annotations
 
 import json
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,12 +17,6 @@ from meshlens.synth import synthetic_requests
 
 N_REQUESTS = 30_000
 TRACE_IDS = [f"{i:032x}" for i in range(0xABC000, 0xABC000 + 12)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _spans(now: datetime) -> pa.Table:

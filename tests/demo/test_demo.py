@@ -1,7 +1,10 @@
 """`meshlens demo` end to end, headless: the real local mesh, the collector, the gate.
 
 The errors scenario (5% of the canary's requests fail) must roll the canary back: at the first
-step (10%) the canary gets ~2.4 requests/s, so the judge has the evidence after a minute or two.
+step (10%) the canary gets ~2.4 requests/s, so the judge usually has the evidence after a minute
+or two. How long it takes is random (a sequential test stops when the evidence is in), so the
+test waits for the gate's `failed` phase with a generous deadline rather than for a fixed time,
+then stops the demo as Ctrl-C would.
 While the demo runs, `meshlens sql` answers and the bookinfo graph has mTLS on its edges. A
 second start on the same data dir or ports is refused with a clear message.
 """
@@ -9,6 +12,7 @@ second start on the same data dir or ports is refused with a clear message.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from meshlens.localmesh.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -27,15 +33,24 @@ def _meshlens(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
 
 
 def _distinct_ports(n: int) -> list[str]:
-    """n free loopback ports, held open together so none is handed out twice."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [str(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return [str(free_port()) for _ in range(n)]
+
+
+def _wait_for_phase(
+    data: Path, demo: subprocess.Popen[str], want: str, deadline: float
+) -> dict[str, object]:
+    """The rollout's status once its phase is `want`, or the last status seen at the deadline."""
+    status: dict[str, object] = {}
+    while time.monotonic() < deadline and demo.poll() is None:
+        out = _meshlens(
+            "gate", "status", "--data-dir", str(data), "--rollout", "reviews-v3", "--format", "json"
+        )
+        if out.returncode == 0:
+            status = json.loads(out.stdout)
+            if status.get("phase") == want:
+                return status
+        time.sleep(3)
+    return status
 
 
 def test_demo_errors_scenario_rolls_back_and_sql_answers_meanwhile(tmp_path: Path) -> None:
@@ -52,7 +67,7 @@ def test_demo_errors_scenario_rolls_back_and_sql_answers_meanwhile(tmp_path: Pat
         "--scenario",
         "errors",
         "--duration",
-        "180",
+        "480",
         "--interval",
         "5",
         "--grpc-port",
@@ -115,7 +130,10 @@ def test_demo_errors_scenario_rolls_back_and_sql_answers_meanwhile(tmp_path: Pat
         assert again.returncode == 2
         assert "another meshlens demo is running" in again.stderr
 
-        output, _ = demo.communicate(timeout=300)
+        phase = _wait_for_phase(data, demo, "failed", deadline=time.monotonic() + 420)
+        assert phase.get("phase") == "failed", phase
+        demo.send_signal(signal.SIGTERM)
+        output, _ = demo.communicate(timeout=120)
     finally:
         if demo.poll() is None:
             demo.terminate()

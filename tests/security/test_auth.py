@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshlens.cli import build_parser
 from meshlens.collector.receivers import otlp
+from meshlens.localmesh.ports import free_port
 from meshlens.server import Collector
 from tests.collector.conftest import REPO, ServeProcess, _serve_env, http_get, http_post, wait_for
 from tests.collector.receivers.certs import make_tls_files
@@ -206,16 +206,10 @@ def test_the_api_port_is_tls_too_when_tls_is_configured(
     assert status == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_meshlens_ui_binds_loopback_only_by_default(tmp_path: Path) -> None:
     """Streamlit has no token support, so `meshlens ui` must not listen beyond loopback unless
     asked to (--host 0.0.0.0 in a container, behind an authenticating proxy)."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "meshlens", "ui", "--data-dir", str(tmp_path), "--port", str(port)],
         cwd=REPO,

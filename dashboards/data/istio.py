@@ -1,0 +1,50 @@
+"""Istio config against traffic (Security and Routing pages)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import streamlit as st
+
+from meshlens.dashboards.data.common import (
+    TTL_S,
+    Window,
+)
+
+# -- Istio config against traffic (Security and Routing pages) -----------------------------
+ISTIO_CONFIG_ENV: Final = "MESHLENS_ISTIO_CONFIG"
+
+
+def istio_config_text() -> str:
+    """The Istio YAML the pages start from: the file or directory in MESHLENS_ISTIO_CONFIG
+    (the demo sets it), else empty."""
+    raw = os.environ.get(ISTIO_CONFIG_ENV, "")
+    if not raw:
+        return ""
+    path = Path(raw)
+    files = sorted(path.rglob("*.y*ml")) if path.is_dir() else [path]
+    return "\n---\n".join(f.read_text() for f in files if f.is_file())
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutcome:
+    report: dict[str, Any] | None
+    error: str = ""
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=16)
+def istio_check(ddir: str, window: Window, check: str, config_yaml: str) -> CheckOutcome:
+    """`meshlens check <check>` over the window: the report JSON, or the error to show."""
+    from meshlens.analytics.errors import AnalyticsError
+    from meshlens.analytics.istio.checks import run_check
+    from meshlens.analytics.istio.resources import parse_documents
+
+    try:
+        config = parse_documents(config_yaml, "config")
+        report = run_check(check, Path(ddir), window.tw, config)
+    except AnalyticsError as exc:
+        return CheckOutcome(None, str(exc))
+    return CheckOutcome(report.to_json())
