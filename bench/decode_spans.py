@@ -3,10 +3,13 @@
     .venv/bin/python bench/decode_spans.py [--requests 40] [--spans 1000] [--procs 1 2]
 
 Pre-serialized 1000-span requests (as the WAL holds them), every span with fresh ids and
-high-cardinality attributes, decoded by `collector.decode.otlp_traces.decode_traces` in 1..N
-worker processes. Prints one row per (scenario, processes): the best of --repeat runs, as wall
-throughput and per CPU-second of the decoding processes (the latter is the steadier number on
-a shared machine).
+high-cardinality attributes, decoded in 1..N worker processes by the Python reference
+(`collector.decode.otlp_traces.decode_traces`) and by the C wire decoder with the reference as
+fallback (`collector.decode.otlp_traces_fast.decode_traces`; column `decoder`). Prints one
+row per (scenario, decoder, processes): the best of --repeat runs, as wall throughput and per
+CPU-second of the decoding processes (the latter is the steadier number on a shared machine).
+
+    .venv/bin/python bench/decode_spans.py --decoders fast reference
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from meshlens.collector.decode.otlp_traces import decode_traces
+from meshlens.collector.decode import otlp_traces, otlp_traces_fast
+
+DECODERS: dict[str, Callable[[bytes], Any]] = {
+    "reference": otlp_traces.decode_traces,
+    "fast": otlp_traces_fast.decode_traces,
+}
 
 T0 = 1_764_000_000_000_000_000
 
@@ -158,30 +166,31 @@ SCENARIOS: dict[str, Callable[[int, int], bytes]] = {
 }
 
 
-def _decode_all(payloads: list[bytes]) -> tuple[int, float, float]:
+def _decode_all(payloads: list[bytes], decoder: str) -> tuple[int, float, float]:
     """(rows, wall seconds, CPU seconds of this process)."""
+    decode_traces = DECODERS[decoder]
     t0, c0 = time.perf_counter(), time.process_time()
     rows = sum(decode_traces(p).num_rows for p in payloads)
     return rows, time.perf_counter() - t0, time.process_time() - c0
 
 
-def _worker(args: tuple[list[bytes], Any]) -> tuple[int, float, float]:
-    payloads, barrier = args
-    decode_traces(payloads[0])  # warm-up (imports, caches)
+def _worker(args: tuple[list[bytes], Any, str]) -> tuple[int, float, float]:
+    payloads, barrier, decoder = args
+    DECODERS[decoder](payloads[0])  # warm-up (imports, caches)
     barrier.wait()
-    return _decode_all(payloads[1:])
+    return _decode_all(payloads[1:], decoder)
 
 
-def run(payloads: list[bytes], procs: int) -> tuple[int, float, float]:
+def run(payloads: list[bytes], procs: int, decoder: str) -> tuple[int, float, float]:
     """(rows, wall seconds, CPU seconds summed over the worker processes)."""
     if procs == 1:
-        decode_traces(payloads[0])
-        return _decode_all(payloads[1:])
+        DECODERS[decoder](payloads[0])
+        return _decode_all(payloads[1:], decoder)
     ctx = mp.get_context("fork")
     with ctx.Manager() as manager:
         barrier = manager.Barrier(procs)
         with ctx.Pool(procs) as pool:
-            results = pool.map(_worker, [(payloads, barrier)] * procs)
+            results = pool.map(_worker, [(payloads, barrier, decoder)] * procs)
     # Wall time of the slowest worker (all started together at the barrier).
     return sum(r[0] for r in results), max(r[1] for r in results), sum(r[2] for r in results)
 
@@ -191,24 +200,29 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--spans", type=int, default=1000)
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--decoders", nargs="+", choices=list(DECODERS), default=list(DECODERS))
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per row; the best is shown (like timeit)"
     )
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    header = ("scenario", "B/span", "procs", "spans", "wall s", "spans/s", "spans/cpu-s")
-    print(f"{header[0]:<20} " + " ".join(f"{h:>12}" for h in header[1:]))
+    header = ("scenario", "decoder", "B/span", "procs", "spans", "wall s", "spans/s",
+              "spans/cpu-s", "cpu-µs/span")  # fmt: skip
+    print(f"{header[0]:<20} " + " ".join(f"{h:>11}" for h in header[1:]))
     for name, make in SCENARIOS.items():
         payloads = [make(seed, args.spans) for seed in range(args.requests + 1)]
         size = sum(len(p) for p in payloads) / (len(payloads) * args.spans)
-        for procs in args.procs:
-            runs = [run(payloads, procs) for _ in range(args.repeat)]
-            rows = runs[0][0]
-            wall = min(r[1] for r in runs)
-            cpu = min(r[2] for r in runs)
-            cells = (f"{size:.0f}", str(procs), str(rows), f"{wall:.2f}", f"{rows / wall:,.0f}",
-                     f"{rows / cpu:,.0f}")  # fmt: skip
-            print(f"{name:<20} " + " ".join(f"{c:>12}" for c in cells))
+        for decoder in args.decoders:
+            for procs in args.procs:
+                runs = [run(payloads, procs, decoder) for _ in range(args.repeat)]
+                rows = runs[0][0]
+                wall = min(r[1] for r in runs)
+                cpu = min(r[2] for r in runs)
+                cells = (decoder, f"{size:.0f}", str(procs), str(rows), f"{wall:.2f}",
+                         f"{rows / wall:,.0f}", f"{rows / cpu:,.0f}",
+                         f"{cpu / rows * 1e6:.2f}")  # fmt: skip
+                print(f"{name:<20} " + " ".join(f"{c:>11}" for c in cells))
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from meshlens.collector.store.records import Record, RecordKind
 Decoder = Callable[[Record], dict[str, pa.Table]]
 
 DECODERS: Final[dict[RecordKind, str]] = {
-    RecordKind.OTLP_TRACES: "meshlens.collector.decode.otlp_traces:decode_traces_record",
+    # The C wire decoder when built (otlp_traces_fast), the Python reference otherwise.
+    RecordKind.OTLP_TRACES: "meshlens.collector.decode.otlp_traces_fast:decode_traces_record",
     RecordKind.OTLP_METRICS: "meshlens.collector.decode.otlp_metrics:decode_metrics_record",
     RecordKind.OTLP_LOGS: "meshlens.collector.decode.otlp_logs:decode_logs_record",
     RecordKind.ENVOY_ALS: "meshlens.collector.decode.envoy_als:decode_als_record",
@@ -37,6 +38,11 @@ BATCH_DECODERS: Final[dict[RecordKind, tuple[str, str]]] = {
     RecordKind.ENVOY_ALS: (
         "meshlens.collector.decode.envoy_als_fast:record_part",
         "meshlens.collector.decode.envoy_als_fast:records_tables",
+    ),
+    # Likewise for spans (otlp_traces_fast): small requests are common (Envoy sidecars).
+    RecordKind.OTLP_TRACES: (
+        "meshlens.collector.decode.otlp_traces_fast:record_part",
+        "meshlens.collector.decode.otlp_traces_fast:records_tables",
     ),
 }
 
