@@ -36,12 +36,13 @@ def ensure_store(ddir: Path, rows: int, hours: float) -> None:
     chunks = max(1, rows // CHUNK)
     span_s = hours * 3600 / chunks
     for i in range(chunks):
-        # synthetic_requests fills about the first half of [start, start + duration).
+        # synthetic_requests fills [start, start + duration): chunks tile the hours, none runs
+        # into the future.
         t = synthetic_requests(
             min(CHUNK, rows - i * CHUNK),
             seed=i,
             start=start + timedelta(seconds=i * span_s),
-            duration_s=2 * span_s,
+            duration_s=span_s,
         )
         write_table(ddir, "requests", t, node="bench", lo=i + 1, fsync=False)
 

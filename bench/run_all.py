@@ -128,6 +128,15 @@ BENCHES: tuple[Bench, ...] = (
         in_quick=False,
     ),
     Bench(
+        "app_pages",
+        "bench.app_pages",
+        "each Streamlit page through AppTest: first render (cold caches), second render "
+        "(warm), one interaction, and the loaders each page called; targets page < 1 s, "
+        "interaction < 0.5 s; 10M requests over 6 h",
+        ("--rows", "10000000"),
+        ("--rows", "1000000"),
+    ),
+    Bench(
         "judge",
         "bench.judge_sim",
         "canary judge on simulated rollouts over a grid of traffic models (error bursts, "

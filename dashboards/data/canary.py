@@ -1,8 +1,10 @@
-"""Loaders of the Canary page: rollouts, gate state, verdict history, distributions."""
+"""Loaders of the Canary page: rollouts, gate state, verdict history, distributions, and the
+gate's manual-command queue (the page's pause/resume/promote/abort buttons)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -12,6 +14,9 @@ import streamlit as st
 
 from meshlens.analytics.catalog import connect
 from meshlens.analytics.error_rule import IS_ERROR
+from meshlens.analytics.errors import AnalyticsError
+from meshlens.analytics.gate import state as gate
+from meshlens.analytics.judge import bounds, decision
 from meshlens.analytics.window import TimeWindow
 from meshlens.dashboards.data.common import (
     TO_SERVICE,
@@ -108,3 +113,88 @@ def version_latencies(
         )
     finally:
         conn.close()
+
+
+# -- the gate's command queue --------------------------------------------------------------
+GATE_COMMANDS: Final = gate.COMMANDS
+
+
+def gate_commands_for(phase: str) -> tuple[str, ...]:
+    """The manual commands that change something in `phase` (analytics.gate.machine
+    on_command): none once the rollout succeeded or failed; resume only when paused (pause
+    only when not); promote is not offered again while promoting."""
+    if phase in gate.TERMINAL:
+        return ()
+    if phase == "paused":
+        return ("resume", "promote", "abort")
+    if phase == "promoting":
+        return ("pause", "abort")
+    return ("pause", "promote", "abort")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """The result of queueing a command: `error` is empty on success."""
+
+    command: str
+    error: str = ""
+    gate_running: bool = False
+
+
+def queue_gate_command(
+    ddir: str, rollout: str, command: str, *, by: str, reason: str = ""
+) -> CommandOutcome:
+    """Queue `command` for the rollout's gate (the same file queue `meshlens gate pause|...`
+    writes; the running gate or the Flagger hooks consume it)."""
+    try:
+        gate.queue_command(Path(ddir), rollout, command, by=by, reason=reason)
+        running = gate.is_locked(Path(ddir), rollout)
+    except (AnalyticsError, OSError) as exc:
+        return CommandOutcome(command, error=str(exc))
+    return CommandOutcome(command, gate_running=running)
+
+
+def pending_gate_commands(ddir: str, rollout: str) -> pd.DataFrame:
+    """Queued commands not yet consumed by the gate, oldest first (not cached: the page shows
+    what was just queued)."""
+    cols = ["queued_at", "command", "by", "reason"]
+    try:
+        items = gate.pending_commands(Path(ddir), rollout)
+    except (AnalyticsError, OSError):
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for _path, body in items:
+        at = body.get("queued_at")
+        rows.append(
+            {
+                "queued_at": (
+                    datetime.fromtimestamp(float(at), tz=UTC)
+                    if isinstance(at, int | float)
+                    else None
+                ),
+                "command": str(body.get("command", "")) or "(unreadable)",
+                "by": str(body.get("by", "")),
+                "reason": str(body.get("reason", "")),
+            }
+        )
+    return pd.DataFrame(rows, columns=cols)
+
+
+def gate_running(ddir: str, rollout: str) -> bool:
+    """A gate process holds the rollout's lock right now (it consumes commands within a poll)."""
+    try:
+        return gate.is_locked(Path(ddir), rollout)
+    except (AnalyticsError, OSError):
+        return False
+
+
+# -- the judge's own rules, for the page's "about N more minutes" --------------------------
+def more_traffic(estimate: float, bound: float, tolerance: float) -> float | None:
+    """analytics.judge.bounds.more_traffic: the factor of the traffic so far that would bring
+    a regression-side bound inside the tolerance (None: the estimate is beyond it)."""
+    return bounds.more_traffic(estimate, bound, tolerance)
+
+
+def open_bound(lo: float, hi: float, tolerance: float, direction: str) -> tuple[str, float]:
+    """analytics.judge.decision.open_bound: which bound keeps an inconclusive metric open."""
+    return decision.open_bound(lo, hi, tolerance, direction)

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 import pandas as pd
+import pyarrow.parquet as pq
 import streamlit as st
 
 from meshlens.analytics import signals
 from meshlens.analytics.catalog import connect
 from meshlens.analytics.objectstore_source import table_partitions
 from meshlens.analytics.window import TimeWindow
+from meshlens.dashboards import time_range
 
 DATA_DIR_ENV: Final = "MESHLENS_DATA_DIR"
 TTL_S: Final = 10
 WINDOW_STEP_S: Final = 10  # "now" is rounded to this, so cached entries are shared
 MAX_ROWS: Final = 500
 LEVELS: Final = ("workload", "app", "versioned-app", "service")
-WINDOWS: Final = {"5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400}
+WINDOWS: Final = dict(time_range.RELATIVE)  # the relative ranges the sidebar offers
+GRPC_PORT_ENV: Final = "MESHLENS_GRPC_PORT"  # meshlens serve's setting (Envoy ALS, OTLP)
+_SEGMENT_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]*_\d{16}_\d{16}\.parquet$")
 
 
 def data_dir() -> Path:
@@ -87,6 +92,64 @@ def time_extent(ddir: str) -> tuple[datetime, datetime] | None:
     last = row[0] if row and row[0] is not None else hi_hour
     start = first[0] if first and first[0] is not None else lo
     return start.astimezone(UTC), last.astimezone(UTC)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def last_data_time(ddir: str) -> datetime | None:
+    """When the newest request in the store happened, for the freshness line: the Parquet
+    footers (ts statistics) of the newest partition only, never a scan; a bucket store or a
+    file without statistics falls back to `time_extent`. None: no request stored yet."""
+    parts = table_partitions(ddir, "requests")
+    if not parts:
+        return None
+    root = Path(ddir) / "requests"
+    if root.is_dir():
+        for dt, hr in reversed(parts[-2:]):  # the newest hour may hold no sealed file yet
+            newest = _footer_max_ts(root / f"dt={dt}" / f"hr={hr}")
+            if newest is not None:
+                return newest
+    extent = time_extent(ddir)
+    return extent[1] if extent else None
+
+
+def _footer_max_ts(part: Path) -> datetime | None:
+    best: datetime | None = None
+    try:
+        names = [n for n in os.listdir(part) if _SEGMENT_RE.match(n)]
+    except FileNotFoundError:  # removed by retention while we looked
+        return None
+    for name in names:
+        try:
+            meta = pq.read_metadata(part / name)
+        except (OSError, ValueError):  # being replaced by compaction
+            continue
+        col = meta.schema.to_arrow_schema().get_field_index("ts")
+        if col < 0:
+            continue
+        for i in range(meta.num_row_groups):
+            stats = meta.row_group(i).column(col).statistics
+            if stats is None or not stats.has_min_max or not isinstance(stats.max, datetime):
+                continue
+            ts = stats.max if stats.max.tzinfo else stats.max.replace(tzinfo=UTC)
+            best = ts if best is None or ts > best else best
+    return best
+
+
+def effective_span(ddir: str, window: Window) -> tuple[datetime, datetime] | None:
+    """The part of the window the store has data for (max(window start, first data) ..
+    min(window end, last data)); None when they do not overlap. Rates divide by its length."""
+    tw = window.tw
+    return time_range.effective_span(tw.start, tw.end, time_extent(ddir))
+
+
+def effective_seconds(ddir: str, window: Window) -> float:
+    """Seconds of `effective_span` (at least 1): the denominator of every rate."""
+    return time_range.span_seconds(effective_span(ddir, window))
+
+
+def ingest_port() -> str:
+    """The port to point Envoy's access log service at (meshlens serve's gRPC port)."""
+    return os.environ.get(GRPC_PORT_ENV, "4317")
 
 
 # The "requests to this service" predicate (analytics.signals owns the rule), for $svc.

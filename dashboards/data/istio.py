@@ -12,6 +12,7 @@ import streamlit as st
 from meshlens.dashboards.data.common import (
     TTL_S,
     Window,
+    _p,
 )
 
 # -- Istio config against traffic (Security and Routing pages) -----------------------------
@@ -27,6 +28,20 @@ def istio_config_text() -> str:
     path = Path(raw)
     files = sorted(path.rglob("*.y*ml")) if path.is_dir() else [path]
     return "\n---\n".join(f.read_text() for f in files if f.is_file())
+
+
+def istio_config_problem() -> str:
+    """Why MESHLENS_ISTIO_CONFIG gives no YAML although it is set ('' when unset or fine), so
+    a typo is not mistaken for "no config given". No path in it: it is the server's."""
+    raw = os.environ.get(ISTIO_CONFIG_ENV, "")
+    if not raw:
+        return ""
+    path = Path(raw)
+    if path.is_file():
+        return ""
+    if path.is_dir():
+        return "" if any(path.rglob("*.y*ml")) else "it names a directory with no .yaml file"
+    return "it names no file or directory on the server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +63,23 @@ def istio_check(ddir: str, window: Window, check: str, config_yaml: str) -> Chec
     except AnalyticsError as exc:
         return CheckOutcome(None, str(exc))
     return CheckOutcome(report.to_json())
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def busiest_namespace(ddir: str, window: Window) -> str | None:
+    """The application namespace with the most requests in the window (the pages' example
+    config is put there, so it meets the traffic it is shown against); None: no traffic."""
+    from meshlens.analytics.catalog import connect
+
+    conn = connect(Path(ddir), window.tw)
+    try:
+        row = conn.execute(
+            """SELECT destination_namespace, count(*) AS n FROM requests
+               WHERE ts >= $start AND ts < $end
+                 AND destination_namespace NOT IN ('', 'unknown', 'istio-system')
+               GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1""",
+            _p(window),
+        ).fetchone()
+    finally:
+        conn.close()
+    return str(row[0]) if row else None

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import pandas as pd
 import streamlit as st
 
-from meshlens.analytics import signals
+from meshlens.analytics import health, signals
 from meshlens.analytics.catalog import connect
 from meshlens.analytics.error_rule import IS_ERROR
+from meshlens.analytics.graph.model import code_label
+from meshlens.analytics.window import TimeWindow
+from meshlens.dashboards import time_range
 from meshlens.dashboards.data.common import (
     MAX_ROWS,
     TO_SERVICE,
@@ -18,7 +22,11 @@ from meshlens.dashboards.data.common import (
     Window,
     _df,
     _p,
+    effective_seconds,
+    effective_span,
 )
+
+SIGNAL_COLUMNS: Final = ("bucket", "version", "rps", "error_ratio", "p50_ms", "p95_ms", "p99_ms")
 
 
 # -- service -------------------------------------------------------------------------------
@@ -40,20 +48,27 @@ def services(ddir: str, window: Window) -> list[str]:
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def golden_signals(ddir: str, window: Window, service: str, step_s: int) -> pd.DataFrame:
     """Per time bucket and destination version: rps, error ratio, p50/p95/p99 (ms), as
-    `meshlens signals --by version --service <service>` computes them."""
-    conn = connect(Path(ddir), window.tw)
+    `meshlens signals --by version --service <service>` computes them, over whole buckets
+    only: buckets are aligned to `step_s`, and the bucket the data (or the window) starts
+    inside of and the one holding its end (now) are left out, so no line ends in a false dip."""
+    span = effective_span(ddir, window)
+    whole = time_range.whole_buckets(*span, step_s) if span else None
+    if whole is None:
+        return pd.DataFrame(columns=list(SIGNAL_COLUMNS))
+    tw = TimeWindow(*whole)
+    conn = connect(Path(ddir), tw)
     try:
         sig = signals.golden_signals(
-            conn, window.tw, by=("version",), step_s=step_s, service=service, saturation=False
+            conn, tw, by=("version",), step_s=step_s, service=service, saturation=False
         )
     finally:
         conn.close()
-    return sig.select(
-        ["bucket", "version", "rps", "error_ratio", "p50_ms", "p95_ms", "p99_ms"]
-    ).to_pandas()
+    return sig.select(list(SIGNAL_COLUMNS)).to_pandas()
 
 
 # Requests to a service: analytics.signals' rule, with the service as a query parameter.
+# rps divides by the seconds the store has data for inside the window (`effective_seconds`),
+# not by the window: "last 7d" over an hour of data must not show a 168x lower rate.
 _TABLE_COLS: Final = f"""
     count(*) AS requests,
     round(count(*) / $secs, 3) AS rps,
@@ -81,7 +96,7 @@ def inbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
             FROM traffic WHERE ts >= $start AND ts < $end
               AND {TO_SERVICE}
             GROUP BY ALL ORDER BY requests DESC LIMIT {MAX_ROWS}""",
-            {**_p(window), "svc": service, "secs": window.seconds},
+            {**_p(window), "svc": service, "secs": effective_seconds(ddir, window)},
         )
     finally:
         conn.close()
@@ -102,7 +117,7 @@ def outbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
             FROM traffic WHERE ts >= $start AND ts < $end
               AND source_canonical_service = $svc
             GROUP BY ALL ORDER BY requests DESC LIMIT {MAX_ROWS}""",
-            {**_p(window), "svc": service, "secs": window.seconds},
+            {**_p(window), "svc": service, "secs": effective_seconds(ddir, window)},
         )
     finally:
         conn.close()
@@ -119,8 +134,53 @@ def codes_by_flags(ddir: str, window: Window, service: str) -> pd.DataFrame:
             SELECT CAST(response_code AS VARCHAR) AS response_code,
                    coalesce(response_flags, '-') AS response_flags, count(*) AS requests
             FROM traffic WHERE ts >= $start AND ts < $end AND {TO_SERVICE}
-            GROUP BY ALL ORDER BY requests DESC LIMIT 400""",
+            GROUP BY ALL ORDER BY response_code, requests DESC LIMIT 400""",
             {**_p(window), "svc": service},
         )
     finally:
         conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceHealth:
+    """Kiali's health of a service's inbound traffic: status Healthy, Degraded, Failure or NA,
+    and the error shares behind it (e.g. "5XX 1.4%")."""
+
+    status: str
+    requests: int
+    detail: str
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def service_health(ddir: str, window: Window, service: str) -> ServiceHealth:
+    """analytics.health's default tolerances over the requests to `service` in the window."""
+    conn = connect(Path(ddir), window.tw)
+    try:
+        rows = conn.execute(
+            f"""
+            SELECT protocol, response_code, coalesce(grpc_status, '') AS grpc, count(*) AS n
+            FROM traffic WHERE ts >= $start AND ts < $end AND {TO_SERVICE}
+            GROUP BY ALL""",
+            {**_p(window), "svc": service},
+        ).fetchall()
+    finally:
+        conn.close()
+    by_protocol: dict[str, dict[str, int]] = {}
+    for protocol, code, grpc, n in rows:
+        codes = by_protocol.setdefault(str(protocol), {})
+        label = code_label(str(protocol), int(code or 0), str(grpc))
+        codes[label] = codes.get(label, 0) + int(n)
+    tolerances = health.default_health_config().tolerances("", "service", service)
+    parts = [
+        health.evaluate(codes, protocol, "inbound", tolerances)
+        for protocol, codes in sorted(by_protocol.items())
+    ]
+    status = health.worst(p.status for p in parts)
+    shares = [
+        f"{p.protocol} {code} {pct:.1f}%"
+        for p in parts
+        for code, pct in p.error_pct.items()
+        if round(pct, 1) > 0
+    ]
+    total = sum(p.requests for p in parts)
+    return ServiceHealth(status, total, ", ".join(shares) or "no errors")

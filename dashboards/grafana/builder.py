@@ -32,7 +32,7 @@ from grafana_foundation_sdk.models.dashboard import (
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 DS: Final = DataSourceRef(type_val="prometheus", uid="${datasource}")
-MTLS_LEGEND: Final = " (🔐mTLS)"
+MTLS_LEGEND: Final = " (mTLS)"  # Istio writes a lock emoji here; boxes without an emoji font
 RATE: Final = "$__rate_interval"
 SEC: Final = "@SEC@"
 PanelBuilder = Builder[Panel]

@@ -3,10 +3,9 @@ without traffic, traffic to versions no route names, DestinationRule subsets wit
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from meshlens.dashboards.views.istio_check import config_editor, show_report
+from meshlens.dashboards.views.istio_check import as_frame, config_editor, show_report
 
 EXAMPLE = """apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -32,9 +31,15 @@ spec:
     - {name: v3, labels: {version: v3}}
 """
 
-st.title("🔀 Routing")
+st.title(":material/route: Routing")
 config = config_editor("routing_yaml", EXAMPLE)
 report = show_report("routing", config)
-if report and report["rows"]:
+if report:
     st.subheader("Configured vs observed split")
-    st.dataframe(pd.DataFrame(report["rows"]), hide_index=True, key="routing_rows")
+    if report["rows"]:
+        st.dataframe(as_frame(report["rows"]), hide_index=True, key="routing_rows")
+    else:
+        st.caption(
+            "no VirtualService route in the config: paste VirtualService and DestinationRule "
+            "resources above"
+        )

@@ -3,10 +3,12 @@ requests of the window (who would be denied before the policy is applied)."""
 
 from __future__ import annotations
 
-import pandas as pd
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import streamlit as st
 
-from meshlens.dashboards.views.istio_check import config_editor, show_report
+from meshlens.dashboards.views.istio_check import as_frame, config_editor, show_report
 
 EXAMPLE = """apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -25,24 +27,57 @@ spec:
         - source: {principals: ["cluster.local/ns/default/sa/istio-ingressgateway"]}
 """
 
-st.title("🛡️ Security")
+
+def _mentions(row: Mapping[str, Any], name: str) -> bool:
+    """Whether a report row is about `name` (a workload, app or service on either side)."""
+    for k, v in row.items():
+        if any(part in k for part in ("workload", "service", "app", "source", "destination")):
+            text = str(v or "")
+            if text == name or text.startswith((f"{name}.", f"{name}-")):
+                return True
+    return False
+
+
+# The Mesh page links here with ?service=NAME: the tables then show that service's rows.
+focus = str(st.query_params.get("service", "") or "")
+
+
+def table(where: Any, rows: Sequence[Mapping[str, Any]], key: str, empty: str) -> None:
+    if focus and st.session_state.get("sec_focus", True):
+        rows = [r for r in rows if _mentions(r, focus)]
+    if rows:
+        where.dataframe(as_frame(rows), hide_index=True, key=key)
+    else:
+        where.caption(empty)
+
+
+st.title(":material/shield_lock: Security")
+if focus:
+    st.toggle(f"Only rows about **{focus}**", value=True, key="sec_focus")
 config = config_editor("security_yaml", EXAMPLE)
-tab_mtls, tab_authz = st.tabs(["mTLS coverage", "AuthorizationPolicy what-if"])
+tab_mtls, tab_authz = st.tabs(
+    [":material/lock: mTLS coverage", ":material/policy: AuthorizationPolicy what-if"]
+)
 with tab_mtls:
     report = show_report("mtls", config)
     if report:
         tables = report.get("tables", {})
         c1, c2 = st.columns(2)
         c1.subheader("Namespaces")
-        c1.dataframe(pd.DataFrame(tables.get("namespaces", [])), hide_index=True, key="sec_ns")
+        table(c1, tables.get("namespaces", []), "sec_ns", "no namespace with traffic")
         c2.subheader("Workloads")
-        c2.dataframe(pd.DataFrame(tables.get("workloads", [])), hide_index=True, key="sec_wl")
+        table(c2, tables.get("workloads", []), "sec_wl", "no workload with traffic")
         st.subheader("Edges")
-        st.dataframe(pd.DataFrame(report["rows"]), hide_index=True, key="sec_edges")
+        table(st, report["rows"], "sec_edges", "no edge with traffic in this time range")
         st.subheader("Identities seen per workload")
-        st.dataframe(pd.DataFrame(tables.get("identities", [])), hide_index=True, key="sec_ids")
+        table(st, tables.get("identities", []), "sec_ids", "no identity seen")
 with tab_authz:
     report = show_report("authz", config)
-    if report and report["rows"]:
+    if report:
         st.subheader("Callers by decision")
-        st.dataframe(pd.DataFrame(report["rows"]), hide_index=True, key="sec_callers")
+        table(
+            st,
+            report["rows"],
+            "sec_callers",
+            "no caller in this time range, or no AuthorizationPolicy in the config",
+        )

@@ -42,9 +42,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _ui_url(o: DemoOptions) -> str:
+    """The UI's sign-in URL: the token DemoStack.start wrote (signs in once, then leaves)."""
+    from meshlens.dashboards.auth_rules import sign_in_url
+
+    try:
+        token = (o.data_dir / "demo" / "ui-token").read_text().strip()
+    except OSError:
+        token = ""
+    return sign_in_url("localhost", o.ui_port, token)
+
+
 def guide(o: DemoOptions) -> str:
     d = o.data_dir
-    ui = f"  Streamlit app   http://localhost:{o.ui_port}\n" if o.ui else ""
+    ui = f"  Streamlit app   {_ui_url(o)}\n" if o.ui else ""
     return f"""
 meshlens demo is running (scenario: {o.scenario}); data in {d}
 {ui}  HTTP API        http://localhost:{o.api_port}/api/v1/graph?since=5m

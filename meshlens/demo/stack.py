@@ -336,7 +336,21 @@ class DemoStack:
         self.rollout_config = self.write_rollout(admin)
         self._spawn("gate", self._meshlens("gate", "run", "--config", str(self.rollout_config)))
         if self.opts.ui:
-            env = {"MESHLENS_ISTIO_CONFIG": str(self.write_istio_config())}
+            # The UI's sign-in token is made here, in a file only this user reads, so that the
+            # guide can print the sign-in URL (the Canary page's actions need a signed-in user).
+            from meshlens.dashboards.auth_rules import new_token
+
+            token_file = self.opts.data_dir / "demo" / "ui-token"
+            token_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(new_token() + "\n")
+            env = {
+                "MESHLENS_ISTIO_CONFIG": str(self.write_istio_config()),
+                "MESHLENS_UI_TOKEN": "",  # the file, not a token from the caller's environment
+                "MESHLENS_UI_TOKEN_FILE": str(token_file),
+            }
             ui = self._spawn("ui", self._meshlens("ui", "--port", str(self.opts.ui_port)), env)
             _wait_http(f"http://127.0.0.1:{self.opts.ui_port}/_stcore/health", 60, ui.proc)
 

@@ -41,34 +41,6 @@ def _frame(at: AppTest, *columns: str, index: int = 0) -> pd.DataFrame:
     return hits[index]
 
 
-def _graph_specs(at: AppTest) -> list[str]:
-    return [str(el.proto.spec) for el in at.get("graphviz_chart")]
-
-
-def test_mesh_page_draws_the_graph_and_filters_change_it(data_env: Path) -> None:
-    at = _app()
-    assert at.title[0].value.endswith("Mesh")
-    specs = _graph_specs(at)
-    assert len(specs) == 1
-    dot = specs[0]
-    assert "digraph mesh" in dot and "productpage" in dot and "reviews" in dot
-    assert "🔒" in dot  # mTLS edges carry a lock
-    assert "style=dashed" in dot  # plaintext traffic (user -> productpage, external)
-    assert "rps" in dot and "% err" in dot and "p95" in dot
-    full_edges = dot.count("->")
-
-    at.selectbox(key="mesh_namespace").set_value("istio-system").run()
-    assert not at.exception
-    narrowed = _graph_specs(at)[0]
-    assert narrowed.count("->") < full_edges
-
-    at.selectbox(key="mesh_namespace").set_value("All")
-    at.selectbox(key="mesh_level").set_value("app").run()
-    assert not at.exception
-    app_dot = _graph_specs(at)[0]
-    assert app_dot != dot
-
-
 def test_mesh_time_travel_moves_the_window(data_env: Path) -> None:
     at = _app()
     live_caption = next(c.value for c in at.caption if "→" in c.value)

@@ -23,9 +23,10 @@ from meshlens.collector.store.parquet_write import write_table
 from meshlens.dashboards.commands.grafana import stale_files
 from meshlens.dashboards.grafana import OUTPUT_DIR, build_all
 from meshlens.dashboards.grafana.builder import expressions
+from meshlens.localmesh.ports import free_port
 from meshlens.synth import synthetic_requests
 from tests.collector.conftest import start_serve
-from tests.dashboards.conftest import free_port, seed
+from tests.dashboards.conftest import seed
 from tests.dashboards.istio_series import start_istio_exporter
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"

@@ -67,3 +67,18 @@ def test_istio_pages_on_an_empty_store(
 ) -> None:
     monkeypatch.setenv("MESHLENS_DATA_DIR", str(tmp_path))
     _page(page)
+
+
+def test_security_page_focuses_on_the_service_the_mesh_page_links(data_env: Path) -> None:
+    """The Mesh page links with ?service=NAME: the identity table keeps that service's rows."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("views/security.py")
+    at.query_params["service"] = "reviews"
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    ids = _frame(at, "principal", "workload")
+    assert len(ids) >= 1
+    assert all(str(w).startswith("reviews") for w in ids["workload"]), ids["workload"].tolist()
+    at.toggle(key="sec_focus").set_value(False).run()
+    everyone = _frame(at, "principal", "workload")
+    assert len(everyone) > len(ids)

@@ -207,8 +207,10 @@ def test_the_api_port_is_tls_too_when_tls_is_configured(
 
 
 def test_meshlens_ui_binds_loopback_only_by_default(tmp_path: Path) -> None:
-    """Streamlit has no token support, so `meshlens ui` must not listen beyond loopback unless
-    asked to (--host 0.0.0.0 in a container, behind an authenticating proxy)."""
+    """`meshlens ui` listens on loopback only unless asked to (--host 0.0.0.0 in a container,
+    where it requires sign-in: tests/dashboards/test_auth_signin.py). On loopback it makes a
+    random sign-in token, prints the sign-in URL, and hands the token to Streamlit in the
+    environment, not on the command line where `ps` shows it."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "meshlens", "ui", "--data-dir", str(tmp_path), "--port", str(port)],
@@ -219,6 +221,13 @@ def test_meshlens_ui_binds_loopback_only_by_default(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
+        printed = [proc.stderr.readline().decode() for _ in range(3)]  # type: ignore[union-attr]
+        urls = [ln.split(" at ", 1)[1].strip() for ln in printed if "sign in at " in ln]
+        assert len(urls) == 1, printed
+        prefix = f"http://127.0.0.1:{port}/?token="
+        assert urls[0].startswith(prefix), urls
+        token = urls[0][len(prefix) :]
+        assert len(token) >= 40
 
         def listening() -> list[str]:
             if proc.poll() is not None:
@@ -240,6 +249,9 @@ def test_meshlens_ui_binds_loopback_only_by_default(tmp_path: Path) -> None:
         while time.monotonic() < deadline and status != 200:
             status = http_get(f"http://127.0.0.1:{port}/_stcore/health")[0]
         assert status == 200
+        # exec: the Streamlit server is this process
+        assert token not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
+        assert f"MESHLENS_UI_TOKEN={token}" in Path(f"/proc/{proc.pid}/environ").read_text()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
