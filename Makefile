@@ -45,6 +45,7 @@ pytest: $(STAMP)
 test: $(STAMP) sysdeps lint typecheck pytest
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -r bench/requirements.lock
 	$(BIN)/python -m bench.run_all
 
 soak: $(STAMP)

@@ -87,15 +87,23 @@ _PLAIN: Final = ", ".join(_COLUMNS)
 _KEY_SQL: Final = ", ".join(PAIR_KEY)
 _JOIN_ON: Final = " AND ".join(f"s.{k} = d.{k}" for k in PAIR_KEY) + " AND s._k = d._k"
 
+# Reports are numbered (_k) in time order within their side and key, so the n-th client report
+# pairs with the n-th server report. Almost every key occurs once per side, and a window over
+# every report was most of the view's cost: only keys repeated on one side are numbered, the
+# rest get _k = 1 (the same numbers the window gives them).
 TRAFFIC_SQL: Final = f"""
-WITH with_id AS (
-    SELECT {_PLAIN},
-        row_number() OVER (
-            PARTITION BY coalesce(reporter = 'source', false), {_KEY_SQL}
-            ORDER BY ts, duration_ms, node_id
-        ) AS _k
+WITH req AS NOT MATERIALIZED (
+    SELECT {_PLAIN}, coalesce(reporter = 'source', false) AS _side
     FROM requests
     WHERE coalesce(request_id, '') <> ''
+),
+dup AS (SELECT _side, {_KEY_SQL} FROM req GROUP BY ALL HAVING count(*) > 1),
+with_id AS (
+    SELECT * EXCLUDE (_side), 1 AS _k FROM req ANTI JOIN dup USING (_side, {_KEY_SQL})
+    UNION ALL BY NAME
+    SELECT * EXCLUDE (_side),
+        row_number() OVER (PARTITION BY _side, {_KEY_SQL} ORDER BY ts, duration_ms, node_id) AS _k
+    FROM req SEMI JOIN dup USING (_side, {_KEY_SQL})
 ),
 s AS (SELECT * FROM with_id WHERE reporter = 'source'),
 d AS (SELECT * FROM with_id WHERE reporter IS DISTINCT FROM 'source')

@@ -158,30 +158,11 @@ def golden_signals(
     by = tuple(by)
     _check(by, step_s)
     keys = ["bucket", *by]
-    cols = ", ".join(keys)
-    qs = ", ".join(str(q) for q in QUANTILES)
-    counts = _pick_counts(
-        conn,
-        _base(window, by, step_s, service, origin, raw=True),
-        keys,
-        by,
-        _bucket_ts(window, int(step_s * 1_000_000)),
-    )
-    if counts.height == 0:
-        return _empty(by)
-    # Group the latency scan by the stored dimension values unless a dimension holds both
-    # NULL and 'unknown' (they are one group).
-    mixed = bool(counts.select(pl.any_horizontal(pl.col("^_mix_.*$").any())).item())
-    counts = counts.select(pl.exclude("^_mix_.*$"))
-    base = _base(window, by, step_s, service, origin, raw=not mixed)
     micros = int(step_s * 1_000_000)
-    lat = conn.sql(
-        f"{base} SELECT {_bucket_ts(window, micros)}, * EXCLUDE (bucket) FROM ("
-        f"SELECT {cols}, quantile_cont(duration_ms, [{qs}]) AS q FROM r GROUP BY ALL)"
-    ).pl()
-    if not mixed:
-        lat = lat.with_columns(pl.col(list(by)).fill_null("unknown"))
-    out = counts.join(lat.select([*keys, "q"]), on=keys, how="left")
+    base = _base(window, by, step_s, service, origin, raw=True)
+    out = _counts_and_latency(conn, base, keys, by, _bucket_ts(window, micros))
+    if out.height == 0:
+        return _empty(by)
     bucket_end = pl.min_horizontal(
         pl.col("bucket") + pl.duration(microseconds=int(step_s * 1_000_000)),
         pl.lit(window.end),
@@ -207,42 +188,44 @@ def _literal(v: object) -> str:
     return "'" + str(v).replace("'", "''") + "'"
 
 
-def _pick_counts(
+def _counts_and_latency(
     conn: duckdb.DuckDBPyConnection,
     base: str,
     keys: Sequence[str],
     by: Sequence[str],
     bucket_ts: str,
 ) -> pl.DataFrame:
-    """Requests and errors per bucket x dimensions (`base` has the stored dimension values,
-    grouped as they are and made 'unknown' on the few groups), plus per dimension whether
-    NULL and 'unknown' both occurred (`_mix_<dim>`)."""
+    """Requests, errors and the latency quantiles (`q`) per bucket x dimensions in ONE scan of
+    `traffic` (each scan pairs the two reports of every request again: most of the cost).
+    `base` has the stored dimension values: rows are grouped as they are, with the durations
+    kept as lists, and made 'unknown' on the few groups; the quantiles come from the
+    concatenated lists of each group, so NULL and 'unknown' merge and the answer stays exact."""
     cols = ", ".join(keys)
     dims = ", ".join(f"coalesce({b}, 'unknown') AS {b}" for b in by)
-    seen = ", ".join(
-        f"bool_or({b} IS NULL) AS _null_{b}, bool_or({b} = 'unknown') AS _unk_{b}" for b in by
-    )
-    # Per bucket x dimensions, as the latency scan groups.
-    mix = ", ".join(
-        f"coalesce(bool_or(_null_{b}) AND bool_or(_unk_{b}), false) AS _mix_{b}" for b in by
-    )
+    qs = ", ".join(str(q) for q in QUANTILES)
     return conn.sql(
         f"""{base},
         raw AS (
-            SELECT {cols}, protocol, response_code, grpc_status, count(*) AS n
+            SELECT {cols}, protocol, response_code, grpc_status, count(*) AS n,
+                list(duration_ms) AS durations
             FROM r GROUP BY ALL
         ),
-        s0 AS (
-            SELECT {bucket_ts}, {dims}, protocol, response_code, grpc_status, sum(n) AS n, {seen}
-            FROM raw GROUP BY ALL
+        -- error classes and 'unknown' from the (few) group keys, not per row
+        s AS MATERIALIZED (
+            SELECT {bucket_ts}, {dims}, n, durations,
+                coalesce({IS_ERROR}, false) AS is_err
+            FROM raw
         ),
-        -- error classes from the (few) group keys, not per row
-        s AS (SELECT *, coalesce({IS_ERROR}, false) AS is_err FROM s0)
-        SELECT {cols},
-            sum(n)::BIGINT AS requests,
-            sum(CASE WHEN is_err THEN n ELSE 0 END)::BIGINT AS errors,
-            {mix}
-        FROM s GROUP BY {cols}"""
+        c AS (
+            SELECT {cols}, sum(n)::BIGINT AS requests,
+                sum(CASE WHEN is_err THEN n ELSE 0 END)::BIGINT AS errors
+            FROM s GROUP BY {cols}
+        ),
+        l AS (
+            SELECT {cols}, quantile_cont(d, [{qs}]) AS q
+            FROM (SELECT {cols}, unnest(durations) AS d FROM s) GROUP BY {cols}
+        )
+        SELECT c.*, l.q FROM c JOIN l USING ({cols})"""
     ).pl()
 
 

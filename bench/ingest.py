@@ -12,7 +12,10 @@ What runs, each in its own process:
   * `meshlens serve` with its default flags (durability fsync, its default decode workers, disk
     budget and memory budget) plus `--serve-args`, or the "bare" server: grpc.aio that only
     parses each request and counts its items (the ceiling of a Python receive path on this
-    machine; no store).
+    machine; no store), or for traces the peer: rotel (the Rust OTel collector the `rotel`
+    wheel ships as rotel/rotel-agent) with its blackhole exporter on 127.0.0.1 (it receives,
+    decodes and batches, then drops; no disk). `--no-rotel` leaves it out; it is skipped when
+    the wheel is not installed.
   * optionally pinned to 1 core or 2 (`--cpus`, via sched_setaffinity, workers included; the
     load generator is not pinned) to show how throughput scales with cores.
 
@@ -386,6 +389,67 @@ def start_bare(tmp: Path, cpus: int | None) -> Server:
     return Server(proc, doc["grpc_port"], None, None)
 
 
+def rotel_binary() -> Path | None:
+    """The Rust OTel collector shipped in the `rotel` wheel (rotel/rotel-agent), if installed."""
+    try:
+        import rotel
+    except ImportError:
+        return None
+    path = Path(rotel.__file__).resolve().parent / "rotel-agent"
+    return path if os.access(path, os.X_OK) else None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_rotel(tmp: Path, cpus: int | None) -> Server:
+    """rotel with the blackhole exporter: receives, decodes and batches OTLP, then drops it
+    (no disk): the peer for traces. Foreground process, pinned like the others."""
+    binary = rotel_binary()
+    assert binary is not None
+    port = _free_port()
+    log = tmp / f"rotel-{port}.log"
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "start",
+            "--otlp-grpc-endpoint",
+            f"127.0.0.1:{port}",
+            "--otlp-http-endpoint",
+            f"127.0.0.1:{_free_port()}",
+            "--otlp-grpc-max-recv-msg-size-mib",
+            "16",
+            "--exporter",
+            "blackhole",
+            "--pid-file",
+            str(tmp / f"rotel-{port}.pid"),
+            "--log-file",
+            str(log),
+        ],
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_pin(cpus),
+    )
+    import socket
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"rotel did not start: {log.read_text()[-2000:]}") from None
+            time.sleep(0.1)
+    return Server(proc, port, None, None)
+
+
 def count_parquet_rows(data_dir: Path, table: str) -> int:
     import duckdb
 
@@ -510,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-als", action="store_true")
     p.add_argument("--no-traces", action="store_true")
     p.add_argument("--no-bare", action="store_true")
+    p.add_argument("--no-rotel", action="store_true", help="leave out the rotel peer (traces)")
     p.add_argument("--serve-args", default="", help="extra flags for meshlens serve")
     args = p.parse_args(argv)
     kinds = [k for k, off in (("traces", args.no_traces), ("als", args.no_als)) if not off]
@@ -527,6 +592,14 @@ def main(argv: list[str] | None = None) -> int:
                         bare.proc.terminate()
                         bare.proc.wait(30)
                     rows.append(("bare parse", cpus, kind, r, ""))
+                if kind == "traces" and not args.no_rotel and rotel_binary() is not None:
+                    peer = start_rotel(tmp, cpus)
+                    try:
+                        r = measure(peer, kind, args)
+                    finally:
+                        peer.proc.terminate()
+                        peer.proc.wait(30)
+                    rows.append(("rotel blackhole", cpus, kind, r, ""))
                 srv = start_meshlens(tmp, cpus, args.serve_args.split())
                 try:
                     r = measure(srv, kind, args)
@@ -564,9 +637,12 @@ def main(argv: list[str] | None = None) -> int:
     by = {(n, c, k): r.get("sustained", r["rate"]) for n, c, k, r, _ in rows}
     for cpus in args.cpus:
         for kind in kinds:
-            a, b = by.get(("meshlens serve", cpus, kind)), by.get(("bare parse", cpus, kind))
-            if a and b:
-                print(f"meshlens sustained / bare parse, {kind}, {cpus} cpu(s): {a / b:.0%}")
+            a = by.get(("meshlens serve", cpus, kind))
+            # the floor (bare parse) and the peer (rotel, traces only), same run and cores
+            for ref in ("bare parse", "rotel blackhole"):
+                b = by.get((ref, cpus, kind))
+                if a and b:
+                    print(f"meshlens sustained / {ref}, {kind}, {cpus} cpu(s): {a / b:.0%}")
     for _name, cpus, kind, r, _ in rows:
         if "cpu_us" in r:
             per = sum(r["cpu_us"])

@@ -26,16 +26,7 @@ from meshlens.analytics.graph.model import (
     code_label,
     node_id,
 )
-from meshlens.analytics.graph.sql import (
-    KEY_COLS,
-    identity_sql,
-    latency_sql,
-    narrow_group,
-    narrow_latency_sql,
-    raw_columns,
-    raw_series_sql,
-    where_clause,
-)
+from meshlens.analytics.graph.sql import KEY_COLS, edge_stats_sql
 from meshlens.analytics.window import TimeWindow
 
 
@@ -100,41 +91,26 @@ def requests_edge_stats(
     origin: str | None = None,
 ) -> list[EdgeStats]:
     """Edge statistics over the `traffic` view (one row per request, analytics/pairing.py) in
-    three scans: counts per raw key columns x response series (the edge keys computed on the
-    aggregated rows), latency per edge, and the node identity of each edge from a few probed
-    rows."""
-    raw_cols = raw_columns(level)
-    where = where_clause(namespaces, origin)
+    one scan (graph.sql.edge_stats_sql): counts per raw key columns x response series with the
+    edge keys computed on the aggregated rows, and per edge the latency over all its rows and
+    the node identity of one of them."""
     series: dict[tuple[Any, ...], dict[tuple[Any, ...], list[int]]] = defaultdict(
         lambda: defaultdict(lambda: [0, 0, 0, 0, 0])
     )
-    targets: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # raw key tuple -> edge key
-    for r in _rows(conn, raw_series_sql(level, namespaces, origin)):
+    lat: dict[tuple[Any, ...], dict[str, Any]] = {}
+    ident: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in _rows(conn, edge_stats_sql(level, namespaces, origin)):
         key = tuple(r[k] for k in KEY_COLS)
-        targets[tuple(r[c] for c in raw_cols)] = key
         acc = series[key][(r["code"], r["grpc"], r["flags"], r["host"])]
         for i, col in enumerate(("n", "n_mtls", "n_src", "request_bytes", "response_bytes")):
             acc[i] += int(r[col])
-    subset = narrow_group(targets, raw_cols)
-    lat: dict[tuple[Any, ...], dict[str, Any]] = {}
-    ident: dict[tuple[Any, ...], dict[str, Any]] = {}
-    if subset is not None and targets:
-        by_group = {tuple(t[i] for i in subset): k for t, k in targets.items()}
-        group_cols = [raw_cols[i] for i in subset]
-        for r in _rows(conn, narrow_latency_sql("traffic", where, group_cols)):
-            lat[by_group[tuple(r[c] for c in group_cols)]] = r
-        probes = [r["first_seen"] for r in lat.values()]
-        for r in _rows(conn, identity_sql("traffic", where, group_cols, probes)):
-            ident[by_group[tuple(r[c] for c in group_cols)]] = r
-        if not lat.keys() <= ident.keys():  # cannot happen; read every row then
-            for r in _rows(conn, identity_sql("traffic", where, group_cols, [])):
-                ident[by_group[tuple(r[c] for c in group_cols)]] = r
-    elif targets:
-        # Several raw tuples share an edge key (e.g. NULL and 'unknown'): group by the key
-        # expressions themselves.
-        for r in _rows(conn, latency_sql(level, namespaces, origin)):
-            key = tuple(r[k] for k in KEY_COLS)
-            lat[key] = ident[key] = r
+        main = lat.get(key)
+        if main is None:
+            lat[key] = dict(r)
+            ident[key] = r
+        else:
+            main["first_seen"] = min(main["first_seen"], r["first_seen"])
+            main["last_seen"] = max(main["last_seen"], r["last_seen"])
     out = []
     for key, main in sorted(lat.items(), key=lambda kv: repr(kv[0])):
         names = {**ident[key], **dict(zip(KEY_COLS, key, strict=True))}

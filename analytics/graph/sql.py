@@ -1,10 +1,9 @@
-"""The SQL the requests graph runs on the catalog's `traffic` view: the node keys per level,
-the raw series scan, the narrowed latency scan and the identity probes."""
+"""The SQL the requests graph runs on the catalog's `traffic` view: the node keys per level and
+the one scan that computes every edge statistic (edge_stats_sql)."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from meshlens.analytics.errors import GraphError
@@ -78,21 +77,6 @@ def _key_exprs(level: str) -> str:
 _IS_SRC: Final = "coalesce(reporter = 'source', false)"  # a client report without a twin
 
 
-def _projection(level: str, namespaces: Sequence[str], origin: str | None = None) -> str:
-    """Per-row key columns of `level` over the `traffic` view (one row per request)."""
-    _check(level)
-    return f"""
-WITH r AS NOT MATERIALIZED (
-    SELECT
-        {_key_exprs(level)},
-        {_IS_SRC} AS is_src,
-        *
-    FROM traffic
-    {where_clause(namespaces, origin)}
-)"""
-
-
-_EDGE_KEYS: Final = "s_unknown, s_ns, s_key, d_known, d_ns, d_key, protocol"
 KEY_COLS: Final = ("s_unknown", "s_ns", "s_key", "d_known", "d_ns", "d_key", "protocol")
 
 # The request columns each level's edge key is computed from (plus `reporter`): the scans
@@ -128,8 +112,6 @@ _IDENTITY: Final = (
     "source_principal",
     "destination_principal",
 )
-# Larger IN lists of first-seen times are not worth it: the identity scan reads everything.
-_MAX_TS_PROBES: Final = 2000
 
 
 def raw_columns(level: str) -> tuple[str, ...]:
@@ -137,135 +119,61 @@ def raw_columns(level: str) -> tuple[str, ...]:
     return (*_RAW_COMMON, *_RAW_LEVEL[level], "reporter")
 
 
-def raw_series_sql(level: str, namespaces: Sequence[str] = (), origin: str | None = None) -> str:
-    """Counts and bytes per raw key columns x response series, with the
-    edge key of `level` computed on the aggregated rows (one scan, narrow group keys)."""
+def edge_stats_sql(level: str, namespaces: Sequence[str] = (), origin: str | None = None) -> str:
+    """Everything the graph needs in ONE scan of `traffic` (each scan pairs the two reports of
+    every request again, which costs far more than the aggregation): per raw key columns x
+    response series the counts and bytes, first/last time, the node identity (any row's) and
+    the durations as a list; the edge keys computed on those few rows; and per edge the exact
+    latency quantiles and mean over the concatenated durations (`q`, `avg_ms`, the same on
+    every row of the edge), so raw tuples that share an edge key (NULL and 'unknown') merge."""
     _check(level)
     raw = ", ".join(raw_columns(level))
+    ident = ", ".join(
+        f"any_value({e.split(' AS ')[0]}) AS {e.split(' AS ')[-1]}" for e in _IDENTITY
+    )
+    keys = ", ".join(KEY_COLS)
+    # protocol may be NULL: edges join on IS NOT DISTINCT FROM.
+    on = " AND ".join(f"k.{c} IS NOT DISTINCT FROM l.{c}" for c in KEY_COLS)
     return f"""
 WITH raw AS (
     SELECT {raw}, response_code, grpc_status, response_flags,
         count(*) AS n,
         count(*) FILTER (WHERE mtls) AS n_mtls,
         sum(request_bytes) AS request_bytes,
-        sum(response_bytes) AS response_bytes
+        sum(response_bytes) AS response_bytes,
+        min(ts) AS first_seen,
+        max(ts) AS last_seen,
+        {ident},
+        list(duration_ms) AS durations
     FROM traffic
     {where_clause(namespaces, origin)}
     GROUP BY ALL
+),
+k AS MATERIALIZED (
+    SELECT {_key_exprs(level)},
+        {_IS_SRC} AS is_src,
+        coalesce(response_code, 0) AS code,
+        coalesce(grpc_status, '') AS grpc,
+        coalesce(response_flags, '-') AS flags,
+        coalesce(destination_service, 'unknown') AS host,
+        n,
+        CASE WHEN reporter = 'source' THEN n ELSE 0 END AS n_src,
+        n_mtls,
+        coalesce(request_bytes, 0) AS request_bytes,
+        coalesce(response_bytes, 0) AS response_bytes,
+        first_seen, last_seen,
+        {", ".join(e.split(" AS ")[-1] for e in _IDENTITY)},
+        {_svc_name()} AS d_service,
+        durations
+    FROM raw
+),
+l AS (
+    SELECT {keys},
+        quantile_cont(d, [0.5, 0.95, 0.99]) AS q,
+        avg(d) AS avg_ms
+    FROM (SELECT {keys}, unnest(durations) AS d FROM k)
+    GROUP BY ALL
 )
-SELECT {_key_exprs(level)},
-    {_IS_SRC} AS is_src,
-    coalesce(response_code, 0) AS code,
-    coalesce(grpc_status, '') AS grpc,
-    coalesce(response_flags, '-') AS flags,
-    coalesce(destination_service, 'unknown') AS host,
-    {raw},
-    n,
-    CASE WHEN reporter = 'source' THEN n ELSE 0 END AS n_src,
-    n_mtls,
-    coalesce(request_bytes, 0) AS request_bytes,
-    coalesce(response_bytes, 0) AS response_bytes
-FROM raw
-"""
-
-
-def _eq(col: str, v: Any) -> str:
-    return f"{col} IS NULL" if v is None else f"{col} = {_sql_literal(v)}"
-
-
-def narrow_group(
-    tuples: Mapping[tuple[Any, ...], tuple[Any, ...]], cols: Sequence[str]
-) -> tuple[int, ...] | None:
-    """The fewest raw columns (their positions) that tell the edges apart exactly.
-
-    `tuples` maps each raw key tuple to its edge key; a subset of columns works when its values
-    identify the edge key one-to-one on those tuples. Grouping the 10M-row scan by two short
-    columns instead of eight is most of its cost."""
-    order = sorted(range(len(cols)), key=lambda i: _GROUP_PREFERENCE.get(cols[i], 9))
-    # Small subsets, then all columns: the search stays cheap for any number of tuples.
-    sizes = [*range(1, min(3, len(cols) - 1) + 1), len(cols)]
-    for size in sizes:
-        for subset in itertools.combinations(order, size):
-            seen: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-            back: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-            ok = True
-            for t, target in tuples.items():
-                sv = tuple(t[i] for i in subset)
-                if seen.setdefault(sv, target) != target or back.setdefault(target, sv) != sv:
-                    ok = False
-                    break
-            if ok:
-                return subset
-    return None
-
-
-# Cheapest columns to group by first (short, few distinct values).
-_GROUP_PREFERENCE: Final = {
-    "destination_workload": 0,
-    "source_workload": 1,
-    "protocol": 2,
-    "reporter": 3,
-    "destination_canonical_service": 4,
-    "source_canonical_service": 5,
-    "destination_version": 6,
-    "source_version": 7,
-    "destination_namespace": 8,
-}
-
-
-def narrow_latency_sql(table: str, where: str, group_cols: Sequence[str]) -> str:
-    """Latency and first/last time per group of `group_cols` (`where`: _scan_filter)."""
-    cols = ", ".join(group_cols)
-    return f"""
-SELECT {cols},
-    count(*) AS n,
-    quantile_cont(duration_ms, [0.5, 0.95, 0.99]) AS q,
-    avg(duration_ms) AS avg_ms,
-    min(ts) AS first_seen,
-    max(ts) AS last_seen
-FROM {table}
-{where}
-GROUP BY {cols}
-"""
-
-
-def identity_sql(
-    table: str, where: str, group_cols: Sequence[str], first_seen: Sequence[Any]
-) -> str:
-    """One value of each identity attribute per group (`where`: _scan_filter). Probing only
-    the rows at each group's first-seen time finds every group while the scan skips almost
-    all row groups."""
-    cols = ", ".join(group_cols)
-    stamps = sorted(set(first_seen))
-    if 0 < len(stamps) <= _MAX_TS_PROBES:
-        listing = ", ".join(f"'{s.isoformat()}'::TIMESTAMPTZ" for s in stamps)
-        probe = f"ts IN ({listing})"
-        where = f"{where} AND {probe}" if where else f"WHERE {probe}"
-    ident = ", ".join(
-        f"any_value({e.split(' AS ')[0]}) AS {e.split(' AS ')[-1]}" for e in _IDENTITY
-    )
-    return f"""SELECT {cols}, {ident}, any_value({_svc_name()}) AS d_service
-FROM {table} {where} GROUP BY {cols}"""
-
-
-def latency_sql(level: str, namespaces: Sequence[str] = (), origin: str | None = None) -> str:
-    """Per edge: latency quantiles, node attributes, first/last seen."""
-    return f"""{_projection(level, namespaces, origin)}
-SELECT {_EDGE_KEYS},
-    count(*) AS n,
-    quantile_cont(duration_ms, [0.5, 0.95, 0.99]) AS q,
-    avg(duration_ms) AS avg_ms,
-    min(ts) AS first_seen,
-    max(ts) AS last_seen,
-    any_value(source_workload) AS s_workload,
-    any_value(source_canonical_service) AS s_app,
-    any_value(source_version) AS s_version,
-    any_value(destination_workload) AS d_workload,
-    any_value(destination_canonical_service) AS d_app,
-    any_value(destination_version) AS d_version,
-    any_value({_svc_name()}) AS d_service,
-    any_value(source_principal) AS source_principal,
-    any_value(destination_principal) AS destination_principal
-FROM r
-GROUP BY ALL
+SELECT k.* EXCLUDE (durations), l.q, l.avg_ms
+FROM k JOIN l ON {on}
 """
