@@ -63,6 +63,10 @@ FIND_COLOUR: Final = "#8f4700"
 NODE_SIZE: Final = 26
 
 
+# A halo keeps a label readable where an edge runs under it (the app uses a light theme).
+LABEL_HALO: Final = "0 0 2px white, 0 0 3px white, 0 0 4px white"
+
+
 def num(value: Any) -> float | None:
     """A finite float, or None."""
     try:
@@ -535,7 +539,7 @@ def build_figure(graph: Mapping[str, Any], layout: Layout, options: FigureOption
                 mode="markers+text" if options.edge_label != "none" else "markers",
                 text=[pair_label(p, options.edge_label) for _, p in items],
                 textposition="top center",
-                textfont={"size": 10, "color": "#4f5255"},
+                textfont={"size": 10, "color": "#4f5255", "shadow": LABEL_HALO},
                 marker={
                     "symbol": MTLS_SYMBOL if secure else PLAIN_SYMBOL,
                     "size": [13 if options.selected_edge == p.key else 8 for _, p in items],
@@ -592,7 +596,7 @@ def build_figure(graph: Mapping[str, Any], layout: Layout, options: FigureOption
                 mode="markers+text",
                 text=[node_label(n, level, home) for n in group],
                 textposition="bottom center",
-                textfont={"size": 11},
+                textfont={"size": 11, "shadow": LABEL_HALO},
                 marker={
                     "symbol": KIND_SYMBOLS[kind],
                     "size": NODE_SIZE,
@@ -654,7 +658,8 @@ def build_figure(graph: Mapping[str, Any], layout: Layout, options: FigureOption
         legend={"orientation": "h", "y": -0.02, "yanchor": "top", "x": 0, "itemclick": False},
         xaxis={
             "visible": False,
-            "range": [min(px) - 0.4, max(px) + 0.4],
+            # Labels are centred under their node: leave room for a long name at either end.
+            "range": [min(px) - 0.75, max(px) + 0.75],
             "fixedrange": False,
         },
         yaxis={"visible": False, "range": [min(py) - 0.6, max(py) + 0.6]},

@@ -62,7 +62,7 @@ def _check(level: str) -> None:
         raise GraphError(f"unknown graph level {level!r}; choose from {', '.join(LEVELS)}")
 
 
-def _key_exprs(level: str) -> str:
+def key_exprs(level: str) -> str:
     """The edge key columns of `level` as expressions over request columns."""
     src_key, dst_key, dst_known = _LEVEL_KEYS[level]
     return f"""{_SRC_UNKNOWN} AS s_unknown,
@@ -150,7 +150,7 @@ WITH raw AS (
     GROUP BY ALL
 ),
 k AS MATERIALIZED (
-    SELECT {_key_exprs(level)},
+    SELECT {key_exprs(level)},
         {_IS_SRC} AS is_src,
         coalesce(response_code, 0) AS code,
         coalesce(grpc_status, '') AS grpc,

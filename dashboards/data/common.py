@@ -9,12 +9,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import streamlit as st
 
 from meshlens.analytics import signals
 from meshlens.analytics.catalog import connect
+from meshlens.analytics.duck_sql import ts_literal
 from meshlens.analytics.objectstore_source import table_partitions
 from meshlens.analytics.window import TimeWindow
 from meshlens.dashboards import time_range
@@ -66,6 +69,48 @@ def _df(conn: Any, sql: str, params: dict[str, Any] | None = None) -> pd.DataFra
 def _p(window: Window) -> dict[str, Any]:
     tw = window.tw
     return {"start": tw.start, "end": tw.end}
+
+
+# -- the window's paired traffic, once ------------------------------------------------------
+# Every loader of a page asks the `traffic` view (reports paired into requests) for the same
+# window, and the pairing is most of each query's cost. The window's rows are paired once and
+# kept in memory (shared by sessions, a few windows at most); loaders then scan that table.
+# Windows with more requests than this query the files as before (the table would not fit).
+MAX_MATERIALIZED_REPORTS: Final = 800_000  # about 200 MB of Arrow at most
+_MATERIALIZED_WINDOWS: Final = 3
+
+
+@st.cache_resource(ttl=TTL_S, max_entries=_MATERIALIZED_WINDOWS, show_spinner=False)
+def _window_traffic(ddir: str, window: Window) -> pa.Table | None:
+    conn = connect(Path(ddir), window.tw)
+    try:
+        rows = conn.execute(
+            "SELECT count(*) FROM requests WHERE ts >= $start AND ts < $end", _p(window)
+        ).fetchall()
+        if not rows or int(rows[0][0]) > MAX_MATERIALIZED_REPORTS:
+            return None
+        rel = conn.sql("SELECT * FROM traffic WHERE ts >= $start AND ts < $end", params=_p(window))
+        return rel.to_arrow_table()
+    finally:
+        conn.close()
+
+
+def traffic_connection(
+    ddir: str, window: Window, tw: TimeWindow | None = None
+) -> duckdb.DuckDBPyConnection:
+    """`connect()` over `tw` (default: the window) whose `traffic` view reads the window's
+    paired rows from memory when they fit. Queries must stay inside the window."""
+    bounds = tw or window.tw
+    conn = connect(Path(ddir), bounds)
+    table = _window_traffic(ddir, window)
+    if table is not None:
+        conn.register("window_traffic", table)
+        # Bounded like connect()'s own views: a query over `tw` sees only `tw`'s rows.
+        conn.execute(
+            "CREATE OR REPLACE VIEW traffic AS SELECT * FROM window_traffic "
+            f"WHERE ts >= {ts_literal(bounds.start)} AND ts < {ts_literal(bounds.end)}"
+        )
+    return conn
 
 
 # -- store extent (time travel) ------------------------------------------------------------

@@ -23,6 +23,7 @@ from meshlens.dashboards.data.common import (
     Window,
     _df,
     _p,
+    traffic_connection,
 )
 
 # The graph's id prefix per level (analytics.graph.model.node_id).
@@ -55,7 +56,7 @@ def service_graph(ddir: str, window: Window, level: str, namespace: str | None) 
     requests, or from spans when the window has no requests."""
     from meshlens.analytics.graph import service_graph as build
 
-    conn = connect(Path(ddir), window.tw)
+    conn = traffic_connection(ddir, window)
     try:
         graph = build(conn, window.tw, level=level, namespace=namespace or None, source="auto")
     finally:
@@ -67,14 +68,14 @@ def service_graph(ddir: str, window: Window, level: str, namespace: str | None) 
 # -- selection details ---------------------------------------------------------------------
 def _ids_cte(level: str, namespace: str | None) -> str:
     """`traffic` rows with the graph's source and destination node ids (src_id, dst_id)."""
-    from meshlens.analytics.graph.sql import _key_exprs, where_clause
+    from meshlens.analytics.graph.sql import key_exprs, where_clause
 
     p = _PREFIX[level]
     where = where_clause((namespace,) if namespace else (), None)
     return f"""
 WITH k AS NOT MATERIALIZED (
     -- the key list ends with `protocol`: renamed, so `*` does not bring it twice
-    SELECT {_key_exprs(level)} AS protocol_key, * FROM traffic {where}
+    SELECT {key_exprs(level)} AS protocol_key, * FROM traffic {where}
 ),
 r AS NOT MATERIALIZED (
     SELECT
@@ -123,7 +124,7 @@ def selection_details(
 
     direction, cond, extra = _selection(node, edge)
     params = {**_p(window), **extra}
-    conn = connect(Path(ddir), window.tw)
+    conn = traffic_connection(ddir, window)
     try:
         # One pass over `traffic` (the pairing join is most of the cost): the selection's rows,
         # narrow columns, then three small queries over them.
@@ -181,7 +182,7 @@ def node_latencies(
     ddir: str, window: Window, level: str, namespace: str | None
 ) -> dict[str, tuple[float | None, float | None, float | None]]:
     """Inbound p50/p95/p99 (ms) per node id over the window (HTTP/gRPC): node hover text."""
-    conn = connect(Path(ddir), window.tw)
+    conn = traffic_connection(ddir, window)
     try:
         rows = conn.execute(
             f"""{_ids_cte(level, namespace)}

@@ -24,6 +24,7 @@ from meshlens.dashboards.data.common import (
     _p,
     effective_seconds,
     effective_span,
+    traffic_connection,
 )
 
 SIGNAL_COLUMNS: Final = ("bucket", "version", "rps", "error_ratio", "p50_ms", "p95_ms", "p99_ms")
@@ -56,7 +57,7 @@ def golden_signals(ddir: str, window: Window, service: str, step_s: int) -> pd.D
     if whole is None:
         return pd.DataFrame(columns=list(SIGNAL_COLUMNS))
     tw = TimeWindow(*whole)
-    conn = connect(Path(ddir), tw)
+    conn = traffic_connection(ddir, window, tw)
     try:
         sig = signals.golden_signals(
             conn, tw, by=("version",), step_s=step_s, service=service, saturation=False
@@ -86,7 +87,7 @@ def inbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
     """Who calls the service (Istio's 'Client Workloads'): one row per request from the
     `traffic` view, so a caller the server's proxy cannot name is named by the caller's own
     report (analytics/pairing.py)."""
-    conn = connect(Path(ddir), window.tw)
+    conn = traffic_connection(ddir, window)
     try:
         return _df(
             conn,
@@ -107,7 +108,7 @@ def outbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
     """What the service calls (Istio's 'Outbound Services'): one row per request from the
     `traffic` view, calls that never reached a destination proxy included; mTLS as the server
     saw it (a client-side ALS report only sees the app's plaintext hop)."""
-    conn = connect(Path(ddir), window.tw)
+    conn = traffic_connection(ddir, window)
     try:
         return _df(
             conn,
@@ -126,7 +127,7 @@ def outbound(ddir: str, window: Window, service: str) -> pd.DataFrame:
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def codes_by_flags(ddir: str, window: Window, service: str) -> pd.DataFrame:
     """Requests per response code x response flags (long form)."""
-    conn = connect(Path(ddir), window.tw)
+    conn = traffic_connection(ddir, window)
     try:
         return _df(
             conn,
@@ -154,7 +155,7 @@ class ServiceHealth:
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def service_health(ddir: str, window: Window, service: str) -> ServiceHealth:
     """analytics.health's default tolerances over the requests to `service` in the window."""
-    conn = connect(Path(ddir), window.tw)
+    conn = traffic_connection(ddir, window)
     try:
         rows = conn.execute(
             f"""

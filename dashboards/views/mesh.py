@@ -19,6 +19,7 @@ import streamlit as st
 from meshlens.dashboards import controls, data
 from meshlens.dashboards import graph_figure as gf
 from meshlens.dashboards.graph_layout import Layout, layered_layout
+from meshlens.dashboards.prefetch import prefetch
 
 NONE: Final = ""
 K_LEVEL, K_NS, K_LABELS = "mesh_level", "mesh_namespace", "mesh_labels"
@@ -183,6 +184,11 @@ def _option_label(key: str, names: Mapping[str, str]) -> str:
 def graph_view() -> None:
     window = controls.current_window(end)
     ns_arg = None if namespace == "All" else namespace
+    prefetch(
+        lambda: data.service_graph(controls.ddir(), window, level, ns_arg),
+        lambda: data.node_latencies(controls.ddir(), window, level, ns_arg),
+        lambda: data.effective_seconds(controls.ddir(), window),
+    )
     try:
         graph = data.service_graph(controls.ddir(), window, level, ns_arg)
         secs = data.effective_seconds(controls.ddir(), window)

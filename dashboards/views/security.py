@@ -8,6 +8,8 @@ from typing import Any
 
 import streamlit as st
 
+from meshlens.dashboards import controls, data
+from meshlens.dashboards.prefetch import prefetch
 from meshlens.dashboards.views.istio_check import as_frame, config_editor, show_report
 
 EXAMPLE = """apiVersion: security.istio.io/v1
@@ -55,6 +57,14 @@ st.title(":material/shield_lock: Security")
 if focus:
     st.toggle(f"Only rows about **{focus}**", value=True, key="sec_focus")
 config = config_editor("security_yaml", EXAMPLE)
+if config.strip():  # both tabs' checks at once (each is one scan of the range)
+    _window = controls.current_window()
+    prefetch(
+        *(
+            lambda check=check: data.istio_check(controls.ddir(), _window, check, config)
+            for check in ("mtls", "authz")
+        )
+    )
 tab_mtls, tab_authz = st.tabs(
     [":material/lock: mTLS coverage", ":material/policy: AuthorizationPolicy what-if"]
 )

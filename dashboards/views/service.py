@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from meshlens.dashboards import controls, data, time_range
+from meshlens.dashboards.prefetch import prefetch
 
 st.title(":material/monitoring: Service")
 
@@ -191,6 +192,18 @@ def body() -> None:
 
 
 def show(window: data.Window) -> None:
+    span = data.effective_span(ddir, window)
+    seconds = time_range.span_seconds(span)
+    # About 60 buckets over the data's span (not the range: "last 7d" over an hour of data
+    # would otherwise have no whole bucket at all).
+    step_s = time_range.step_for(seconds if span else window.seconds)
+    prefetch(
+        lambda: data.service_health(ddir, window, service),
+        lambda: data.golden_signals(ddir, window, service, step_s),
+        lambda: data.inbound(ddir, window, service),
+        lambda: data.outbound(ddir, window, service),
+        lambda: data.codes_by_flags(ddir, window, service),
+    )
     health = data.service_health(ddir, window, service)
     colour, icon, text = HEALTH_BADGE.get(health.status, HEALTH_BADGE["NA"])
     c1, c2 = st.columns([1, 4], vertical_alignment="center")
@@ -200,11 +213,6 @@ def show(window: data.Window) -> None:
         f"health of {health.requests:,} inbound requests (Kiali's default tolerances): "
         f"{health.detail}"
     )
-    span = data.effective_span(ddir, window)
-    seconds = time_range.span_seconds(span)
-    # About 60 buckets over the data's span (not the range: "last 7d" over an hour of data
-    # would otherwise have no whole bucket at all).
-    step_s = time_range.step_for(seconds if span else window.seconds)
     tfmt = time_format(step_s, seconds)
 
     st.subheader("Golden signals by version")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from re import Pattern
 from types import TracebackType
 from urllib.parse import urlencode, urljoin
 
@@ -222,14 +223,17 @@ def screenshot(page: Page, path: Path, full_height: bool = False, max_height: in
 
 
 # -- helpers of the interaction tests (tests/dashboards/test_browser_interactions.py) -------
-def open_url(browser: Browser, url: str, timeout: float = FIRST_RUN_S) -> Page:
+def open_url(
+    browser: Browser, url: str, timeout: float = FIRST_RUN_S, signed_in: bool = True
+) -> Page:
     """Like `Browser.open_app`, for a full URL that may carry its own query (`?last=1h`); the
-    browser's token is added as one more parameter."""
+    browser's token is added as one more parameter unless `signed_in` is False (an anonymous
+    visitor)."""
     context = browser._browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(TIMEOUT_S * 1000)
     context.add_init_script(_RUN_COUNTER)
     page = context.new_page()
-    if browser.token:
+    if browser.token and signed_in:
         url += ("&" if "?" in url else "?") + urlencode({"token": browser.token})
     page.goto(url)
     page.wait_for_function("() => window.__mlStarted > 0", timeout=timeout * 1000)
@@ -277,9 +281,24 @@ def click_plotly_point(page: Page, kind: str, ident: str, timeout: float = TIMEO
     wait_rerun(page, timeout)
 
 
-def choose(scope: Page | Locator, label: str, option: str, timeout: float = TIMEOUT_S) -> None:
-    """Pick `option` in the selectbox or multiselect labelled `label`, then wait for the rerun."""
+def choose(
+    scope: Page | Locator,
+    label: str,
+    option: str | Pattern[str],
+    timeout: float = TIMEOUT_S,
+    typed: str = "",
+) -> None:
+    """Pick `option` (its whole text, or a pattern) in the selectbox or multiselect labelled
+    `label`, then wait for the rerun; `typed` filters a long (virtualised) list first. A
+    multiselect's list stays open after a pick, and while it is open the rest of the page is
+    hidden from the accessibility tree: Escape closes it."""
     page = scope if isinstance(scope, Page) else scope.page
-    scope.get_by_role("combobox", name=label, exact=True).click()
+    box = scope.get_by_role("combobox", name=label, exact=True)
+    box.click()
+    if typed:
+        box.fill(typed)
     page.get_by_role("option", name=option, exact=True).click()
     wait_rerun(page, timeout)
+    if box.get_attribute("aria-expanded") == "true":
+        box.press("Escape")
+        wait_rerun(page, timeout)

@@ -1,7 +1,6 @@
 """Session fixtures of the browser tests: `ui_url` (`meshlens ui` on the seeded store) and
-`browser` (one headless Chromium). Import both into a test module:
-
-    from tests.dashboards.browser_fixtures import browser, ui_url  # noqa: F401
+`browser` (one headless Chromium), made available to every test here by conftest.py (one
+Playwright per process: two would clash in one event loop).
 """
 
 from __future__ import annotations

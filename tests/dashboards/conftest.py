@@ -14,6 +14,7 @@ import pytest
 from meshlens.collector.store.parquet_write import write_table
 from meshlens.collector.store.schema import SPANS, VERDICTS
 from meshlens.synth import synthetic_requests
+from tests.dashboards.browser_fixtures import browser, ui_url  # noqa: F401 (session fixtures)
 
 N_REQUESTS = 30_000
 TRACE_IDS = [f"{i:032x}" for i in range(0xABC000, 0xABC000 + 12)]

@@ -29,7 +29,6 @@ from tests.dashboards.browser import (
     table,
     wait_charts,
 )
-from tests.dashboards.browser_fixtures import browser, ui_url  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "dashboards" / "screenshots"
@@ -79,8 +78,8 @@ def _not_blank(path: Path) -> None:
 
 @pytest.mark.parametrize(("title", "name"), PAGES, ids=[n for _, n in PAGES])
 def test_page_opens_without_errors_and_is_photographed(
-    browser: Browser,  # noqa: F811
-    ui_url: str,  # noqa: F811
+    browser: Browser,
+    ui_url: str,
     title: str,
     name: str,
     tmp_path: Path,
@@ -96,8 +95,8 @@ def test_page_opens_without_errors_and_is_photographed(
 
 
 def test_sidebar_lists_every_page_and_navigation_changes_page_and_url(
-    browser: Browser,  # noqa: F811
-    ui_url: str,  # noqa: F811
+    browser: Browser,
+    ui_url: str,
 ) -> None:
     page = browser.open_app(ui_url)
     try:
@@ -116,8 +115,8 @@ def test_sidebar_lists_every_page_and_navigation_changes_page_and_url(
 
 
 def test_mesh_page_draws_the_service_graph(
-    browser: Browser,  # noqa: F811
-    ui_url: str,  # noqa: F811
+    browser: Browser,
+    ui_url: str,
 ) -> None:
     page = browser.open_app(ui_url)
     try:
@@ -132,8 +131,8 @@ def test_mesh_page_draws_the_service_graph(
 
 
 def test_sql_page_runs_the_example_query_and_shows_a_table(
-    browser: Browser,  # noqa: F811
-    ui_url: str,  # noqa: F811
+    browser: Browser,
+    ui_url: str,
 ) -> None:
     page = _open(browser, ui_url, "SQL")
     try:
@@ -152,8 +151,8 @@ def test_sql_page_runs_the_example_query_and_shows_a_table(
 
 
 def test_canary_page_shows_the_rollout(
-    browser: Browser,  # noqa: F811
-    ui_url: str,  # noqa: F811
+    browser: Browser,
+    ui_url: str,
 ) -> None:
     page = _open(browser, ui_url, "Canary")
     try:

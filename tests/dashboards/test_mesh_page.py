@@ -3,10 +3,7 @@ panel, the view kept in the URL, and honest headline numbers."""
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -204,49 +201,6 @@ def test_an_empty_store_says_what_is_missing(
     at = _app()
     assert "No traffic in the store yet" in "\n".join(i.value for i in at.info)
     assert len(at.get("plotly_chart")) == 0
-
-
-def _demo_dir() -> Path | None:
-    """MESHLENS_TEST_DEMO_STORE, else the newest store the demo tests left under /tmp."""
-    given = os.environ.get("MESHLENS_TEST_DEMO_STORE")
-    if given:
-        return Path(given)
-    found = sorted(
-        glob.glob("/tmp/pytest-of-*/pytest-*/test_demo_errors*/data/requests"),
-        key=lambda p: Path(p).stat().st_mtime if Path(p).exists() else 0,
-    )
-    return Path(found[-1]).parent if found else None
-
-
-def test_the_page_renders_on_a_real_demo_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    src = _demo_dir()
-    if src is None:
-        pytest.skip("no store written by `meshlens demo` on this machine")
-    try:  # another test run may be deleting it
-        for table in ("requests", "spans", "verdicts"):
-            if (src / table).exists():
-                shutil.copytree(src / table, tmp_path / table)
-    except OSError as exc:
-        pytest.skip(f"the demo store went away while copying: {exc}")
-    from meshlens.demo.stack import DEMO_ISTIO_CONFIG
-
-    config = tmp_path / "istio.yaml"
-    config.write_text(DEMO_ISTIO_CONFIG)
-    monkeypatch.setenv("MESHLENS_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("MESHLENS_ISTIO_CONFIG", str(config))
-    at = _app(last="24h")
-    nodes = {i for kind, i in _clickable(_figure(at)) if kind == "node"}
-    gateway = next(n for n in nodes if "ingressgateway" in n)
-    productpage = next(n for n in nodes if "productpage" in n)
-    at.selectbox(key="mesh_selected").set_value(productpage).run()
-    assert not at.exception, [e.message for e in at.exception]
-    assert "**Inbound**" in _markdown(at)
-    at.selectbox(key="mesh_selected").set_value(f"{gateway}>{productpage}").run()
-    assert not at.exception, [e.message for e in at.exception]
-    # The demo's AuthorizationPolicy selects productpage: it is shown for the edge's target.
-    assert any("productpage-viewer" in e.label for e in at.expander)
 
 
 def test_namespace_and_level_change_the_graph(data_env: Path) -> None:

@@ -53,7 +53,9 @@ def _wait_for_phase(
     return status
 
 
-def test_demo_errors_scenario_rolls_back_and_sql_answers_meanwhile(tmp_path: Path) -> None:
+def test_demo_errors_scenario_rolls_back_and_sql_answers_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "data"
     ports = _distinct_ports(3)
     cmd = [
@@ -146,6 +148,33 @@ def test_demo_errors_scenario_rolls_back_and_sql_answers_meanwhile(tmp_path: Pat
     edges = {(e["source"], e["target"]): e for e in g["edges"]}
     assert len(edges) >= 5
     assert any(e["mtls_ratio"] == 1.0 for e in edges.values())
+    _mesh_page_on_the_demo_store(data, monkeypatch)
+
+
+def _mesh_page_on_the_demo_store(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's Mesh page on what real Envoys wrote: node and edge details, the Istio config
+    that applies, and a request rate that counts requests entering the mesh, not every hop."""
+    from meshlens.demo.stack import DEMO_ISTIO_CONFIG
+    from tests.dashboards.test_mesh_page import _app, _clickable, _figure, _markdown, _metrics
+
+    config = data.parent / "istio.yaml"
+    config.write_text(DEMO_ISTIO_CONFIG)
+    monkeypatch.setenv("MESHLENS_DATA_DIR", str(data))
+    monkeypatch.setenv("MESHLENS_ISTIO_CONFIG", str(config))
+    at = _app(last="24h")
+    metrics = _metrics(at)
+    # bookinfo: every request entering at the gateway makes about four hops
+    assert 0 < float(metrics["Requests/s"]) < float(metrics["Hops/s"]) / 2, metrics
+    nodes = {i for kind, i in _clickable(_figure(at)) if kind == "node"}
+    gateway = next(n for n in nodes if "ingressgateway" in n)
+    productpage = next(n for n in nodes if "productpage" in n)
+    at.selectbox(key="mesh_selected").set_value(productpage).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "**Inbound**" in _markdown(at)
+    at.selectbox(key="mesh_selected").set_value(f"{gateway}>{productpage}").run()
+    assert not at.exception, [e.message for e in at.exception]
+    # The demo's AuthorizationPolicy selects productpage: it is shown for the edge's target.
+    assert any("productpage-viewer" in e.label for e in at.expander)
 
 
 def test_demo_refuses_a_port_in_use(tmp_path: Path) -> None:

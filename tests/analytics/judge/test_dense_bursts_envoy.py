@@ -108,6 +108,10 @@ def _analyze(run: dict[str, Any], canary: str, capsys: pytest.CaptureFixture[str
     return rc, out
 
 
+def _reasons(out: dict[str, Any]) -> list[str]:
+    return [f"{m['name']}: {m['classification']}: {m.get('reason')}" for m in out["metrics"]]
+
+
 def test_the_burst_is_dense(burst: dict[str, Any]) -> None:
     # Hundreds of requests per version within seconds, inside a 10-minute window.
     assert all(burst["sent"][v] > PER_VERSION * 0.7 for v in ("v1", "v2", "v3")), burst["sent"]
@@ -130,7 +134,7 @@ def test_a_burst_40_ms_slower_fails(
     burst: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     rc, out = _analyze(burst, "v3", capsys)
-    assert rc == 1 and out["verdict"] == "fail", out["reason"]
+    assert rc == 1 and out["verdict"] == "fail", [out["reason"], *_reasons(out), burst]
     by = {m["name"]: m for m in out["metrics"]}
     assert by["latency-p50"]["classification"] == "high", by["latency-p50"]["reason"]
     assert by["latency-distribution"]["classification"] == "high"
