@@ -50,7 +50,7 @@ SELECT
     quantile_cont(duration_ms, 0.99) AS p99_ms,
     sum(request_bytes) AS request_bytes,
     sum(response_bytes) AS response_bytes,
-    avg(CASE WHEN mtls THEN 1.0 ELSE 0.0 END) AS mtls_ratio,
+    coalesce(avg(mtls::DOUBLE), 0.0) AS mtls_ratio,  -- of the reports that know it (as the graph)
     min(ts) AS first_ts,
     max(ts) AS last_ts
 FROM traffic

@@ -95,14 +95,15 @@ def requests_edge_stats(
     edge keys computed on the aggregated rows, and per edge the latency over all its rows and
     the node identity of one of them."""
     series: dict[tuple[Any, ...], dict[tuple[Any, ...], list[int]]] = defaultdict(
-        lambda: defaultdict(lambda: [0, 0, 0, 0, 0])
+        lambda: defaultdict(lambda: [0, 0, 0, 0, 0, 0])
     )
     lat: dict[tuple[Any, ...], dict[str, Any]] = {}
     ident: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in _rows(conn, edge_stats_sql(level, namespaces, origin)):
         key = tuple(r[k] for k in KEY_COLS)
         acc = series[key][(r["code"], r["grpc"], r["flags"], r["host"])]
-        for i, col in enumerate(("n", "n_mtls", "n_src", "request_bytes", "response_bytes")):
+        cols = ("n", "n_mtls", "n_src", "request_bytes", "response_bytes", "n_mtls_known")
+        for i, col in enumerate(cols):
             acc[i] += int(r[col])
         main = lat.get(key)
         if main is None:
@@ -117,9 +118,9 @@ def requests_edge_stats(
         picked: list[Series] = []
         source_reported = 0
         for (code, grpc, flags, host), acc in sorted(series[key].items()):
-            n, n_mtls, n_src, req_b, resp_b = acc
+            n, n_mtls, n_src, req_b, resp_b, known = acc
             source_reported += n_src
-            picked.append(Series(int(code), grpc, flags, host, n, n_mtls, req_b, resp_b))
+            picked.append(Series(int(code), grpc, flags, host, n, n_mtls, req_b, resp_b, known))
         q = main["q"] or [None, None, None]
         src, dst = _node_refs(level, names)
         out.append(
@@ -197,10 +198,11 @@ def build_graph(
             raise GraphError(f"duplicate edge {sid} -> {did} ({st.protocol})")
         seen.add((sid, did, st.protocol))
         counts = [0.0] * 5
-        n = req_b = resp_b = mtls = 0.0
+        n = req_b = resp_b = mtls = known = 0.0
         responses = []
         for x in st.series:
             n += x.requests
+            known += x.requests if x.mtls_known is None else x.mtls_known
             req_b += x.request_bytes
             resp_b += x.response_bytes
             mtls += x.mtls
@@ -238,7 +240,7 @@ def build_graph(
                 response_bytes=_int(resp_b),
                 throughput_bps=(req_b + resp_b) / seconds,
                 share=_ratio(n, out_by_proto[(sid, st.protocol)]),
-                mtls_ratio=_ratio(mtls, n),
+                mtls_ratio=_ratio(mtls, known),
                 source_principal=st.source_principal,
                 destination_principal=st.destination_principal,
                 hosts=tuple(sorted({x.host for x in st.series})),

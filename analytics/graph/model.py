@@ -195,6 +195,10 @@ class Series:
     mtls: float = 0.0
     request_bytes: float = 0.0
     response_bytes: float = 0.0
+    # Requests whose mTLS is known: a client's report that no server report paired (yet) does
+    # not know it, and must not count as plaintext (Kiali reads it from the destination's
+    # telemetry). None: all of them (Prometheus' connection_security_policy).
+    mtls_known: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -315,3 +315,29 @@ def test_whole_hour_window_reads_partitions_unfiltered(data: Path) -> None:
     assert [(e.source, e.target, e.requests, e.p50_ms) for e in g1.edges] == [
         (e.source, e.target, e.requests, e.p50_ms) for e in g2.edges
     ]
+
+
+def test_a_client_report_not_yet_paired_is_not_plaintext(tmp_path: Path) -> None:
+    """Live data always ends with client reports whose server report has not arrived yet; the
+    client does not know the connection's mTLS (Istio: connection_security_policy 'unknown'),
+    so the edge's mTLS ratio is over the reports that know it (Kiali: destination telemetry)."""
+    pp, rv = (
+        wl("bookinfo", "productpage-v1", "productpage", "v1"),
+        wl("bookinfo", "reviews-v1", "reviews", "v1"),
+    )
+    host = "reviews.bookinfo.svc.cluster.local"
+    late = call(
+        pp, rv, host, n=3, reporters=("source",), ids="late", start=T0 + timedelta(minutes=5)
+    )
+    for row in late:
+        row["mtls"] = None
+    rows = call(pp, rv, host, n=20) + late
+    plain = call(pp, rv, host, n=2, mtls=False, start=T0 + timedelta(minutes=6), ids="plain")
+    data_dir = store(tmp_path / "a", rows)
+    e = graph(data_dir).edge("wl:bookinfo/productpage-v1", "wl:bookinfo/reviews-v1")
+    assert e.requests == 23 and e.mtls_ratio == pytest.approx(1.0)
+    # A known plaintext request still counts: 20 of 22 known.
+    e = graph(store(tmp_path / "b", rows + plain)).edge(
+        "wl:bookinfo/productpage-v1", "wl:bookinfo/reviews-v1"
+    )
+    assert e.mtls_ratio == pytest.approx(20 / 22)
