@@ -45,6 +45,7 @@ from meshlens.dashboards.data.common import (
     last_data_time,
     rounded_now,
     time_extent,
+    warm_window,
 )
 from meshlens.dashboards.data.istio import (
     ISTIO_CONFIG_ENV,
@@ -165,4 +166,5 @@ __all__ = [
     "verdict_history",
     "verdict_metrics",
     "version_latencies",
+    "warm_window",
 ]

@@ -95,6 +95,11 @@ def _window_traffic(ddir: str, window: Window) -> pa.Table | None:
         conn.close()
 
 
+def warm_window(ddir: str, window: Window) -> None:
+    """Pair the window's reports now (a page starts this beside its first small loaders)."""
+    _window_traffic(ddir, window)
+
+
 def traffic_connection(
     ddir: str, window: Window, tw: TimeWindow | None = None
 ) -> duckdb.DuckDBPyConnection:

@@ -13,6 +13,7 @@ from meshlens.dashboards.data.common import (
     TTL_S,
     Window,
     _p,
+    traffic_connection,
 )
 
 # -- Istio config against traffic (Security and Routing pages) -----------------------------
@@ -59,7 +60,14 @@ def istio_check(ddir: str, window: Window, check: str, config_yaml: str) -> Chec
 
     try:
         config = parse_documents(config_yaml, "config")
-        report = run_check(check, Path(ddir), window.tw, config)
+        # The window's paired traffic, shared with the other loaders (data.common).
+        report = run_check(
+            check,
+            Path(ddir),
+            window.tw,
+            config,
+            conn_factory=lambda _dir, _tw: traffic_connection(ddir, window),
+        )
     except AnalyticsError as exc:
         return CheckOutcome(None, str(exc))
     return CheckOutcome(report.to_json())

@@ -109,6 +109,11 @@ def _fail(what: str, exc: Exception) -> None:
 
 st.title(":material/hub: Mesh")
 
+# The live window's pairing (most of a cold page) beside the store's extent.
+prefetch(
+    lambda: data.time_extent(controls.ddir()),
+    lambda: data.warm_window(controls.ddir(), controls.current_window()),
+)
 try:
     extent = data.time_extent(controls.ddir())
 except Exception as exc:

@@ -47,6 +47,7 @@ _URL_SEEN: Final = "_service_url_seen"
 
 ddir = controls.ddir()
 window0 = controls.current_window()
+prefetch(lambda: data.services(ddir, window0), lambda: data.warm_window(ddir, window0))
 names = data.services(ddir, window0)  # errors: app.py shows a short message, logs the rest
 
 # The URL wins when it changed (a link from the Mesh page, an edited address); else the
