@@ -150,7 +150,9 @@ def _spec(descriptor: Descriptor) -> dict[str, _Field]:
             sub = field.message_type
             assert sub is not None  # a message field has its message type
             if sub.GetOptions().map_entry:  # OTLP has no maps; fail loudly if one appears
-                raise NotImplementedError(f"map field {field.full_name}")
+                raise TypeError(
+                    f"map field {field.full_name}: OTLP has none, this decoder reads none"
+                )
             kind = "keyvalues" if sub.full_name == _KEY_VALUE and field.is_repeated else "message"
             detail = sub
         elif field.type == _FD.TYPE_ENUM:

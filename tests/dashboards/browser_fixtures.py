@@ -5,6 +5,7 @@ Playwright per process: two would clash in one event loop).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -40,27 +41,23 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
-@pytest.fixture(scope="session")
-def ui_url(seeded_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """http://127.0.0.1:PORT of `meshlens ui` serving the seeded store, healthy."""
-    port = free_port()
-    logs = tmp_path_factory.mktemp("ui")
+def clean_env() -> dict[str, str]:
+    """This process's environment without MESHLENS_* settings, with the repository importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHLENS_")}
     env["PYTHONPATH"] = str(REPO)
-    env["MESHLENS_UI_TOKEN"] = UI_TOKEN
-    log_path = logs / "ui.log"
-    argv = [sys.executable, "-m", "meshlens", "ui", "--port", str(port)]
+    return env
+
+
+@contextlib.contextmanager
+def serve_ui(argv: list[str], env: dict[str, str], log_path: Path, port: int) -> Iterator[str]:
+    """A Streamlit server from `argv` on `port`, healthy, until the block ends (its whole
+    process group)."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [*argv, "--data-dir", str(seeded_dir)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        url = f"http://127.0.0.1:{port}"
         try:
+            url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + HEALTHY_WITHIN_S
             while True:
                 assert proc.poll() is None, log_path.read_text()
@@ -75,6 +72,17 @@ def ui_url(seeded_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             yield url
         finally:
             _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def ui_url(seeded_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """http://127.0.0.1:PORT of `meshlens ui` serving the seeded store, healthy."""
+    port = free_port()
+    env = {**clean_env(), "MESHLENS_UI_TOKEN": UI_TOKEN}
+    argv = [sys.executable, "-m", "meshlens", "ui", "--port", str(port)]
+    log_path = tmp_path_factory.mktemp("ui") / "ui.log"
+    with serve_ui([*argv, "--data-dir", str(seeded_dir)], env, log_path, port) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

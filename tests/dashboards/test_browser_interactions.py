@@ -11,13 +11,8 @@ Canary actions the command file the gate will read.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import re
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -43,7 +38,7 @@ from tests.dashboards.browser import (
     wait_charts,
     wait_rerun,
 )
-from tests.dashboards.browser_fixtures import HEALTHY_WITHIN_S, UI_TOKEN, _stop
+from tests.dashboards.browser_fixtures import UI_TOKEN, clean_env, serve_ui
 from tests.dashboards.canary_store import seed_canary
 from tests.dashboards.conftest import TRACE_IDS
 
@@ -243,38 +238,6 @@ def test_time_range_absolute_goes_into_the_url_and_last_1h_opens_selected(
 
 
 # -- 4. Canary actions -----------------------------------------------------------------------
-@contextlib.contextmanager
-def _serve(argv: list[str], env: dict[str, str], log_path: Path, port: int) -> Iterator[str]:
-    """A Streamlit server from `argv` on `port` until the block ends (its whole process
-    group)."""
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + HEALTHY_WITHIN_S
-            while True:
-                assert proc.poll() is None, log_path.read_text()
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                        if r.read().strip() == b"ok":
-                            break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, "streamlit did not become healthy"
-                time.sleep(0.2)
-            yield url
-        finally:
-            _stop(proc)
-
-
-def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHLENS_")}
-    env["PYTHONPATH"] = str(REPO)
-    return env
-
-
 @pytest.fixture(scope="module")
 def canary_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store of this module's own whose rollout is in progress: actions are offered, and the
@@ -287,12 +250,12 @@ def canary_ui(
     canary_store: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Path]]:
     """`meshlens ui` on loopback (sign-in optional) with UI_TOKEN, on the canary store."""
-    env = {**_clean_env(), "MESHLENS_UI_TOKEN": UI_TOKEN}
+    env = {**clean_env(), "MESHLENS_UI_TOKEN": UI_TOKEN}
     port = free_port()
     argv = [sys.executable, "-m", "meshlens", "ui", "--port", str(port)]
     argv += ["--data-dir", str(canary_store)]
     log = tmp_path_factory.mktemp("canary_ui") / "ui.log"
-    with _serve(argv, env, log, port) as url:
+    with serve_ui(argv, env, log, port) as url:
         yield url, canary_store
 
 
@@ -304,10 +267,10 @@ def canary_ui_required(
     loopback: the launcher's Streamlit command line and app environment, started directly."""
     port = free_port()
     args = argparse.Namespace(port=port, host="127.0.0.1", ui_oidc_secrets="")
-    env = {**_clean_env(), "MESHLENS_DATA_DIR": str(canary_store)}
+    env = {**clean_env(), "MESHLENS_DATA_DIR": str(canary_store)}
     env.update(app_env(SignIn("required", UI_TOKEN)))
     log = tmp_path_factory.mktemp("canary_ui_required") / "ui.log"
-    with _serve(ui_command.command(args), env, log, port) as url:
+    with serve_ui(ui_command.command(args), env, log, port) as url:
         yield url
 
 
