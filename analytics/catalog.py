@@ -9,7 +9,8 @@ and a table with no files yet is an empty view with the right types.
 
 Derived views (documented in the README):
   traffic  one row per request: the client's and the server's report of the same hop paired
-           and merged (analytics/pairing.py)
+           and merged (analytics/pairing.py); settled hours are read as stored paired
+           (analytics/paired_store.py), the rest paired here
   edges    one row per (source workload, destination workload/service, protocol) over the window
   signals  one row per destination service/version per minute: golden signals
 """
@@ -25,7 +26,8 @@ import duckdb
 from meshlens.analytics.duck_sql import empty_select, ts_literal
 from meshlens.analytics.error_rule import IS_4XX, IS_5XX, IS_ERROR, IS_GRPC_ERROR, IS_NO_RESPONSE
 from meshlens.analytics.objectstore_source import remote_location
-from meshlens.analytics.pairing import TRAFFIC_SQL
+from meshlens.analytics.paired_store import MARGIN, PairedPlan, plan
+from meshlens.analytics.pairing import TRAFFIC_SQL, traffic_sql
 from meshlens.analytics.window import TimeWindow
 from meshlens.collector.store.layout import parse_segment_file, visible_files
 from meshlens.collector.store.schema import TABLES, TIME_COLUMN
@@ -118,6 +120,48 @@ def base_view_sql(data_dir: Path, table: str, window: TimeWindow | None) -> str:
     return " UNION ALL BY NAME ".join([empty, *scans])
 
 
+def _time_filter(col: str, lo: datetime | None, hi: datetime | None) -> str:
+    conds = []
+    if lo is not None:
+        conds.append(f"{col} >= {ts_literal(lo)}")
+    if hi is not None:
+        conds.append(f"{col} < {ts_literal(hi)}")
+    return " AND ".join(conds) or "true"
+
+
+def traffic_view_sql(data_dir: Path, paired: PairedPlan, window: TimeWindow | None) -> str:
+    """The `traffic` view: stored paired hours as they are, and the live ranges paired from
+    their reports (MARGIN on either side, so a request crossing a range's edge pairs once)."""
+    parts = []
+    for paths, partial in ((paired.stored, False), (paired.stored_partial, True)):
+        if not paths:
+            continue
+        listing = ", ".join(_quote(str(p)) for p in paths)
+        scan = (
+            f"SELECT * FROM read_parquet([{listing}], union_by_name = true, "
+            "hive_partitioning = false)"
+        )
+        if partial and window is not None:
+            scan += f" WHERE {_time_filter('ts', window.start, window.end)}"
+        parts.append(scan)
+    if paired.live:
+        inputs = []
+        for lo, hi in paired.live:
+            lo_in = None if lo is None else lo - MARGIN
+            hi_in = None if hi is None else hi + MARGIN
+            scan_window = (
+                TimeWindow(lo_in, hi_in) if lo_in is not None and hi_in is not None else None
+            )
+            inputs.append(
+                f"SELECT * FROM ({base_view_sql(data_dir, 'requests', scan_window)}) "
+                f"WHERE {_time_filter('ts', lo_in, hi_in)}"
+            )
+        source = " UNION ALL BY NAME ".join(inputs)
+        inside = " OR ".join(f"({_time_filter('ts', lo, hi)})" for lo, hi in paired.live)
+        parts.append(f"SELECT * FROM ({traffic_sql('_live', source)}) WHERE {inside}")
+    return " UNION ALL BY NAME ".join(parts)
+
+
 def apply_sandbox(
     conn: duckdb.DuckDBPyConnection, data_dir: Path, *, memory_limit: str = "2GB"
 ) -> None:
@@ -161,7 +205,11 @@ def connect(
     else:
         for table in BASE_VIEWS:
             conn.execute(f"CREATE VIEW {table} AS {base_view_sql(data_dir, table, window)}")
-    conn.execute(f"CREATE VIEW traffic AS {TRAFFIC_SQL}")
+    if remote is not None:
+        conn.execute(f"CREATE VIEW traffic AS {TRAFFIC_SQL}")
+    else:
+        paired = plan(data_dir, window)
+        conn.execute(f"CREATE VIEW traffic AS {traffic_view_sql(data_dir, paired, window)}")
     conn.execute(f"CREATE VIEW edges AS {EDGES_SQL}")
     conn.execute(f"CREATE VIEW signals AS {SIGNALS_SQL}")
     if sandbox:

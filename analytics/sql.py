@@ -30,6 +30,7 @@ from meshlens.analytics.catalog import BASE_VIEWS, connect
 from meshlens.analytics.errors import QueryError, QueryRejected, QueryTimeout
 from meshlens.analytics.objectstore_source import remote_location
 from meshlens.analytics.window import TimeWindow
+from meshlens.collector.store.layout import PAIRED_TABLE
 
 DEFAULT_MAX_ROWS: Final = 10_000
 DEFAULT_TIMEOUT_S: Final = 30.0
@@ -161,12 +162,14 @@ def sandbox(
     temp_dir: Path | None,
     temp_limit: str,
 ) -> None:
-    """DuckDB's own guards (its "Securing DuckDB" page). Readable: the table directories only,
-    not the data directory itself, because DuckDB lets a query read its temp directory and
-    that lies inside it (and the WAL and gate state need no SQL). Its own spill directory is
-    private to this query, so it holds nothing the query could not read anyway."""
+    """DuckDB's own guards (its "Securing DuckDB" page). Readable: the table directories and
+    the stored paired hours only, not the data directory itself, because DuckDB lets a query
+    read its temp directory and that lies inside it (and the WAL and gate state need no SQL).
+    Its own spill directory is private to this query, so it holds nothing the query could not
+    read anyway."""
     remote = remote_location(data_dir)
-    tables = [] if remote else [_quote(str(data_dir.resolve() / t) + "/") for t in BASE_VIEWS]
+    readable = (*BASE_VIEWS, PAIRED_TABLE)  # the tables and the hours stored paired
+    tables = [] if remote else [_quote(str(data_dir.resolve() / t) + "/") for t in readable]
     spill = _quote(str(temp_dir)) if temp_dir is not None else "''"  # '' = never spill
     for stmt in (
         f"SET memory_limit = {_quote(memory_limit)}",

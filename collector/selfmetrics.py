@@ -74,6 +74,7 @@ _STORE_COUNTERS: Final = {
     "files_compacted": "Parquet files merged by compaction",
     "files_deleted": "compacted Parquet inputs deleted",
     "partitions_expired": "partitions deleted by retention",
+    "hours_paired": "settled hours whose requests were stored paired (the traffic view)",
 }
 _STORE_HELP: Final = {
     "bytes_in_flight": "bytes of appends waiting for the disk",

@@ -19,6 +19,7 @@ query runs on the ingest path. The pool starts before the API port and stops aft
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import threading
@@ -31,6 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from meshlens.analytics import api as analytics_api
 from meshlens.analytics.exporter import metric_collectors
+from meshlens.analytics.paired_store import store_settled_hours
 from meshlens.collector.errors import ConfigError
 from meshlens.collector.query_pool import PoolOptions, QueryPool, forwarding_routes
 from meshlens.collector.receivers.grpc_server import GrpcOptions, GrpcReceiver, server_credentials
@@ -182,7 +184,13 @@ class Collector:
                 allowed_hosts=tuple(h.strip() for h in s.api_allowed_hosts.split(",") if h.strip()),
             ),
         )
-        self.store = Store(self.data_dir, StoreOptions.from_settings(s))
+        self.store = Store(
+            self.data_dir,
+            StoreOptions.from_settings(s),
+            after_maintenance=functools.partial(
+                store_settled_hours, self.data_dir, settle=s.compact_after
+            ),
+        )
         self.store.start()
         self.metrics.register(StoreStatsCollector(self.store.stats))
         self.shipper = shipper_from_settings(s, self.data_dir)

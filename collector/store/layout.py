@@ -28,6 +28,9 @@ SEQ_WIDTH: Final = 16
 WAL_DIR: Final = "wal"
 # Writers that are not a WAL and number their files with wall-clock microseconds.
 GATE_NODE: Final = "gate"
+# Derived data the analytics maintenance writes beside the tables (analytics/paired_store.py):
+# hours of requests stored already paired. Retention expires it with the tables.
+PAIRED_TABLE: Final = "traffic"
 IMPORT_NODE_PREFIX: Final = "import-"
 _NODE_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _FILE_RE: Final = re.compile(

@@ -3,8 +3,9 @@
 A partition directory is first renamed to a hidden name (readers list only `hr=HH`), so a
 reader never sees half of a partition, then removed. Leftovers of an interrupted removal and
 stale temporary files of crashed writers are cleaned up on the way. Every table of the schema
-(the gate's `verdicts` included) and every writer's files are covered: a partition goes by its
-hour, whoever wrote it. A partition whose date cannot be parsed is skipped, not fatal.
+(the gate's `verdicts` included), the stored paired traffic and every writer's files are
+covered: a partition goes by its hour, whoever wrote it. A partition whose date cannot be
+parsed is skipped, not fatal.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from meshlens.collector.store.compaction import partition_end
-from meshlens.collector.store.layout import partitions
+from meshlens.collector.store.layout import PAIRED_TABLE, partitions
 from meshlens.collector.store.schema import TABLES
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def expire(data_dir: Path, *, now: float, retention: float) -> int:
     how many were deleted."""
     removed = 0
     cutoff = now - retention
-    for table in TABLES:
+    for table in (*TABLES, PAIRED_TABLE):
         for dt, hr, d in list(partitions(data_dir, table)):
             try:
                 end = partition_end(dt, hr)

@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -128,11 +129,22 @@ class StoreStats:
     files_compacted: int = 0
     files_deleted: int = 0  # compacted inputs removed after the grace period
     partitions_expired: int = 0
+    hours_paired: int = 0  # settled hours stored paired by the maintenance hook
 
 
 class Store:
-    def __init__(self, data_dir: Path, options: StoreOptions | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        options: StoreOptions | None = None,
+        *,
+        after_maintenance: Callable[[float], int] | None = None,
+    ) -> None:
+        """`after_maintenance(now)` runs after each compaction and retention pass and returns
+        how many hours it stored paired: the composition root passes the analytics' pairing
+        (analytics/paired_store.py), which the store itself must not import."""
         self.data_dir = Path(data_dir)
+        self._after_maintenance = after_maintenance
         self.options = o = options or StoreOptions()
         check_node(o.node)
         if o.durability not in ("fsync", "none"):
@@ -304,6 +316,8 @@ class Store:
             files_deleted=done.deleted,
             partitions_expired=expired,
         )
+        if self._after_maintenance is not None:
+            self._ledger.count(hours_paired=self._after_maintenance(now))
 
     # ---- observation and tools ---------------------------------------------------------------
 
