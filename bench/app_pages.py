@@ -47,6 +47,7 @@ streamlit.logger.set_log_level("error")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from bench.dashboard import ensure_store  # noqa: E402
+from meshlens.analytics.paired_store import remove_all  # noqa: E402
 from meshlens.collector.store.layout import visible_files  # noqa: E402
 from meshlens.collector.store.parquet_write import write_table  # noqa: E402
 from meshlens.collector.store.schema import VERDICTS  # noqa: E402
@@ -325,12 +326,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=None, help="default: .bench-data/ui-<rows>")
     ap.add_argument("--repeat", type=int, default=3, help="runs per page; medians are shown")
     ap.add_argument("--only", nargs="+", choices=[p.name for p in PAGES], help="these pages")
+    ap.add_argument(
+        "--live-pairing",
+        action="store_true",
+        help="remove the stored paired hours first: every window is paired live, as the hour "
+        "still being written is",
+    )
     args = ap.parse_args(argv)
     ddir: Path = args.data_dir or ROOT / ".bench-data" / f"ui-{_short(args.rows)}"
 
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    ensure_store(ddir, args.rows, args.hours)
+    ensure_store(ddir, args.rows, args.hours, store_pairing=not args.live_pairing)
+    if args.live_pairing:
+        remove_all(ddir)
+        print("stored paired hours removed: every window is paired live")
     t_store = time.perf_counter() - t0
     # The sign-in gate and anything else from the caller's environment stay out of the bench.
     for key in [k for k in os.environ if k.startswith("MESHLENS_")]:

@@ -29,11 +29,13 @@ from meshlens.synth import synthetic_requests
 CHUNK = 1_000_000
 
 
-def ensure_store(ddir: Path, rows: int, hours: float) -> None:
+def ensure_store(ddir: Path, rows: int, hours: float, *, store_pairing: bool = True) -> None:
     """Seed the store once; then, as the collector's maintenance would, store its settled
     hours paired (hours still being written stay paired live, as in production)."""
     if not visible_files(ddir, "requests"):
         _seed(ddir, rows, hours)
+    if not store_pairing:
+        return
     t0 = time.perf_counter()
     stored = store_settled_hours(ddir, now=time.time(), settle=120.0)
     if stored:

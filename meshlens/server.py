@@ -188,7 +188,7 @@ class Collector:
             self.data_dir,
             StoreOptions.from_settings(s),
             after_maintenance=functools.partial(
-                store_settled_hours, self.data_dir, settle=s.compact_after
+                store_settled_hours, self.data_dir, settle=s.compact_after, in_child=True
             ),
         )
         self.store.start()

@@ -648,8 +648,9 @@ def test_meshlens_sql_reads_the_stored_hours_inside_its_sandbox(store: Path) -> 
 
 
 def test_the_collectors_maintenance_stores_settled_hours_and_counts_them(store: Path) -> None:
-    """What `meshlens serve` wires: the store's maintenance pass calls the pairing after
-    compaction and retention, and counts the hours it stored (hours_paired on /metrics)."""
+    """What `meshlens serve` wires: the store's maintenance pass calls the pairing (in a
+    spawned child) after compaction and retention, and counts the hours it stored
+    (hours_paired on /metrics)."""
     import functools
 
     from meshlens.collector.store.store import Store, StoreOptions
@@ -657,7 +658,9 @@ def test_the_collectors_maintenance_stores_settled_hours_and_counts_them(store: 
     s = Store(
         store,
         StoreOptions(node="m", maintenance_interval=3600.0, retention=0.0),
-        after_maintenance=functools.partial(paired_store.store_settled_hours, store, settle=0.0),
+        after_maintenance=functools.partial(
+            paired_store.store_settled_hours, store, settle=0.0, in_child=True
+        ),
     )
     s.start()
     try:
