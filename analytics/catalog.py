@@ -105,19 +105,21 @@ def base_view_sql(data_dir: Path, table: str, window: TimeWindow | None) -> str:
     for group, filtered in ((inside, False), (edge, True)):
         if not group:
             continue
-        listing = ", ".join(_quote(str(p)) for p in group)
-        scan = (
-            f"SELECT * FROM read_parquet([{listing}], union_by_name = true, "
-            "hive_partitioning = false)"
-        )
-        if window is not None and filtered:
-            col = TIME_COLUMN[table]
-            scan += (
-                f" WHERE {col} >= {ts_literal(window.start)} AND {col} < {ts_literal(window.end)}"
-            )
-        scans.append(scan)
+        bounds = window if window is not None and filtered else None
+        scans.append(_scan_sql(group, TIME_COLUMN[table], bounds))
     # The typed empty branch adds columns that no file has yet (schema evolution) and fixes types.
     return " UNION ALL BY NAME ".join([empty, *scans])
+
+
+def _scan_sql(paths: list[Path], time_col: str, window: TimeWindow | None) -> str:
+    """The rows of Parquet files, kept to `window` on `time_col` when one is given."""
+    listing = ", ".join(_quote(str(p)) for p in paths)
+    scan = (
+        f"SELECT * FROM read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
+    )
+    if window is not None:
+        scan += f" WHERE {_time_filter(time_col, window.start, window.end)}"
+    return scan
 
 
 def _time_filter(col: str, lo: datetime | None, hi: datetime | None) -> str:
@@ -136,14 +138,7 @@ def traffic_view_sql(data_dir: Path, paired: PairedPlan, window: TimeWindow | No
     for paths, partial in ((paired.stored, False), (paired.stored_partial, True)):
         if not paths:
             continue
-        listing = ", ".join(_quote(str(p)) for p in paths)
-        scan = (
-            f"SELECT * FROM read_parquet([{listing}], union_by_name = true, "
-            "hive_partitioning = false)"
-        )
-        if partial and window is not None:
-            scan += f" WHERE {_time_filter('ts', window.start, window.end)}"
-        parts.append(scan)
+        parts.append(_scan_sql(list(paths), "ts", window if partial else None))
     if paired.live:
         inputs = []
         for lo, hi in paired.live:
