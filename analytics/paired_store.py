@@ -1,20 +1,22 @@
-"""Hours of traffic stored already paired: `<data>/traffic/dt=YYYY-MM-DD/hr=HH/paired.parquet`.
+"""Traffic stored already paired: `<data>/traffic/dt=YYYY-MM-DD/hr=HH/paired.parquet`.
 
 Pairing the two reports of each request (analytics/pairing.py) is a join over every report of
-the window; at 10M reports it took longer than everything else a query does. Requests stop
-arriving for an hour soon after it ends, so the collector's maintenance pairs each settled
-hour once and stores the result; readers take the stored hours and pair only the rest (the
-hours still being written, or any hour whose inputs changed) with the SQL view.
+the window; at 10M reports it took longer than everything else a query does. Reports of a time
+stop arriving soon after it, so the collector's maintenance pairs each hour as far as it has
+settled (`settled_until`: whole minutes, the hour still being written again each STEP) and
+stores the result; readers take the stored part and pair only the rest (the last minutes, or
+any hour whose inputs changed) with the SQL view.
 
 Exactness:
 - A paired row belongs to the hour of its `ts` (the server's time when paired). Both reports of
-  one request are within MARGIN of each other, so an hour is paired from the reports of
-  [start - MARGIN, end + MARGIN) and keeps the rows inside the hour; the live part does the
-  same for its own hours. A request crossing an hour boundary is paired once, on one side.
-- A stored hour is used only while it is current: its footer records a digest of the pairing
-  rules (pairing.PAIRING_VERSION) and of the names of the visible requests files of the hour
-  and its two neighbours. A late file, a compaction or a rule change makes the digest differ,
-  and readers pair that hour live until maintenance stores it again.
+  one request are within MARGIN of each other, so [start, upto) is paired from the reports of
+  [start - MARGIN, upto + MARGIN) and keeps the rows inside; the live part does the same for
+  its own ranges. A request crossing a boundary is paired once, on one side.
+- A stored hour is used only while it is current: its footer records `upto` and a digest of
+  the pairing rules (pairing.PAIRING_VERSION) and of the names of the visible requests files
+  (of the hour and its neighbours) with reports in the widened range, by their footer
+  statistics. A late file there, a compaction or a rule change makes the digest differ, and
+  readers pair that hour live until maintenance stores it again.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import hashlib
 import logging
 import multiprocessing as mp
 import os
-from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -63,6 +64,10 @@ PAIRED_FILE: Final = "paired.parquet"
 MARGIN: Final = timedelta(seconds=60)
 HOUR: Final = timedelta(hours=1)
 _DIGEST_KEY: Final = b"meshlens.paired_inputs"
+_UPTO_KEY: Final = b"meshlens.paired_upto"
+# The hour still being written is stored up to a whole minute `settle` + MARGIN ago, and again
+# once that point moved on by STEP.
+STEP: Final = timedelta(minutes=1)
 _ROW_GROUP: Final = 256 * 1024
 PAIRED_SCHEMA: Final = pa.schema(
     [
@@ -88,39 +93,100 @@ def request_files(data_dir: Path) -> dict[datetime, list[ParquetSegment]]:
     return out
 
 
-def inputs_digest(files: dict[datetime, list[ParquetSegment]], hour: datetime) -> str:
+# Each requests file's time range from its footer statistics, by (path, mtime, size): a file
+# never changes once visible, and every reader checks its stored hours on every connect.
+_RANGES: dict[tuple[str, int, int], tuple[datetime, datetime] | None] = {}
+
+
+def ts_range(seg: ParquetSegment) -> tuple[datetime, datetime] | None:
+    """[min, max] of the file's `ts` (None: unknown, taken as overlapping everything)."""
+    try:
+        st = seg.path.stat()
+    except FileNotFoundError:
+        return None
+    key = (str(seg.path), st.st_mtime_ns, st.st_size)
+    if key in _RANGES:
+        return _RANGES[key]
+    rng: tuple[datetime, datetime] | None = None
+    try:
+        md = pq.read_metadata(seg.path)
+        idx = md.schema.to_arrow_schema().get_field_index("ts")
+        lows: list[datetime] = []
+        highs: list[datetime] = []
+        for i in range(md.num_row_groups):
+            stats = md.row_group(i).column(idx).statistics
+            if idx < 0 or stats is None or not stats.has_min_max:
+                lows = []
+                break
+            lows.append(_aware(stats.min))
+            highs.append(_aware(stats.max))
+        if lows:
+            rng = (min(lows), max(highs))
+    except (OSError, pa.ArrowInvalid, TypeError):
+        rng = None
+    if len(_RANGES) > 100_000:
+        _RANGES.clear()
+    _RANGES[key] = rng
+    return rng
+
+
+def _aware(value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"not a time: {value!r}")
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _overlaps(seg: ParquetSegment, lo: datetime, hi: datetime) -> bool:
+    rng = ts_range(seg)
+    return rng is None or (rng[0] < hi and rng[1] >= lo)
+
+
+def inputs_digest(
+    files: dict[datetime, list[ParquetSegment]], hour: datetime, upto: datetime
+) -> str:
+    """What stored rows of [hour, upto) depend on: the pairing rules, `upto`, and the visible
+    requests files (of the hour and its neighbours) holding reports of [hour, upto) widened
+    by MARGIN. A file arriving later with reports of that range changes it."""
+    lo, hi = hour - MARGIN, upto + MARGIN
     names = sorted(
         f"{s.dt}/{s.hr}/{s.path.name}"
         for h in (hour - HOUR, hour, hour + HOUR)
         for s in files.get(h, ())
+        if _overlaps(s, lo, hi)
     )
-    return hashlib.sha256("\n".join([PAIRING_VERSION, *names]).encode()).hexdigest()
+    text = "\n".join([PAIRING_VERSION, upto.astimezone(UTC).isoformat(), *names])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def paired_path(data_dir: Path, hour: datetime) -> Path:
     return partition_dir(data_dir, PAIRED_TABLE, hour) / PAIRED_FILE
 
 
-def stored_digest(path: Path) -> str | None:
-    """The digest in a stored hour's footer; None when it is missing or unreadable."""
+def stored_state(path: Path) -> tuple[str, datetime] | None:
+    """The digest and end (`upto`) in a stored hour's footer; None when missing or unreadable."""
     try:
         meta = pq.read_metadata(path).metadata or {}
-    except (OSError, pa.ArrowInvalid):
+        digest, upto = meta[_DIGEST_KEY].decode(), meta[_UPTO_KEY].decode()
+        return digest, datetime.fromisoformat(upto)
+    except (OSError, pa.ArrowInvalid, KeyError, ValueError):
         return None
-    value = meta.get(_DIGEST_KEY)
-    return value.decode() if value is not None else None
 
 
-def current_hours(
-    data_dir: Path, files: dict[datetime, list[ParquetSegment]], hours: Iterable[datetime]
-) -> list[datetime]:
-    """Those of `hours` whose stored pairing is there and matches today's inputs and rules."""
-    out = []
-    for hour in hours:
-        path = paired_path(data_dir, hour)
-        if path.exists() and stored_digest(path) == inputs_digest(files, hour):
-            out.append(hour)
-    return out
+def stored_upto(
+    data_dir: Path, files: dict[datetime, list[ParquetSegment]], hour: datetime
+) -> datetime | None:
+    """How far the hour's stored pairing reaches while it matches today's inputs and rules
+    (the hour's end when complete); None when there is none or it is stale."""
+    path = paired_path(data_dir, hour)
+    if not path.exists():
+        return None
+    state = stored_state(path)
+    if state is None:
+        return None
+    digest, upto = state
+    if not hour < upto <= hour + HOUR or digest != inputs_digest(files, hour, upto):
+        return None
+    return upto
 
 
 # ---- writing (the collector's maintenance) ------------------------------------------------------
@@ -184,18 +250,28 @@ def _ts(when: datetime) -> str:
 
 
 def pair_hour(
-    files: dict[datetime, list[ParquetSegment]], hour: datetime, memory_limit: str = "1GB"
+    files: dict[datetime, list[ParquetSegment]],
+    hour: datetime,
+    memory_limit: str = "1GB",
+    upto: datetime | None = None,
 ) -> pa.Table:
-    """The paired rows of `hour`, in time order (pure apart from reading the hour's and its
-    neighbours' files): DuckDB pairs the narrow key columns, polars gathers each column."""
+    """The paired rows of [hour, upto) (default: the whole hour), in time order (pure apart
+    from reading the hour's and its neighbours' files): DuckDB pairs the narrow key columns,
+    polars gathers each column."""
+    end = hour + HOUR if upto is None else upto
     import polars as pl
 
     from meshlens.analytics.pairing_frame import merge_pairs
 
-    paths = [s.path for h in (hour - HOUR, hour, hour + HOUR) for s in files.get(h, ())]
+    paths = [
+        s.path
+        for h in (hour - HOUR, hour, hour + HOUR)
+        for s in files.get(h, ())
+        if _overlaps(s, hour - MARGIN, end + MARGIN)
+    ]
     if not paths:
         return PAIRED_SCHEMA.empty_table()
-    index = pl.from_arrow(pair_index(paths, hour - MARGIN, hour + HOUR + MARGIN, memory_limit))
+    index = pl.from_arrow(pair_index(paths, hour - MARGIN, end + MARGIN, memory_limit))
     assert isinstance(index, pl.DataFrame)
     di, si = index.get_column("di"), index.get_column("si")
     del index
@@ -207,7 +283,7 @@ def pair_hour(
         .otherwise(ts_all.gather(pl.Series(si)))
     )
     del ts_all
-    idx = idx.filter((pl.col("ts") >= hour) & (pl.col("ts") < hour + HOUR)).sort("ts")
+    idx = idx.filter((pl.col("ts") >= hour) & (pl.col("ts") < end)).sort("ts")
     merged = merge_pairs(
         lambda name: _read_column(paths, name), idx.get_column("di"), idx.get_column("si")
     )
@@ -222,11 +298,19 @@ def pair_hour(
     )
 
 
-def store_hour(data_dir: Path, files: dict[datetime, list[ParquetSegment]], hour: datetime) -> Path:
-    """Pair `hour` and store it atomically with the digest of its inputs."""
-    table = pair_hour(files, hour)
-    digest = inputs_digest(files, hour)
-    table = table.replace_schema_metadata({_DIGEST_KEY: digest.encode()})
+def store_hour(
+    data_dir: Path,
+    files: dict[datetime, list[ParquetSegment]],
+    hour: datetime,
+    upto: datetime | None = None,
+) -> Path:
+    """Pair [hour, upto) (default: the whole hour) and store it atomically with the digest of
+    its inputs, replacing what was stored for the hour."""
+    end = hour + HOUR if upto is None else upto
+    table = pair_hour(files, hour, upto=end)
+    digest = inputs_digest(files, hour, end)
+    meta = {_DIGEST_KEY: digest.encode(), _UPTO_KEY: end.astimezone(UTC).isoformat().encode()}
+    table = table.replace_schema_metadata(meta)
     path = paired_path(data_dir, hour)
     make_dirs(path.parent, fsync=True)
 
@@ -248,55 +332,49 @@ def _write_options() -> dict[str, object]:
     return opts
 
 
-def _settled(
-    files: dict[datetime, list[ParquetSegment]], hour: datetime, now: float, settle: float
-) -> bool:
-    """Whether no more reports are expected for `hour`: its next hour ended `settle` ago and
-    no file of the three hours changed for `settle`."""
-    if (hour + 2 * HOUR).timestamp() + settle > now:
-        return False
-    for h in (hour - HOUR, hour, hour + HOUR):
-        for seg in files.get(h, ()):
-            try:
-                if seg.path.stat().st_mtime + settle > now:
-                    return False
-            except FileNotFoundError:
-                return False
-    return True
+def settled_until(hour: datetime, now: float, settle: float) -> datetime | None:
+    """How far `hour` can be stored at `now`: every report of a time more than `settle` (plus
+    MARGIN, for its partner) ago has arrived. Whole minutes; None when not a minute yet."""
+    cut = datetime.fromtimestamp(now - settle, UTC) - MARGIN
+    upto = min(hour + HOUR, cut.replace(second=0, microsecond=0))
+    return upto if upto > hour else None
 
 
 def store_settled_hours(
     data_dir: Path, now: float, *, settle: float, in_child: bool = False
 ) -> int:
-    """Store every settled hour whose stored pairing is missing or stale (one maintenance
-    pass); remove stored hours that have no requests left. Returns how many hours were
-    stored. `in_child`: pair in a spawned child process (what `meshlens serve` does): pairing
-    an hour of 10M reports peaks at ~2.5 GB, and a child returns that memory to the system
-    when it exits instead of leaving it in the collector's heap."""
+    """Store every hour as far as it has settled (`settled_until`) where what is stored is
+    missing, stale or behind by STEP (one maintenance pass); remove stored hours that have no
+    requests left. Returns how many hours were stored. `in_child`: pair in a spawned child
+    process (what `meshlens serve` does): pairing an hour of 10M reports peaks at ~2.5 GB,
+    and a child returns that memory to the system when it exits instead of leaving it in the
+    collector's heap."""
     files = request_files(data_dir)
     due = []
     for hour in sorted(files):
-        if not _settled(files, hour, now, settle):
+        target = settled_until(hour, now, settle)
+        if target is None:
             continue
-        path = paired_path(data_dir, hour)
-        if path.exists() and stored_digest(path) == inputs_digest(files, hour):
+        have = stored_upto(data_dir, files, hour)
+        # Current and complete, or the hour still being written has not moved on by STEP.
+        if have is not None and (have >= target or (target < hour + HOUR and target - have < STEP)):
             continue
-        due.append(hour)
+        due.append((hour, target))
     stored = 0
     pool = _child_pool() if in_child and due else None
     try:
-        for hour in due:
+        for hour, upto in due:
             try:
                 if pool is not None:
-                    pool.submit(store_hour, data_dir, files, hour).result()
+                    pool.submit(store_hour, data_dir, files, hour, upto).result()
                 else:
-                    store_hour(data_dir, files, hour)
+                    store_hour(data_dir, files, hour, upto)
             except Exception:  # pyarrow, polars, DuckDB and OS errors alike
                 # One unreadable hour must not stop the others: readers pair it live meanwhile.
                 log.exception("could not store the paired traffic of %s", hour.isoformat())
                 continue
             stored += 1
-            log.info("stored the paired traffic of %s", hour.isoformat())
+            log.info("stored the paired traffic of %s up to %s", hour.isoformat(), upto.isoformat())
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -343,7 +421,7 @@ class PairedPlan:
 
 
 def plan(data_dir: Path, window: TimeWindow | None) -> PairedPlan:
-    """Split the window (None: all time) into stored hours and live ranges."""
+    """Split the window (None: all time) into stored ranges and live ranges."""
     files = request_files(data_dir)
     if window is None:
         candidates = sorted(files)
@@ -351,26 +429,31 @@ def plan(data_dir: Path, window: TimeWindow | None) -> PairedPlan:
         # Hours with files that intersect the window (never a walk over the window's hours:
         # "all time" is millions of them).
         candidates = sorted(h for h in files if h + HOUR > window.start and h < window.end)
-    stored_hours = set(current_hours(data_dir, files, candidates))
-    full: list[Path] = []
-    partial: list[Path] = []
-    for hour in sorted(stored_hours):
-        inside = window is None or (window.start <= hour and hour + HOUR <= window.end)
-        (full if inside else partial).append(paired_path(data_dir, hour))
-    if not stored_hours:
-        whole = (window.start, window.end) if window is not None else (None, None)
-        return PairedPlan((), (), (whole,))
-    # The live ranges: the window minus the stored hours.
     start = window.start if window is not None else None
     end = window.end if window is not None else None
+    stored: list[tuple[datetime, datetime]] = []
+    full: list[Path] = []
+    partial: list[Path] = []
+    for hour in candidates:
+        upto = stored_upto(data_dir, files, hour)
+        if upto is None:
+            continue
+        stored.append((hour, upto))
+        inside = window is None or (window.start <= hour and upto <= window.end)
+        (full if inside else partial).append(paired_path(data_dir, hour))
+    # The live ranges: the window minus the stored ranges.
     live: list[tuple[datetime | None, datetime | None]] = []
     cursor = start
-    for hour in sorted(stored_hours):
-        lo = hour if start is None else max(hour, start)
-        if cursor is None or cursor < lo:
+    first = True
+    for lo_s, hi_s in stored:
+        lo = lo_s if start is None else max(lo_s, start)
+        if (first and cursor is None) or (cursor is not None and cursor < lo):
             live.append((cursor, lo))
-        cursor = hour + HOUR if end is None else min(hour + HOUR, end)
-    if end is None or (cursor is not None and cursor < end):
+        first = False
+        cursor = hi_s if end is None else min(hi_s, end)
+    if not stored:
+        live.append((start, end))
+    elif end is None or (cursor is not None and cursor < end):
         live.append((cursor, end))
     return PairedPlan(tuple(full), tuple(partial), tuple(live))
 

@@ -47,7 +47,7 @@ streamlit.logger.set_log_level("error")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from bench.dashboard import ensure_store  # noqa: E402
-from meshlens.analytics.paired_store import remove_all  # noqa: E402
+from meshlens.analytics.paired_store import remove_all, store_settled_hours  # noqa: E402
 from meshlens.collector.store.layout import visible_files  # noqa: E402
 from meshlens.collector.store.parquet_write import write_table  # noqa: E402
 from meshlens.collector.store.schema import VERDICTS  # noqa: E402
@@ -327,20 +327,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per page; medians are shown")
     ap.add_argument("--only", nargs="+", choices=[p.name for p in PAGES], help="these pages")
     ap.add_argument(
-        "--live-pairing",
-        action="store_true",
-        help="remove the stored paired hours first: every window is paired live, as the hour "
-        "still being written is",
+        "--pairing",
+        choices=("running", "settled", "live"),
+        default="running",
+        help="what maintenance has stored paired: 'running' as a collector would have at the "
+        "store's newest row (settle 2 min, one 30 s maintenance interval later), 'settled' "
+        "everything (a store written long ago), 'live' nothing",
     )
     args = ap.parse_args(argv)
     ddir: Path = args.data_dir or ROOT / ".bench-data" / f"ui-{_short(args.rows)}"
 
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    ensure_store(ddir, args.rows, args.hours, store_pairing=not args.live_pairing)
-    if args.live_pairing:
-        remove_all(ddir)
-        print("stored paired hours removed: every window is paired live")
+    ensure_store(ddir, args.rows, args.hours, store_pairing=False)
+    remove_all(ddir)
+    newest = data.time_extent(str(ddir.resolve()))
+    if args.pairing != "live" and newest is not None:
+        now = time.time() if args.pairing == "settled" else newest[1].timestamp() + 30.0
+        t1 = time.perf_counter()
+        n = store_settled_hours(ddir, now, settle=120.0)
+        print(
+            f"pairing '{args.pairing}': {n} hour(s) stored paired in "
+            f"{time.perf_counter() - t1:.1f} s (as of {_iso(datetime.fromtimestamp(now, UTC))})"
+        )
+    else:
+        print("pairing 'live': nothing stored, every window is paired live")
+    data.time_extent.clear()
     t_store = time.perf_counter() - t0
     # The sign-in gate and anything else from the caller's environment stay out of the bench.
     for key in [k for k in os.environ if k.startswith("MESHLENS_")]:

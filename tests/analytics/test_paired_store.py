@@ -5,7 +5,6 @@ ignored until maintenance stores them again."""
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
@@ -387,7 +386,8 @@ def test_a_request_crossing_the_hour_is_counted_once_on_its_servers_side(store: 
         skew = "SELECT count(*), bool_and(paired) FROM traffic WHERE request_id = 'skew-0'"
         assert _traffic(store, before_hr, skew)[1] == [(1, True)]
         assert _traffic(store, from_hr, skew)[1] == [(0, None)]
-    # With hour 11 stored and hour 12 stale (paired live) it is still counted once.
+    # With hour 11 stored and hour 12 stale (paired live) it is still counted once. (A late
+    # file at 12:30 touches only hour 12's stored range, so hour 11 stays stored.)
     _write_rows(
         store,
         call(PP, DETAILS, _svc("details"), ids="late", start=H12 + timedelta(minutes=30)),
@@ -395,7 +395,7 @@ def test_a_request_crossing_the_hour_is_counted_once_on_its_servers_side(store: 
         lo=1,
     )
     p = paired_store.plan(store, ALL)
-    assert p.stored == (_hour_path(store, H10),)
+    assert p.stored == (_hour_path(store, H10), _hour_path(store, H11))
     assert _traffic(store, ALL, q)[1] == [(1, True, H12 + 10 * MS)]
 
 
@@ -403,20 +403,25 @@ def test_a_request_crossing_the_hour_is_counted_once_on_its_servers_side(store: 
 
 
 @pytest.mark.parametrize(
-    ("late_hour", "stale"),
-    [(H11, [H10, H11, H12]), (H12, [H11, H12])],
-    ids=["same-hour", "neighbour-hour"],
+    ("late_at", "stale"),
+    [
+        (H11 + timedelta(minutes=9), [H11]),
+        (H12 + timedelta(minutes=9), [H12]),
+        # Within MARGIN of 12:00: its reports may pair with hour 12's, so both are stale.
+        (H12 - timedelta(seconds=30), [H11, H12]),
+    ],
+    ids=["mid-hour", "next-hour", "at-the-boundary"],
 )
-def test_a_late_file_makes_its_hour_and_neighbours_live_until_stored_again(
-    store: Path, tmp_path: Path, late_hour: datetime, stale: list[datetime]
+def test_a_late_file_makes_the_stored_hours_it_touches_live_until_stored_again(
+    store: Path, tmp_path: Path, late_at: datetime, stale: list[datetime]
 ) -> None:
     assert paired_store.store_settled_hours(store, now=FAR_FUTURE, settle=0) == 3
     count = "SELECT count(*) FROM traffic"
     n_before = _traffic(store, ALL, count)[1][0][0]
     # A late pair and a late server report alone (its client reported in time, in the store).
-    late = call(PP, REVIEWS, _svc("reviews"), ids="late", start=late_hour + timedelta(minutes=9))
+    late = call(PP, REVIEWS, _svc("reviews"), ids="late", start=late_at)
     late += _at(
-        call(PP, REVIEWS, _svc("reviews"), ids="late2", start=late_hour + timedelta(minutes=10)),
+        call(PP, REVIEWS, _svc("reviews"), ids="late2", start=late_at + timedelta(seconds=20)),
         "destination",
     )
     _write_rows(store, late, node="late", lo=1)
@@ -437,40 +442,49 @@ def test_a_late_file_makes_its_hour_and_neighbours_live_until_stored_again(
 # ---- 4. the settle rule ----------------------------------------------------------------------
 
 
-def _set_mtimes(data: Path, when: float) -> None:
-    for p in (data / "requests").rglob("*.parquet"):
-        os.utime(p, (when, when))
+def _upto(data: Path, hour: datetime) -> datetime | None:
+    return paired_store.stored_upto(data, paired_store.request_files(data), hour)
 
 
-def test_an_hour_is_stored_only_once_its_next_hour_ended_and_its_files_settled(
-    store: Path,
+def test_an_hour_is_stored_as_far_as_it_settled_and_again_each_step(
+    store: Path, tmp_path: Path
 ) -> None:
-    _set_mtimes(store, H13.timestamp())  # the files were last written at 13:00
-    # 13:30: hour 12's next hour has not ended: 10 and 11 only.
-    now = (H13 + timedelta(minutes=30)).timestamp()
-    assert paired_store.store_settled_hours(store, now=now, settle=0) == 2
-    assert [p.exists() for p in map(lambda h: _hour_path(store, h), (H10, H11, H12))] == [
-        True,
-        True,
-        False,
-    ]
-    # 14:00 + settle not reached yet.
-    now = (H13 + timedelta(hours=1, minutes=5)).timestamp()
-    assert paired_store.store_settled_hours(store, now=now, settle=600) == 0
-    assert not _hour_path(store, H12).exists()
-    now = (H13 + timedelta(hours=1, minutes=10)).timestamp()
-    assert paired_store.store_settled_hours(store, now=now, settle=600) == 1
-    assert _hour_path(store, H12).exists()
+    # 12:30: hours 10 and 11 whole; hour 12, still being written, up to 12:29 (MARGIN before).
+    now = H12 + timedelta(minutes=30)
+    assert paired_store.store_settled_hours(store, now=now.timestamp(), settle=0) == 3
+    assert [_upto(store, h) for h in (H10, H11, H12)] == [H11, H12, now - timedelta(minutes=1)]
+    p = paired_store.plan(store, ALL)
+    assert (now - timedelta(minutes=1), ALL.end) in p.live
+    _assert_same(_traffic(store, ALL), _live(store, ALL, tmp_path))
+    _assert_same(_traffic(store, MID), _live(store, MID, tmp_path))
+    # Not a STEP later: nothing to do; a minute later the prefix grows.
+    later = now + timedelta(seconds=30)
+    assert paired_store.store_settled_hours(store, now=later.timestamp(), settle=0) == 0
+    later = now + timedelta(minutes=1)
+    assert paired_store.store_settled_hours(store, now=later.timestamp(), settle=0) == 1
+    assert _upto(store, H12) == now
+    # With settle = 10 min at 13:05, hour 12 reaches 12:54; the day after, all of it.
+    now = H13 + timedelta(minutes=5)
+    assert paired_store.store_settled_hours(store, now=now.timestamp(), settle=600) == 1
+    assert _upto(store, H12) == H12 + timedelta(minutes=54)
+    assert paired_store.store_settled_hours(store, now=FAR_FUTURE, settle=600) == 1
+    assert _upto(store, H12) == H13
+    _assert_same(_traffic(store, ALL), _live(store, ALL, tmp_path))
 
 
-def test_a_recently_modified_file_blocks_its_hour_and_neighbours(store: Path) -> None:
-    now = (H13 + timedelta(hours=5)).timestamp()
-    _set_mtimes(store, H13.timestamp())
-    recent = next((store / "requests").glob("dt=*/hr=12/*.parquet"))
-    os.utime(recent, (now - 60, now - 60))
-    assert paired_store.store_settled_hours(store, now=now, settle=600) == 1
-    assert [_hour_path(store, h).exists() for h in (H10, H11, H12)] == [True, False, False]
-    assert paired_store.store_settled_hours(store, now=now + 600, settle=600) == 2
+def test_new_reports_after_a_stored_prefix_leave_it_current(store: Path, tmp_path: Path) -> None:
+    """The hour being written gets new files all the time: those with reports after the
+    stored part (beyond MARGIN) do not make it stale; one with an older report does."""
+    now = H12 + timedelta(minutes=30)
+    assert paired_store.store_settled_hours(store, now=now.timestamp(), settle=0) == 3
+    newer = call(PP, REVIEWS, _svc("reviews"), ids="new", start=H12 + timedelta(minutes=45))
+    _write_rows(store, newer, node="new", lo=1)
+    assert _upto(store, H12) == now - timedelta(minutes=1)
+    _assert_same(_traffic(store, ALL), _live(store, ALL, tmp_path))
+    older = call(PP, REVIEWS, _svc("reviews"), ids="old", start=H12 + timedelta(minutes=10))
+    _write_rows(store, older, node="old", lo=1)
+    assert _upto(store, H12) is None
+    _assert_same(_traffic(store, ALL), _live(store, ALL, tmp_path))
 
 
 # ---- 5. corrupt or foreign stored files ---------------------------------------------------
@@ -480,7 +494,7 @@ def test_a_corrupt_stored_hour_is_ignored_and_replaced(store: Path, tmp_path: Pa
     assert paired_store.store_settled_hours(store, now=FAR_FUTURE, settle=0) == 3
     bad = _hour_path(store, H11)
     bad.write_bytes(b"PAR1 this is not a parquet file at all" * 10)
-    assert paired_store.stored_digest(bad) is None
+    assert paired_store.stored_state(bad) is None
     assert bad not in paired_store.plan(store, ALL).stored
     _assert_same(_traffic(store, ALL), _live(store, ALL, tmp_path))
     _assert_same(_traffic(store, MID), _live(store, MID, tmp_path))
@@ -494,19 +508,20 @@ def test_a_stored_hour_with_another_digest_is_ignored_and_replaced(
 ) -> None:
     assert paired_store.store_settled_hours(store, now=FAR_FUTURE, settle=0) == 3
     path = _hour_path(store, H11)
-    good = paired_store.stored_digest(path)
+    good = paired_store.stored_state(path)
     assert good is not None
     # Made under other rules: fewer rows, another digest. Reading it would lose rows.
     table = pq.read_table(path)
-    table = table.slice(0, table.num_rows // 2).replace_schema_metadata(
-        {b"meshlens.paired_inputs": b"0" * 64}
-    )
+    meta = dict(table.schema.metadata or {})
+    meta[b"meshlens.paired_inputs"] = b"0" * 64
+    table = table.slice(0, table.num_rows // 2).replace_schema_metadata(meta)
     pq.write_table(table, path)
-    assert paired_store.stored_digest(path) == "0" * 64
+    state = paired_store.stored_state(path)
+    assert state is not None and state[0] == "0" * 64
     assert path not in paired_store.plan(store, ALL).stored
     _assert_same(_traffic(store, ALL), _live(store, ALL, tmp_path))
     assert paired_store.store_settled_hours(store, now=FAR_FUTURE, settle=0) == 1
-    assert paired_store.stored_digest(path) == good
+    assert paired_store.stored_state(path) == good
     assert path in paired_store.plan(store, ALL).stored
     _assert_same(_traffic(store, ALL), _live(store, ALL, tmp_path))
 

@@ -136,6 +136,10 @@ def test_a_burst_40_ms_slower_fails(
     rc, out = _analyze(burst, "v3", capsys)
     assert rc == 1 and out["verdict"] == "fail", [out["reason"], *_reasons(out), burst]
     by = {m["name"]: m for m in out["metrics"]}
-    assert by["latency-p50"]["classification"] == "high", by["latency-p50"]["reason"]
-    assert by["latency-distribution"]["classification"] == "high"
-    assert by["latency-p50"]["canary"] > by["latency-p50"]["baseline"] + 30
+    assert by["latency-distribution"]["classification"] == "high", _reasons(out)
+    # The p50's own interval is sometimes still open on this short burst when the machine is
+    # busy (seen as "not settled ... [-90%, +inf] over 20 0.2s blocks" in 1 of ~4 full runs,
+    # never alone): it must then not pass, and the verdict above still fails on the rest.
+    p50 = by["latency-p50"]
+    assert p50["classification"] in ("high", "inconclusive"), p50["reason"]
+    assert p50["canary"] > p50["baseline"] + 30
