@@ -150,13 +150,13 @@ def _label_keys(config: IstioConfig) -> Collection[str]:
 
 
 def _authz(
-    conn: duckdb.DuckDBPyConnection, config: IstioConfig
+    conn: duckdb.DuckDBPyConnection, config: IstioConfig, context: Context | None = None
 ) -> tuple[list[Finding], list[dict[str, Any]]]:
     policies = config.of_kind("AuthorizationPolicy")
     keys = _label_keys(config)
     for p in policies:
         check_policy(p, keys)  # refuse unsupported features before replaying anything
-    ctx = load_context(conn)
+    ctx = context if context is not None else load_context(conn)
     index = _index(config, ctx)
     callers: dict[tuple[str, ...], dict[str, Any]] = {}
     for g in authz_groups(conn, config):
@@ -243,9 +243,11 @@ def _authz_finding(r: dict[str, Any]) -> Finding:
 
 
 def edge_observations(
-    conn: duckdb.DuckDBPyConnection, config: IstioConfig | None = None
+    conn: duckdb.DuckDBPyConnection,
+    config: IstioConfig | None = None,
+    context: Context | None = None,
 ) -> list[EdgeObservation]:
-    ctx = load_context(conn)
+    ctx = context if context is not None else load_context(conn)
     index = _index(config or IstioConfig(), ctx)
     out: list[EdgeObservation] = []
     for g in edge_groups(conn):
@@ -277,8 +279,11 @@ def run_check(
     *,
     routing_options: RoutingOptions | None = None,
     conn_factory: Callable[[Path, TimeWindow], duckdb.DuckDBPyConnection] = connect,
+    context: Context | None = None,
 ) -> CheckReport:
-    """One of CHECKS over the store's traffic in `window`."""
+    """One of CHECKS over the store's traffic in `window`. `context`: the window's identities
+    (`telemetry.load_context`) when the caller has them already (the app runs two checks
+    over one window, and this is one scan of its reports each)."""
     if check not in CHECKS:
         raise ValueError(f"unknown check {check!r}; choose from {', '.join(CHECKS)}")
     conn = conn_factory(data_dir, window)
@@ -289,9 +294,9 @@ def run_check(
                 config, routing_observations(conn, config), routing_options
             )
         elif check == "authz":
-            findings, table = _authz(conn, config)
+            findings, table = _authz(conn, config, context)
         else:
-            findings, table, tables = check_mtls(config, edge_observations(conn, config))
+            findings, table, tables = check_mtls(config, edge_observations(conn, config, context))
     finally:
         conn.close()
     findings = [*findings, *(Finding(check, "info", "config", n) for n in config.notes)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import streamlit as st
 
@@ -15,6 +15,9 @@ from meshlens.dashboards.data.common import (
     _p,
     traffic_connection,
 )
+
+if TYPE_CHECKING:
+    from meshlens.analytics.istio.telemetry import Context
 
 # -- Istio config against traffic (Security and Routing pages) -----------------------------
 ISTIO_CONFIG_ENV: Final = "MESHLENS_ISTIO_CONFIG"
@@ -51,6 +54,21 @@ class CheckOutcome:
     error: str = ""
 
 
+@st.cache_resource(ttl=TTL_S, show_spinner=False, max_entries=16)
+def istio_context(ddir: str, window: Window) -> Context:
+    """Who is who in the window (workloads' apps, versions and principals, from both sides'
+    reports): one scan of the window's reports for the mTLS and authz checks together. A frozen
+    value, so one object is shared."""
+    from meshlens.analytics.catalog import connect
+    from meshlens.analytics.istio.telemetry import load_context
+
+    conn = connect(Path(ddir), window.tw)
+    try:
+        return load_context(conn)
+    finally:
+        conn.close()
+
+
 @st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=16)
 def istio_check(ddir: str, window: Window, check: str, config_yaml: str) -> CheckOutcome:
     """`meshlens check <check>` over the window: the report JSON, or the error to show."""
@@ -60,13 +78,16 @@ def istio_check(ddir: str, window: Window, check: str, config_yaml: str) -> Chec
 
     try:
         config = parse_documents(config_yaml, "config")
-        # The window's paired traffic, shared with the other loaders (data.common).
+        # The window's paired traffic, shared with the other loaders (data.common), and its
+        # identities, shared by the checks of the same window.
+        context = istio_context(ddir, window) if check != "routing" else None
         report = run_check(
             check,
             Path(ddir),
             window.tw,
             config,
             conn_factory=lambda _dir, _tw: traffic_connection(ddir, window),
+            context=context,
         )
     except AnalyticsError as exc:
         return CheckOutcome(None, str(exc))

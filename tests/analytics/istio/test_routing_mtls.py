@@ -4,10 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from meshlens.analytics.catalog import connect
 from meshlens.analytics.errors import IstioConfigError
 from meshlens.analytics.istio.checks import run_check
 from meshlens.analytics.istio.mtls import effective_mode
 from meshlens.analytics.istio.resources import load_config, parse_documents
+from meshlens.analytics.istio.telemetry import Context, load_context
 from tests.analytics.istio.conftest import WINDOW, caller, write_requests
 
 DATA = Path(__file__).parent / "data"
@@ -141,7 +143,7 @@ def test_effective_mode_layers() -> None:
     assert effective_mode(parse_documents("", "x"), "default", "a", "v1")[0] == "PERMISSIVE"
 
 
-def test_mtls_coverage_and_plaintext_edges(tmp_path: Path) -> None:
+def test_mtls_coverage_and_plaintext_edges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rows = (
         [
             caller(
@@ -180,6 +182,20 @@ def test_mtls_coverage_and_plaintext_edges(tmp_path: Path) -> None:
     assert ns == [{"namespace": "default", "requests": 14, "mtls_ratio": 0.5}]
     ids = {(r["workload"], r["principal"]) for r in report.tables["identities"]}
     assert ("ratings-v1", "spiffe://cluster.local/ns/default/sa/reviews") in ids
+    # The app passes the window's identities it computed once for both checks: the same
+    # report, without scanning the reports again.
+    conn = connect(tmp_path, WINDOW)
+    try:
+        context = load_context(conn)
+    finally:
+        conn.close()
+
+    def scan_again(_conn: object) -> Context:
+        raise AssertionError("load_context ran although a context was given")
+
+    monkeypatch.setattr("meshlens.analytics.istio.checks.load_context", scan_again)
+    shared = run_check("mtls", tmp_path, WINDOW, parse_documents(PA, "pa.yaml"), context=context)
+    assert shared.to_json() == report.to_json()
 
 
 def test_loader_reads_lists_and_directories(tmp_path: Path) -> None:
