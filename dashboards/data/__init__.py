@@ -54,6 +54,7 @@ from meshlens.dashboards.data.istio import (
     istio_check,
     istio_config_problem,
     istio_config_text,
+    istio_context,
 )
 from meshlens.dashboards.data.mesh import (
     Details,
@@ -136,6 +137,7 @@ __all__ = [
     "istio_check",
     "istio_config_problem",
     "istio_config_text",
+    "istio_context",
     "istio_resources_for",
     "last_data_time",
     "more_traffic",

@@ -54,6 +54,12 @@ def table(where: Any, rows: Sequence[Mapping[str, Any]], key: str, empty: str) -
 
 
 st.title(":material/shield_lock: Security")
+# What both checks read, started now beside the store's extent and the example's namespace:
+# the window's pairing (most of a cold page) and its identities.
+prefetch(
+    lambda: data.warm_window(controls.ddir(), controls.current_window()),
+    lambda: data.istio_context(controls.ddir(), controls.current_window()),
+)
 if focus:
     st.toggle(f"Only rows about **{focus}**", value=True, key="sec_focus")
 config = config_editor("security_yaml", EXAMPLE)
