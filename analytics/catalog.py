@@ -23,7 +23,7 @@ from typing import Final
 
 import duckdb
 
-from meshlens.analytics.duck_sql import empty_select, ts_literal
+from meshlens.analytics.duck_sql import empty_select, sql_string, ts_literal
 from meshlens.analytics.error_rule import IS_4XX, IS_5XX, IS_ERROR, IS_GRPC_ERROR, IS_NO_RESPONSE
 from meshlens.analytics.objectstore_source import remote_location
 from meshlens.analytics.paired_store import MARGIN, PairedPlan, plan
@@ -78,10 +78,6 @@ GROUP BY ALL
 """
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _covered(path: Path, table: str, window: TimeWindow) -> bool:
     """True when the file's dt/hr partition lies inside the window: the writer puts only rows
     of that hour there, so its rows need no time filter (nor the time column decoded)."""
@@ -113,7 +109,7 @@ def base_view_sql(data_dir: Path, table: str, window: TimeWindow | None) -> str:
 
 def _scan_sql(paths: list[Path], time_col: str, window: TimeWindow | None) -> str:
     """The rows of Parquet files, kept to `window` on `time_col` when one is given."""
-    listing = ", ".join(_quote(str(p)) for p in paths)
+    listing = ", ".join(sql_string(str(p)) for p in paths)
     scan = (
         f"SELECT * FROM read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
     )
@@ -164,9 +160,9 @@ def apply_sandbox(
     no extensions are installed or loaded, and the configuration is locked so a query cannot
     undo any of this."""
     # An object store location has no local directory to allow: pyarrow reads its objects.
-    allowed = "" if remote_location(data_dir) else _quote(str(data_dir.resolve()) + "/")
+    allowed = "" if remote_location(data_dir) else sql_string(str(data_dir.resolve()) + "/")
     for stmt in (
-        f"SET memory_limit = {_quote(memory_limit)}",
+        f"SET memory_limit = {sql_string(memory_limit)}",
         "SET autoinstall_known_extensions = false",
         "SET autoload_known_extensions = false",
         f"SET allowed_directories = [{allowed}]",

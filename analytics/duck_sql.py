@@ -1,6 +1,7 @@
 """DuckDB SQL for the public tables' types: the DuckDB type of each Arrow column, an empty
-SELECT with a table's columns, timestamp literals. Shared by the local catalog and the object
-store source (which the catalog loads only for s3:// locations)."""
+SELECT with a table's columns, string and timestamp literals. Shared by the local catalog, the
+SQL sandbox, the stored pairing and the object store source (which the catalog loads only for
+s3:// locations)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ def duck_type(t: pa.DataType) -> str:
         return _DUCK_TYPES[t]
     except KeyError:
         raise TypeError(f"no DuckDB type for Arrow type {t}") from None
+
+
+def sql_string(text: str) -> str:
+    """`text` as a SQL string literal (quotes doubled)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def ts_literal(when: datetime) -> str:

@@ -35,6 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from meshlens.analytics.duck_sql import sql_string, ts_literal
 from meshlens.analytics.pairing import (
     CLIENT_DURATION_COLUMN,
     PAIRED_COLUMN,
@@ -218,10 +219,6 @@ def _read_column(paths: list[Path], name: str) -> pl.Series:
     return frame.collect().to_series()
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def pair_index(paths: list[Path], lo: datetime, hi: datetime, memory_limit: str) -> pa.Table:
     """(di, si) for the reports in `paths` with ts in [lo, hi); rows are numbered across the
     files in order (file offset + row number in its file), so a column read file by file and
@@ -230,23 +227,19 @@ def pair_index(paths: list[Path], lo: datetime, hi: datetime, memory_limit: str)
     for p in paths:
         offsets.append(total)
         total += pq.read_metadata(p).num_rows
-    listing = ", ".join(_quote(str(p)) for p in paths)
-    starts = ", ".join(f"({_quote(str(p))}, {o})" for p, o in zip(paths, offsets, strict=True))
+    listing = ", ".join(sql_string(str(p)) for p in paths)
+    starts = ", ".join(f"({sql_string(str(p))}, {o})" for p, o in zip(paths, offsets, strict=True))
     with duckdb.connect(":memory:") as conn:
         conn.execute("SET TimeZone = 'UTC'")
-        conn.execute(f"SET memory_limit = {_quote(memory_limit)}")
+        conn.execute(f"SET memory_limit = {sql_string(memory_limit)}")
         conn.execute("SET enable_progress_bar = false")
         conn.execute(f"""CREATE VIEW src AS
             SELECT r.* EXCLUDE (filename, file_row_number), o.start + r.file_row_number AS _i
             FROM read_parquet([{listing}], filename = true, file_row_number = true,
                               union_by_name = true, hive_partitioning = false) r
             JOIN (VALUES {starts}) o(name, start) ON r.filename = o.name
-            WHERE r.ts >= {_ts(lo)} AND r.ts < {_ts(hi)}""")
+            WHERE r.ts >= {ts_literal(lo)} AND r.ts < {ts_literal(hi)}""")
         return conn.sql(pair_index_sql("src")).to_arrow_table()
-
-
-def _ts(when: datetime) -> str:
-    return f"TIMESTAMPTZ '{when.astimezone(UTC).isoformat()}'"
 
 
 def pair_hour(

@@ -27,6 +27,7 @@ import duckdb
 import pyarrow as pa
 
 from meshlens.analytics.catalog import BASE_VIEWS, connect
+from meshlens.analytics.duck_sql import sql_string
 from meshlens.analytics.errors import QueryError, QueryRejected, QueryTimeout
 from meshlens.analytics.objectstore_source import remote_location
 from meshlens.analytics.window import TimeWindow
@@ -136,10 +137,6 @@ def _rejection(sql: str, exc: duckdb.Error) -> QueryError:
     return QueryError(sql, msg)
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def spill_dir(data_dir: Path, temp_root: Path | None = None) -> Path | None:
     """A fresh directory name for one query's spill files (DuckDB creates it only when it
     spills, and deletes it on close), or None (no spilling) for an object store or a data
@@ -169,12 +166,12 @@ def sandbox(
     read anyway."""
     remote = remote_location(data_dir)
     readable = (*BASE_VIEWS, PAIRED_TABLE)  # the tables and the hours stored paired
-    tables = [] if remote else [_quote(str(data_dir.resolve() / t) + "/") for t in readable]
-    spill = _quote(str(temp_dir)) if temp_dir is not None else "''"  # '' = never spill
+    tables = [] if remote else [sql_string(str(data_dir.resolve() / t) + "/") for t in readable]
+    spill = sql_string(str(temp_dir)) if temp_dir is not None else "''"  # '' = never spill
     for stmt in (
-        f"SET memory_limit = {_quote(memory_limit)}",
+        f"SET memory_limit = {sql_string(memory_limit)}",
         f"SET temp_directory = {spill}",
-        f"SET max_temp_directory_size = {_quote(temp_limit)}",
+        f"SET max_temp_directory_size = {sql_string(temp_limit)}",
         "SET autoinstall_known_extensions = false",
         "SET autoload_known_extensions = false",
         f"SET allowed_directories = [{', '.join(tables)}]",

@@ -133,12 +133,6 @@ def run_once(data: str, what: str) -> int:
     from meshlens.analytics.window import TimeWindow
 
     window = TimeWindow(START, datetime.fromtimestamp(START.timestamp() + 3600, tz=UTC))
-    if what == "traffic":
-        conn = connect(Path(data), window)
-        try:
-            return len(conn.sql("SELECT * FROM traffic").fetchall())
-        finally:
-            conn.close()
     if what == "floor":
         import duckdb
 
