@@ -8,10 +8,10 @@ APT_PACKAGES := prometheus chromium
 .PHONY: demo test lint fmt typecheck pytest bench soak proto dashboards sysdeps clean
 
 # setuptools builds the C extensions (collector/decode/_als_wire.c, _otlp_wire.c) with the machine's gcc.
-$(STAMP): requirements.lock pyproject.toml collector/decode/_als_wire.c collector/decode/_otlp_wire.c
+$(STAMP): requirements.lock tests/requirements.lock pyproject.toml collector/decode/_als_wire.c collector/decode/_otlp_wire.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools==84.2.1
-	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q -r requirements.lock -r tests/requirements.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

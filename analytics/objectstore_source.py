@@ -1,9 +1,10 @@
-"""The catalog's base views over a store in object storage (`--data-dir s3://bucket/prefix`).
+"""The catalog's base views over the shared store (`--data-dir s3://bucket/prefix`).
 
-The bucket holds the same layout as a local data directory, written by any number of collectors
-(`collector.store.objectstore`). Listing it and applying `collector.store.layout.visible` per
-node gives the same file set a local reader would see: files covered by a compacted file of the
-same node and partition are hidden, so a compaction in progress never counts rows twice.
+The bucket holds one Delta Lake table per public table, committed to by any number of
+collectors (`collector.store.objectstore`, `collector.store.delta_table`). A reader takes each
+table's current snapshot (its log, not a listing of the bucket) and scans exactly the files the
+snapshot names, so a compaction or retention commit is seen whole or not at all and a file
+still uploading is never read.
 
 DuckDB's httpfs extension is not used (extensions are neither installed nor loaded, and the
 sandbox forbids it): pyarrow reads the objects through our `S3FileSystem`, and each table is
@@ -27,14 +28,10 @@ import duckdb
 from meshlens.analytics.duck_sql import empty_select, ts_literal
 from meshlens.analytics.errors import ObjectStoreError
 from meshlens.analytics.window import TimeWindow
-from meshlens.collector.store.layout import ParquetSegment, partition_key, partitions, visible
+from meshlens.collector.store.delta_table import snapshot_keys, storage_options
+from meshlens.collector.store.layout import partition_key, partitions
 from meshlens.collector.store.location import store_location
-from meshlens.collector.store.objectstore import (
-    S3Options,
-    StoreUrl,
-    list_remote,
-    s3_filesystem,
-)
+from meshlens.collector.store.objectstore import S3Options, StoreUrl, s3_filesystem
 from meshlens.collector.store.schema import TABLES, TIME_COLUMN
 
 if TYPE_CHECKING:
@@ -51,30 +48,32 @@ def remote_location(data_dir: str | os.PathLike[str]) -> StoreUrl | None:
         raise ObjectStoreError(os.fspath(data_dir), str(exc)) from None
 
 
-def visible_keys(
-    files: list[ParquetSegment], start: datetime | None = None, end: datetime | None = None
+Keyed = list[tuple[str, tuple[str, str]]]  # (object key, (dt, hr))
+
+
+def window_keys(
+    files: Keyed, start: datetime | None = None, end: datetime | None = None
 ) -> list[str]:
-    """Relative keys a reader scans: visible per node and partition, pruned to [start, end]'s
-    dt/hr partitions (the same rules as `layout.visible_files`)."""
-    shown = visible(files)
-    if start is not None or end is not None:
-        lo = partition_key(start) if start is not None else ("0000-00-00", "00")
-        hi = partition_key(end) if end is not None else ("9999-99-99", "99")
-        shown = [f for f in shown if lo <= (f.dt, f.hr) <= hi]
-    return [str(f.path) for f in shown]
+    """Object keys of a snapshot pruned to [start, end]'s dt/hr partitions."""
+    lo = partition_key(start) if start is not None else ("0000-00-00", "00")
+    hi = partition_key(end) if end is not None else ("9999-99-99", "99")
+    return [key for key, part in files if lo <= part <= hi]
+
+
+def _snapshot(url: StoreUrl, tables: tuple[str, ...]) -> dict[str, Keyed]:
+    try:
+        return snapshot_keys(url, tables, storage_options(S3Options.from_env()))
+    except Exception as exc:  # unreachable endpoint, bad credentials, unreadable log
+        raise ObjectStoreError(str(url), f"cannot read the Delta tables: {exc}") from None
 
 
 def table_partitions(data_dir: str | os.PathLike[str], table: str) -> list[tuple[str, str]]:
     """(dt, hr) of every partition of `table`, oldest first, in a local directory or a bucket
-    (from the listing alone: no file is read)."""
+    (from the directory listing or the table's snapshot: no data file is read)."""
     url = remote_location(data_dir)
     if url is None:
         return [(dt, hr) for dt, hr, _d in partitions(Path(data_dir), table)]
-    try:
-        listing = list_remote(s3_filesystem(S3Options.from_env()), url, tables=(table,))
-    except OSError as exc:
-        raise ObjectStoreError(str(url), f"cannot list objects: {exc}") from None
-    return sorted({(f.seg.dt, f.seg.hr) for f in listing.values()})
+    return sorted({part for _key, part in _snapshot(url, (table,))[table]})
 
 
 def create_remote_views(
@@ -87,24 +86,20 @@ def create_remote_views(
     """CREATE VIEW <table> for every base table of the public schema over the objects of `url`
     (an empty view with the right types when there are none)."""
     import pyarrow.dataset as ds
-
-    by_table: dict[str, list[ParquetSegment]] = {t: [] for t in TABLES}
     import pyarrow.fs as pafs
 
     try:
         fs = fs if fs is not None else s3_filesystem(S3Options.from_env())
-        # A missing bucket would list as empty: a typo must not look like "no data yet".
+        # A missing bucket would read as empty: a typo must not look like "no data yet".
         if fs.get_file_info(url.bucket).type == pafs.FileType.NotFound:
             raise ObjectStoreError(str(url), f"bucket {url.bucket!r} does not exist")
-        listing = list_remote(fs, url)
     except OSError as exc:  # unreachable endpoint, bad credentials
-        raise ObjectStoreError(str(url), f"cannot list objects: {exc}") from None
-    for f in listing.values():
-        by_table[f.seg.table].append(f.seg)
+        raise ObjectStoreError(str(url), f"cannot reach the object store: {exc}") from None
+    by_table = _snapshot(url, tuple(TABLES))
     start, end = (window.start, window.end) if window else (None, None)
     for table, files in by_table.items():
         empty = empty_select(table)
-        keys = visible_keys(files, start, end)
+        keys = window_keys(files, start, end)
         if not keys:
             conn.execute(f"CREATE VIEW {table} AS {empty}")
             continue

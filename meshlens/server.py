@@ -193,7 +193,7 @@ class Collector:
         )
         self.store.start()
         self.metrics.register(StoreStatsCollector(self.store.stats))
-        self.shipper = shipper_from_settings(s, self.data_dir)
+        self.shipper = shipper_from_settings(s, self.data_dir, self.store.converted_below)
         if self.shipper is not None:
             self.shipper.start()
             self.metrics.register(self.shipper.metric_collector())

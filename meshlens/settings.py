@@ -308,7 +308,7 @@ OBJECT_STORE: Final = (
     Setting(
         "object_store",
         "",
-        "ship finished Parquet files to s3://bucket/prefix ('' = off)",
+        "commit finished Parquet files to the Delta tables at s3://bucket/prefix ('' = off)",
         parse_object_store,
     ),
     Setting(
@@ -319,6 +319,13 @@ OBJECT_STORE: Final = (
     ),
     Setting("s3_region", "us-east-1", "region of the object store", str),
     Setting("ship_interval", 5.0, "how often new Parquet files are shipped (s)", parse_duration),
+    Setting(
+        "vacuum_grace",
+        3600.0,
+        "how long files a commit removed stay in the object store for readers of older "
+        "snapshots before VACUUM deletes them (s, rounded up to hours)",
+        parse_duration,
+    ),
 )
 
 # The container image's entrypoint (meshlens/container.py): an environment variable only.

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 _URL_RE: Final = re.compile(
     r"^s3:/+(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$"
@@ -84,3 +88,46 @@ class StoreLocation:
 
     def __str__(self) -> str:
         return self.text
+
+
+# Bucket names per S3's rules (lowercase, digits, '.', '-'; 3..63); a prefix is any key path.
+DEFAULT_REGION: Final = "us-east-1"
+
+
+@dataclass(frozen=True, slots=True)
+class S3Options:
+    """How to reach the object store. Credentials come from the standard AWS variables
+    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE...)."""
+
+    endpoint_url: str = ""  # e.g. http://minio:9000 for S3-compatible stores; '' = AWS
+    region: str = DEFAULT_REGION
+
+    @classmethod
+    def from_settings(cls, ns: Any) -> S3Options:
+        return cls(
+            getattr(ns, "s3_endpoint_url", "") or "",
+            getattr(ns, "s3_region", "") or DEFAULT_REGION,
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Options:
+        """For readers (`meshlens sql`, the UI): MESHLENS_S3_ENDPOINT_URL, MESHLENS_S3_REGION."""
+        env = os.environ if environ is None else environ
+        return cls(
+            env.get("MESHLENS_S3_ENDPOINT_URL", ""),
+            env.get("MESHLENS_S3_REGION", "") or DEFAULT_REGION,
+        )
+
+
+def s3_filesystem(opts: S3Options) -> pafs.S3FileSystem:
+    import pyarrow.fs as pafs
+
+    kwargs: dict[str, Any] = {"region": opts.region}
+    if opts.endpoint_url:
+        scheme, sep, rest = opts.endpoint_url.partition("://")
+        if sep:
+            kwargs["scheme"] = scheme
+            kwargs["endpoint_override"] = rest.rstrip("/")
+        else:
+            kwargs["endpoint_override"] = opts.endpoint_url.rstrip("/")
+    return pafs.S3FileSystem(**kwargs)

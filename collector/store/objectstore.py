@@ -1,212 +1,86 @@
-"""Ship this collector's finished Parquet files to S3-compatible object storage.
+"""Ship this collector's finished Parquet files into the shared store: Delta Lake tables in
+S3-compatible object storage (`collector/store/delta_table.py`, `delta_plan.py`).
 
-Past one machine, N collectors (each with its own `--node`, e.g. the pod name) keep their WAL
-and Parquet files on local disk as before, and a shipper mirrors each one's finished files to
-the same bucket under the same relative keys:
+Past one machine, N collectors (each with its own `--node`: the StatefulSet pod name) keep their
+WAL and Parquet files on their own persistent volume as on a single node, and each one's shipper
+commits its finished files to the same tables:
 
     <data>/<table>/dt=/hr=/<node>_<lo>_<hi>.parquet  ->  s3://bucket/prefix/<table>/dt=/hr=/...
+                                                         + a commit in <table>/_delta_log/
 
-Readers apply the layout's visibility rules to the bucket listing exactly as to a local
-directory, so the bucket is one store (`analytics.objectstore_source`).
+Why this is exactly once: an acknowledged request is in the local WAL (fsynced) until it is in
+a local Parquet file, and a local file stays until compaction or retention replace it. A round
+uploads the files its plan adds, then commits them in one Delta transaction that also records,
+per partition, the highest WAL sequence number of this node it holds (an application
+transaction). A crash before the commit leaves uploads that no snapshot lists (VACUUM deletes
+them); a crash after it is seen at the restart in the table's own transaction versions, so the
+files are not added again. Local compaction is mirrored as a commit that adds the output and
+removes the inputs, retention as a commit that removes expired partitions' files. What is not
+yet committed lives only on the local volume: the lag gauge says how far behind the table is.
 
-Why this is exactly-once: an acknowledged request is in the local WAL (fsynced) until it is in
-a local Parquet file; file names come from WAL sequence numbers of a node, so a replay after a
-crash rewrites the same file, and re-uploading it overwrites the same key with the same rows.
-An upload is one object PUT (multipart completion is atomic too), so readers never see half a
-file. A compacted file is uploaded before the files it covers are deleted remotely, and readers
-hide covered files meanwhile. Only this node's keys are ever written or deleted, so collectors
-never step on each other. What is not yet shipped lives only on the local disk: the lag gauge
-says how far behind the bucket is.
-
-The remote state of this node is listed once at start (and every `resync` seconds) and kept in
-memory in between: nobody else writes this node's keys.
+The table's view of this node is read once at start (and every `resync` seconds) and kept in
+memory in between: no other collector adds or removes this node's files.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
-from meshlens.collector.store.compaction import partition_end
-from meshlens.collector.store.layout import (
-    ParquetSegment,
-    list_table_files,
-    parse_segment_file,
-    visible,
+from meshlens.collector.store.delta_plan import (
+    LocalFile,
+    NodeState,
+    TableCommit,
+    after_commit,
+    plan_commit,
 )
-from meshlens.collector.store.location import StoreUrl
+from meshlens.collector.store.delta_table import (
+    commit,
+    node_state,
+    open_table,
+    storage_options,
+    vacuum,
+)
+from meshlens.collector.store.layout import ParquetSegment, list_table_files
+from meshlens.collector.store.location import S3Options, StoreUrl, s3_filesystem
 from meshlens.collector.store.schema import TABLES
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
+    from deltalake import DeltaTable
 
 log = logging.getLogger(__name__)
-
-# Bucket names per S3's rules (lowercase, digits, '.', '-'; 3..63); a prefix is any key path.
-DEFAULT_REGION: Final = "us-east-1"
-MAX_FAILURES_PER_ROUND: Final = 3  # consecutive upload failures before a round gives up
-
-
-@dataclass(frozen=True, slots=True)
-class S3Options:
-    """How to reach the object store. Credentials come from the standard AWS variables
-    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE...)."""
-
-    endpoint_url: str = ""  # e.g. http://minio:9000 for S3-compatible stores; '' = AWS
-    region: str = DEFAULT_REGION
-
-    @classmethod
-    def from_settings(cls, ns: Any) -> S3Options:
-        return cls(
-            getattr(ns, "s3_endpoint_url", "") or "",
-            getattr(ns, "s3_region", "") or DEFAULT_REGION,
-        )
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Options:
-        """For readers (`meshlens sql`, the UI): MESHLENS_S3_ENDPOINT_URL, MESHLENS_S3_REGION."""
-        env = os.environ if environ is None else environ
-        return cls(
-            env.get("MESHLENS_S3_ENDPOINT_URL", ""),
-            env.get("MESHLENS_S3_REGION", "") or DEFAULT_REGION,
-        )
-
-
-def s3_filesystem(opts: S3Options) -> pafs.S3FileSystem:
-    import pyarrow.fs as pafs
-
-    kwargs: dict[str, Any] = {"region": opts.region}
-    if opts.endpoint_url:
-        scheme, sep, rest = opts.endpoint_url.partition("://")
-        if sep:
-            kwargs["scheme"] = scheme
-            kwargs["endpoint_override"] = rest.rstrip("/")
-        else:
-            kwargs["endpoint_override"] = opts.endpoint_url.rstrip("/")
-    return pafs.S3FileSystem(**kwargs)
-
-
-# ---- pure: what a round does -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LocalFile:
-    seg: ParquetSegment
-    key: str  # <table>/dt=/hr=/<name>
-    size: int
-    mtime: float
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteFile:
-    seg: ParquetSegment  # path = the relative key as a Path
-    key: str
-    size: int
-    mtime: float  # when the object was written (Last-Modified)
 
 
 def segment_key(seg: ParquetSegment) -> str:
     return f"{seg.table}/dt={seg.dt}/hr={seg.hr}/{seg.path.name}"
 
 
-def parse_key(key: str) -> ParquetSegment | None:
-    """A relative object key `<table>/dt=/hr=/<name>` parsed with the layout's rules."""
-    table = key.split("/", 1)[0]
-    if table not in TABLES or key.count("/") != 3:
-        return None
-    return parse_segment_file(Path(key), table)
-
-
-def expired(seg: ParquetSegment, now: float, retention: float) -> bool:
-    return retention > 0 and partition_end(seg.dt, seg.hr) <= now - retention
-
-
-def plan_uploads(
-    local: Iterable[LocalFile], remote: Mapping[str, RemoteFile], *, now: float, retention: float
-) -> list[LocalFile]:
-    """Local visible files (not covered by a local compacted file, not expired) that are not in
-    the object store with the same size. Oldest partition first."""
-    by_seg = {f.seg: f for f in local}
-    out = []
-    for seg in visible(by_seg):
-        f = by_seg[seg]
-        if expired(seg, now, retention):
-            continue
-        have = remote.get(f.key)
-        if have is None or have.size != f.size:
-            out.append(f)
-    return out
-
-
-def plan_deletes(
-    remote: Mapping[str, RemoteFile], *, now: float, retention: float, grace: float
-) -> list[str]:
-    """Keys to delete: expired partitions, and files covered by a compacted file that has been
-    in the object store for `grace` seconds (queries that listed the inputs can finish)."""
-    files = list(remote.values())
-    by_seg = {f.seg: f for f in files}
-    shown = set(visible(by_seg))
-    out = []
-    for f in files:
-        if expired(f.seg, now, retention):
-            out.append(f.key)
-        elif f.seg not in shown:
-            cover = [g for g in files if g.seg in shown and g.seg.covers(f.seg)]
-            if cover and all(g.mtime + grace <= now for g in cover):
-                out.append(f.key)
-    return sorted(out)
-
-
 # ---- I/O ---------------------------------------------------------------------------------------
 
 
-def list_local(data_dir: Path, node: str) -> list[LocalFile]:
+def list_local(data_dir: Path, node: str, table: str) -> list[LocalFile]:
     out = []
-    for table in TABLES:
-        for seg in list_table_files(data_dir, table):
-            if seg.node != node:
-                continue
-            try:
-                st = seg.path.stat()
-            except FileNotFoundError:  # deleted by compaction or retention meanwhile
-                continue
-            out.append(LocalFile(seg, segment_key(seg), st.st_size, st.st_mtime))
-    return out
-
-
-def list_remote(
-    fs: pafs.FileSystem,
-    url: StoreUrl,
-    node: str | None = None,
-    tables: Iterable[str] = tuple(TABLES),
-) -> dict[str, RemoteFile]:
-    """Every well-named Parquet object of `tables` under the store (of `node` only, if given)."""
-    import pyarrow.fs as pafs
-
-    out: dict[str, RemoteFile] = {}
-    for table in tables:
-        selector = pafs.FileSelector(url.path(table), recursive=True, allow_not_found=True)
-        for info in fs.get_file_info(selector):
-            if info.type != pafs.FileType.File:
-                continue
-            key = info.path[len(url.root) + 1 :]
-            seg = parse_key(key)
-            if seg is None or (node is not None and seg.node != node):
-                continue
-            mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
-            out[key] = RemoteFile(seg, key, int(info.size or 0), mtime)
+    for seg in list_table_files(data_dir, table):
+        if seg.node != node:
+            continue
+        try:
+            st = seg.path.stat()
+        except FileNotFoundError:  # deleted by compaction or retention meanwhile
+            continue
+        out.append(LocalFile(seg, segment_key(seg), st.st_size, st.st_mtime))
     return out
 
 
 def upload(fs: pafs.FileSystem, url: StoreUrl, f: LocalFile) -> int:
-    """PUT one local file to its key; returns the bytes sent. The object appears whole or not
-    at all; the size is checked after the upload."""
+    """PUT one local file to its key; returns the bytes sent. No snapshot lists it until the
+    commit that adds it, so a partial or repeated upload is never seen."""
     data = f.seg.path.read_bytes()  # bounded by compaction's target size
     dest = url.path(f.key)
     with fs.open_output_stream(dest) as out:
@@ -217,13 +91,21 @@ def upload(fs: pafs.FileSystem, url: StoreUrl, f: LocalFile) -> int:
     return len(data)
 
 
+def _row_count(f: LocalFile) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.read_metadata(f.seg.path).num_rows)
+
+
 @dataclass(frozen=True, slots=True)
 class ShipResult:
     uploaded: int = 0
     uploaded_bytes: int = 0
-    deleted: int = 0
+    deleted: int = 0  # files removed from the tables (compacted inputs, expired partitions)
     errors: int = 0
-    pending: int = 0  # local files the round tried and failed to ship
+    pending: int = 0  # local files the round tried and failed to commit
+    commits: int = 0
+    vacuumed: int = 0  # objects deleted by VACUUM
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,8 +116,10 @@ class ShipperStats:
     errors: int = 0
     rounds: int = 0
     pending_files: int = 0
-    lag_seconds: float = 0.0  # upper bound on the age of a finished file not yet shipped
+    lag_seconds: float = 0.0  # upper bound on the age of a finished file not yet committed
     last_round_seconds: float = 0.0
+    commits: int = 0
+    vacuumed_files: int = 0
 
 
 @dataclass(slots=True)
@@ -247,12 +131,18 @@ class _Totals:
     rounds: int = 0
     pending_files: int = 0
     last_round_seconds: float = 0.0
+    commits: int = 0
+    vacuumed_files: int = 0
     clean_since: float = field(default_factory=time.time)
 
 
 class Shipper:
-    """Background thread: every `interval` seconds, upload what is new, delete what compaction
-    or retention removed. `stop(final=True)` runs one last round (graceful shutdown)."""
+    """Background thread: every `interval` seconds, commit what is new (one Delta transaction
+    per table), mirror local compaction and retention, and VACUUM every `vacuum_interval`.
+    `stop(final=True)` runs one last round (graceful shutdown).
+
+    `frontier()` is the store's converted frontier (`Store.converted_below`); None when the
+    shipper runs without a store (everything local is final)."""
 
     def __init__(
         self,
@@ -261,21 +151,32 @@ class Shipper:
         url: StoreUrl,
         fs: pafs.FileSystem,
         *,
+        options: Mapping[str, str] | None = None,
+        frontier: Callable[[], int] | None = None,
         interval: float = 5.0,
         retention: float = 0.0,
-        grace: float = 60.0,
+        grace: float = 3600.0,
         resync: float = 300.0,
+        vacuum_interval: float = 600.0,
+        full_vacuum_every: int = 6,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.node = node
         self.url = url
         self.fs = fs
+        self.options = dict(options) if options is not None else storage_options(S3Options())
+        self.frontier = frontier
         self.interval = interval
         self.retention = retention
         self.grace = grace
         self.resync = resync
-        self._remote: dict[str, RemoteFile] | None = None
+        self.vacuum_interval = vacuum_interval
+        self.full_vacuum_every = max(1, full_vacuum_every)
+        self._tables: dict[str, DeltaTable] = {}
+        self._states: dict[str, NodeState] = {}
         self._listed_at = 0.0
+        self._vacuumed_at = time.monotonic()
+        self._vacuums = 0
         self._round_lock = threading.Lock()
         self._lock = threading.Lock()
         self._t = _Totals()
@@ -295,7 +196,7 @@ class Shipper:
             result = self.ship_once()
             if result.pending:
                 log.warning(
-                    "object store: %d files not shipped at shutdown; they stay in %s and are "
+                    "object store: %d files not committed at shutdown; they stay in %s and are "
                     "shipped at the next start with this data directory",
                     result.pending,
                     self.data_dir,
@@ -305,15 +206,16 @@ class Shipper:
         while not self._stop.wait(self.interval):
             self.ship_once()
 
-    def ship_once(self, now: float | None = None) -> ShipResult:
-        """One round; never raises (errors are logged, counted and retried next round)."""
+    def ship_once(self, now: float | None = None, *, vacuum: bool = False) -> ShipResult:
+        """One round; never raises (errors are logged, counted and retried next round).
+        `vacuum` forces a VACUUM in this round (otherwise every `vacuum_interval`)."""
         with self._round_lock:
             t0 = time.time()
             try:
-                result = self._round(t0 if now is None else now)
-            except Exception as exc:  # listing failed: the store is unreachable
+                result = self._round(t0 if now is None else now, vacuum)
+            except Exception as exc:  # the store is unreachable
                 log.error("object store %s: shipping round failed: %r", self.url, exc)
-                self._remote = None  # list again next time
+                self._states.clear()  # read the tables again next time
                 result = ShipResult(errors=1, pending=self._t.pending_files)
             with self._lock:
                 t = self._t
@@ -321,53 +223,111 @@ class Shipper:
                 t.uploaded_bytes += result.uploaded_bytes
                 t.deleted_files += result.deleted
                 t.errors += result.errors
+                t.commits += result.commits
+                t.vacuumed_files += result.vacuumed
                 t.rounds += 1
                 t.last_round_seconds = time.time() - t0
                 if result.pending == 0 and result.errors == 0:
-                    t.clean_since = t0  # everything finished before t0 is in the store
+                    t.clean_since = t0  # everything finished before t0 is committed
                 t.pending_files = result.pending
             return result
 
-    def _round(self, now: float) -> ShipResult:
-        if self._remote is None or time.monotonic() - self._listed_at > self.resync:
-            self._remote = list_remote(self.fs, self.url, self.node)
+    def _table(self, table: str, *, create: bool) -> DeltaTable | None:
+        dt = self._tables.get(table)
+        if dt is None:
+            dt = open_table(self.url, table, self.options, create=create)
+            if dt is not None:
+                self._tables[table] = dt
+        return dt
+
+    def _state(self, table: str) -> NodeState:
+        state = self._states.get(table)
+        if state is None:
+            dt = self._table(table, create=False)
+            if dt is not None:
+                dt.update_incremental()
+            state = NodeState() if dt is None else node_state(dt, table, self.node)
+            self._states[table] = state
+        return state
+
+    def _round(self, now: float, force_vacuum: bool) -> ShipResult:
+        if time.monotonic() - self._listed_at > self.resync:
+            self._states.clear()
             self._listed_at = time.monotonic()
-        remote = self._remote
-        uploaded = nbytes = deleted = errors = pending = 0
-        local = list_local(self.data_dir, self.node)
-        todo = plan_uploads(local, remote, now=now, retention=self.retention)
-        failed_in_a_row = 0
-        for i, f in enumerate(todo):
-            if failed_in_a_row >= MAX_FAILURES_PER_ROUND:  # unreachable: do not stall shutdown
-                pending += len(todo) - i
-                break
-            try:
+        frontier = self.frontier() if self.frontier is not None else None
+        totals = dict.fromkeys(("uploaded", "nbytes", "deleted", "errors", "pending", "commits"), 0)
+        for table in TABLES:
+            local = list_local(self.data_dir, self.node, table)
+            state = self._state(table)
+            change = plan_commit(local, state, frontier=frontier, now=now, retention=self.retention)
+            if change.empty:
+                continue
+            self._ship_table(table, state, change, totals)
+        vacuumed = 0
+        due = time.monotonic() - self._vacuumed_at >= self.vacuum_interval
+        if force_vacuum or due:
+            vacuumed = self._vacuum(totals)
+        return ShipResult(
+            totals["uploaded"],
+            totals["nbytes"],
+            totals["deleted"],
+            totals["errors"],
+            totals["pending"],
+            totals["commits"],
+            vacuumed,
+        )
+
+    def _ship_table(
+        self, table: str, state: NodeState, change: TableCommit, totals: dict[str, int]
+    ) -> None:
+        rows: dict[str, int] = {}
+        nbytes = 0
+        try:
+            for f in change.adds:
+                rows[f.key] = _row_count(f)
                 nbytes += upload(self.fs, self.url, f)
-            except FileNotFoundError:  # compaction or retention removed it meanwhile
-                continue
-            except OSError as exc:
-                errors += 1
-                pending += 1
-                failed_in_a_row += 1
-                log.error("object store: upload of %s failed: %s", f.key, exc)
-                continue
-            failed_in_a_row = 0
-            uploaded += 1
-            remote[f.key] = RemoteFile(f.seg, f.key, f.size, now)
-        for key in plan_deletes(remote, now=now, retention=self.retention, grace=self.grace):
+        except FileNotFoundError:  # compaction or retention replaced it meanwhile: plan again
+            return
+        except OSError as exc:
+            totals["errors"] += 1
+            totals["pending"] += len(change.adds)
+            log.error("object store: upload to %s/%s failed: %s", self.url, table, exc)
+            return
+        totals["uploaded"] += len(change.adds)
+        totals["nbytes"] += nbytes
+        try:
+            dt = self._table(table, create=True)
+            assert dt is not None
+            commit(dt, table, self.node, change, rows)
+        except Exception as exc:
+            totals["errors"] += 1
+            totals["pending"] += len(change.adds)
+            self._states.pop(table, None)  # it may have landed: read the table again
+            self._tables.pop(table, None)
+            log.error("object store: commit to %s/%s failed: %s", self.url, table, exc)
+            return
+        totals["commits"] += 1
+        totals["deleted"] += len(change.removes)
+        self._states[table] = after_commit(state, change)
+
+    def _vacuum(self, totals: dict[str, int]) -> int:
+        self._vacuumed_at = time.monotonic()
+        self._vacuums += 1
+        full = self._vacuums % self.full_vacuum_every == 0
+        hours = math.ceil(self.grace / 3600.0) if self.grace > 0 else 0
+        deleted = 0
+        for table in TABLES:
             try:
-                self.fs.delete_file(self.url.path(key))
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                errors += 1
-                log.error("object store: delete of %s failed: %s", key, exc)
-                continue
-            deleted += 1
-            remote.pop(key, None)
-        if uploaded or deleted:
-            log.debug("object store %s: %d uploaded, %d deleted", self.url, uploaded, deleted)
-        return ShipResult(uploaded, nbytes, deleted, errors, pending)
+                dt = self._table(table, create=False)
+                if dt is None:
+                    continue
+                dt.update_incremental()
+                deleted += len(vacuum(dt, hours, full=full))
+            except Exception as exc:
+                totals["errors"] += 1
+                self._tables.pop(table, None)
+                log.error("object store: VACUUM of %s/%s failed: %s", self.url, table, exc)
+        return deleted
 
     def stats(self) -> ShipperStats:
         with self._lock:
@@ -381,6 +341,8 @@ class Shipper:
                 t.pending_files,
                 max(0.0, time.time() - t.clean_since),
                 t.last_round_seconds,
+                t.commits,
+                t.vacuumed_files,
             )
 
     def metric_collector(self) -> Any:
@@ -408,31 +370,47 @@ class _ShipperMetrics:
         )
         yield CounterMetricFamily(
             p + "deleted_files",
-            "objects deleted (compacted inputs, expired partitions)",
+            "files removed from the Delta tables (compacted inputs, expired partitions)",
             s.deleted_files,
         )
-        yield CounterMetricFamily(p + "errors", "failed uploads, deletes and listings", s.errors)
+        yield CounterMetricFamily(
+            p + "commits", "Delta transactions committed by this collector", s.commits
+        )
+        yield CounterMetricFamily(
+            p + "vacuumed_files",
+            "objects deleted by VACUUM after the grace period",
+            s.vacuumed_files,
+        )
+        yield CounterMetricFamily(
+            p + "errors", "failed uploads, commits, table reads and VACUUMs", s.errors
+        )
         yield GaugeMetricFamily(
-            p + "pending_files", "finished local files not yet in the object store", s.pending_files
+            p + "pending_files", "finished local files not yet committed", s.pending_files
         )
         yield GaugeMetricFamily(
             p + "lag_seconds",
-            "upper bound on the age of a finished Parquet file not yet in the object store",
+            "upper bound on the age of a finished Parquet file not yet committed",
             s.lag_seconds,
         )
 
 
-def shipper_from_settings(settings: Any, data_dir: Path) -> Shipper | None:
+def shipper_from_settings(
+    settings: Any, data_dir: Path, frontier: Callable[[], int] | None = None
+) -> Shipper | None:
     """The shipper `meshlens serve` runs, or None when `object_store` is not set."""
     target = getattr(settings, "object_store", "") or ""
     if not target:
         return None
     url = StoreUrl.parse(target)
+    opts = S3Options.from_settings(settings)
     return Shipper(
         data_dir,
         getattr(settings, "node", "local"),
         url,
-        s3_filesystem(S3Options.from_settings(settings)),
+        s3_filesystem(opts),
+        options=storage_options(opts),
+        frontier=frontier,
         interval=float(getattr(settings, "ship_interval", 5.0)),
         retention=float(getattr(settings, "retention", 0.0) or 0.0),
+        grace=float(getattr(settings, "vacuum_grace", 3600.0)),
     )

@@ -321,6 +321,11 @@ class Store:
 
     # ---- observation and tools ---------------------------------------------------------------
 
+    def converted_below(self) -> int:
+        """Every WAL sequence number below this one is converted to Parquet: the shipper commits
+        only files below it (segments convert out of order)."""
+        return self._ledger.below_seq()
+
     def stats(self) -> StoreStats:
         with self._ledger.lock:
             v = self._ledger.snapshot()

@@ -1,6 +1,7 @@
-"""The catalog over a store in object storage (`--data-dir s3://bucket/prefix`) against a real
-S3 server (moto in server mode on loopback): the same views, names, types and answers as over
-the local directory the objects came from, compaction-aware, inside the SQL sandbox."""
+"""The catalog over the shared store (`--data-dir s3://bucket/prefix`: Delta tables) against a
+real S3 server (moto in server mode on loopback): the same views, names, types and answers as
+over the local directory the objects came from, reading the tables' snapshots (never objects a
+commit removed or never added), inside the SQL sandbox."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pytest
 
 from meshlens.analytics.catalog import BASE_VIEWS, DERIVED_VIEWS, connect
@@ -20,7 +22,8 @@ from meshlens.analytics.signals import golden_signals
 from meshlens.analytics.sql import run_query
 from meshlens.analytics.window import TimeWindow
 from meshlens.collector.store import compaction
-from meshlens.collector.store.objectstore import Shipper, StoreUrl, list_remote
+from meshlens.collector.store.delta_table import storage_options
+from meshlens.collector.store.objectstore import Shipper, StoreUrl
 from meshlens.collector.store.parquet_write import write_table
 from meshlens.synth import synthetic_requests
 from tests.collector.store.s3server import S3Server, s3_server
@@ -38,8 +41,10 @@ def s3() -> Iterator[S3Server]:
 
 @pytest.fixture(scope="module")
 def stores(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, StoreUrl]:
-    """A local store written by two nodes (a compacted, b not) and the same files in a bucket,
-    where a's compacted inputs are still present (the reader must hide them)."""
+    """A local store written by two nodes (a compacted, b not) and the same rows in the bucket's
+    Delta tables, where a's compacted inputs are still present as objects (removed by the
+    compaction's commit, not yet vacuumed) beside an upload no commit ever added: a reader that
+    listed the bucket would count them."""
     local = tmp_path_factory.mktemp("local")
     for seq in range(1, 4):  # a: three files in each of three hours
         rows = synthetic_requests(900, start=START, duration_s=3 * 3600, seed=seq)
@@ -62,15 +67,27 @@ def stores(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
         2,
     )
     url = s3.bucket("mesh/v1")
+    opts = storage_options(s3.options)
     for node in ("a", "b"):
-        Shipper(local, node, url, s3.fs(), grace=3600).ship_once()
+        Shipper(local, node, url, s3.fs(), options=opts, grace=3600).ship_once()
     done = compaction.compact_node(
         local, "a", now=START.timestamp() + 5 * 3600, compact_after=0, below_seq=10**15, grace=3600
     )
     assert done.outputs == 3
-    assert Shipper(local, "a", url, s3.fs(), grace=3600).ship_once().uploaded == 3
-    keys = list_remote(s3.fs(), url)
-    assert len(keys) == 9 + 3 + 2  # covered inputs, compacted files, b's two files
+    shipped = Shipper(local, "a", url, s3.fs(), options=opts, grace=3600).ship_once()
+    assert (shipped.uploaded, shipped.deleted) == (3, 9)
+    fs = s3.fs()
+    stray = url.path(
+        f"requests/dt={START:%Y-%m-%d}/hr={START:%H}/c_0000000000000001_0000000000000001.parquet"
+    )
+    with (
+        fs.open_output_stream(stray) as out,
+        open(next(local.glob("requests/*/*/b_*.parquet")), "rb") as f,
+    ):
+        out.write(f.read())  # a collector uploaded it and died before its commit
+    selector = pafs.FileSelector(url.path("requests"), recursive=True)
+    objects = [i for i in fs.get_file_info(selector) if i.path.endswith(".parquet")]
+    assert len(objects) == 9 + 3 + 1 + 1  # covered inputs, compacted files, b's file, the stray
     return local, url
 
 

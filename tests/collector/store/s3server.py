@@ -1,4 +1,6 @@
-"""A real S3-compatible server for tests: moto in server mode on 127.0.0.1 and a free port.
+"""A real S3-compatible server for tests: moto in server mode on 127.0.0.1 and a free port, in
+a child process (delta-rs holds the GIL while it waits for a response, so a server thread in
+the test's own process could never answer it).
 
 with s3_server() as s3:        # s3.endpoint_url, s3.env (AWS_* + MESHLENS_S3_*), s3.fs()
     url = s3.bucket("scale-out")   # creates the bucket, returns a StoreUrl
@@ -52,20 +54,45 @@ class S3Server:
         return StoreUrl(name, prefix)
 
 
-@contextmanager
-def s3_server() -> Iterator[S3Server]:
+def _serve(conn: Any) -> None:  # the child: runs the server until the parent says stop
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    saved = {k: os.environ.get(k) for k in CREDENTIALS}
-    os.environ.update(CREDENTIALS)  # pyarrow in this process signs requests with these
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
+    conn.send(server.get_host_and_port())
     try:
+        conn.recv()  # "stop", or EOF when the parent dies
+    except EOFError:
+        pass
+    server.stop()
+
+
+@contextmanager
+def s3_server() -> Iterator[S3Server]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="moto-s3")
+    proc.start()
+    child.close()
+    saved = {k: os.environ.get(k) for k in CREDENTIALS}
+    os.environ.update(CREDENTIALS)  # pyarrow and delta-rs in this process sign with these
+    try:
+        if not parent.poll(60):
+            raise RuntimeError("moto S3 server did not start within 60 s")
+        host, port = parent.recv()
         yield S3Server(f"http://{host}:{port}")
     finally:
-        server.stop()
+        try:
+            parent.send("stop")
+        except OSError:
+            pass
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

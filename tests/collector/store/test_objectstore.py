@@ -1,6 +1,7 @@
-"""Shipping Parquet files to S3-compatible object storage, against a real S3 server (moto in
-server mode on loopback): the shipper on its own, then two `meshlens serve` collectors writing
-to one bucket with compaction and a kill -9 in between, read back with `meshlens sql`."""
+"""Shipping Parquet files into the shared store's Delta tables, against a real S3 server (moto
+in server mode on loopback): the shipper on its own, then two `meshlens serve` collectors
+committing to one bucket with compaction and a kill -9 in between, read back with
+`meshlens sql` and with ClickHouse (chdb)."""
 
 from __future__ import annotations
 
@@ -16,30 +17,22 @@ from pathlib import Path
 
 import grpc
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from meshlens.collector.errors import ConfigError
 from meshlens.collector.receivers import otlp
 from meshlens.collector.store import compaction, retention
-from meshlens.collector.store.layout import ParquetSegment, visible
+from meshlens.collector.store.delta_table import storage_options
 from meshlens.collector.store.location import store_location
-from meshlens.collector.store.objectstore import (
-    MAX_FAILURES_PER_ROUND,
-    LocalFile,
-    RemoteFile,
-    Shipper,
-    StoreUrl,
-    list_remote,
-    plan_deletes,
-    plan_uploads,
-)
+from meshlens.collector.store.objectstore import Shipper, StoreUrl
 from meshlens.collector.store.parquet_write import write_table
 from meshlens.settings import OBJECT_STORE, parse_object_store
 from tests.collector.conftest import REPO, ServeProcess, _serve_env, http_get, start_serve, wait_for
 from tests.collector.receivers.grpc_client import export
 from tests.collector.receivers.payloads import traces_request
+from tests.collector.store.delta_readers import clickhouse_counts, our_files, our_ids
 from tests.collector.store.s3server import S3Server, s3_server
 
 
@@ -69,43 +62,6 @@ def test_store_url_parsing() -> None:
         setting.resolve({"MESHLENS_OBJECT_STORE": "http://x"})
 
 
-def _seg(lo: int, hi: int, *, node: str = "a", hr: str = "10") -> ParquetSegment:
-    name = f"{node}_{lo:016d}_{hi:016d}.parquet"
-    return ParquetSegment(
-        Path(f"spans/dt=2026-01-01/hr={hr}/{name}"), "spans", "2026-01-01", hr, node, lo, hi
-    )
-
-
-def _local(seg: ParquetSegment, size: int = 100) -> LocalFile:
-    return LocalFile(seg, str(seg.path), size, 0.0)
-
-
-def _remote(seg: ParquetSegment, size: int = 100, mtime: float = 0.0) -> RemoteFile:
-    return RemoteFile(seg, str(seg.path), size, mtime)
-
-
-def test_plan_uploads_skips_shipped_covered_and_expired_files() -> None:
-    day_end = datetime(2026, 1, 1, 11, tzinfo=UTC).timestamp()
-    s1, s2, s3_, cover = _seg(1, 1), _seg(2, 2), _seg(3, 3), _seg(1, 2)
-    old = _seg(5, 5, hr="00")
-    local = [_local(s1), _local(s2), _local(s3_), _local(cover), _local(old)]
-    remote = {str(s1.path): _remote(s1), str(s3_.path): _remote(s3_, size=7)}
-    todo = plan_uploads(local, remote, now=day_end, retention=3600.0)
-    # s1, s2 are covered locally; s3 differs in size (rewritten by a replay); hr=00 expired.
-    assert [f.seg for f in todo] == [cover, s3_]
-
-
-def test_plan_deletes_waits_for_the_grace_period_and_expires_partitions() -> None:
-    s1, s2, cover, other = _seg(1, 1), _seg(2, 2), _seg(1, 2), _seg(1, 1, node="b")
-    old = _seg(5, 5, hr="00")
-    remote = {str(f.path): _remote(f, mtime=1000.0) for f in (s1, s2, other, old)}
-    remote[str(cover.path)] = _remote(cover, mtime=2000.0)
-    now = datetime(2026, 1, 1, 11, tzinfo=UTC).timestamp()
-    assert plan_deletes(remote, now=now, retention=0.0, grace=now) == []
-    deletes = plan_deletes(remote, now=now, retention=3600.0, grace=60.0)
-    assert deletes == sorted([str(s1.path), str(s2.path), str(old.path)])
-
-
 # ---- the shipper against a real S3 server ------------------------------------------------------
 
 
@@ -122,24 +78,11 @@ def _spans(n: int, when: datetime, tag: str) -> pa.Table:
     )
 
 
-def _remote_span_ids(s3: S3Server, url: StoreUrl) -> list[str]:
-    """What any reader sees: the visible objects' span ids."""
-    fs = s3.fs()
-    files = {f.seg: f for f in list_remote(fs, url).values() if f.seg.table == "spans"}
-    ids: list[str] = []
-    for seg in visible(files):
-        t = pq.read_table(url.path(files[seg].key), filesystem=fs, columns=["span_id"])
-        ids.extend(t.column("span_id").to_pylist())
-    return ids
+def _shipper(data: Path, node: str, url: StoreUrl, s3: S3Server, **kw: float) -> Shipper:
+    return Shipper(data, node, url, s3.fs(), options=storage_options(s3.options), grace=0, **kw)
 
 
-def _keys(s3: S3Server, url: StoreUrl, node: str) -> list[str]:
-    return sorted(
-        k.rsplit("/", 1)[1] for k, f in list_remote(s3.fs(), url).items() if f.seg.node == node
-    )
-
-
-def test_shipper_mirrors_files_compaction_and_retention(tmp_path: Path, s3: S3Server) -> None:
+def test_shipper_commits_files_compaction_and_retention(tmp_path: Path, s3: S3Server) -> None:
     url = s3.bucket("prod/mesh")
     data = tmp_path / "a"
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
@@ -154,65 +97,77 @@ def test_shipper_mirrors_files_compaction_and_retention(tmp_path: Path, s3: S3Se
     )  # another writer in the same directory: not this node's to ship
     other = tmp_path / "b"
     write_table(other, "spans", _spans(5, hour, "b"), "b", 1)
-    Shipper(other, "b", url, s3.fs(), grace=0).ship_once()
+    _shipper(other, "b", url, s3).ship_once()
 
-    shipper = Shipper(data, "a", url, s3.fs(), grace=0)
+    shipper = _shipper(data, "a", url, s3)
     first = shipper.ship_once()
-    assert (first.uploaded, first.deleted, first.errors, first.pending) == (3, 0, 0, 0)
+    assert (first.uploaded, first.commits, first.deleted, first.errors) == (3, 1, 0, 0)
     assert shipper.ship_once().uploaded == 0  # nothing new
-    assert sorted(_remote_span_ids(s3, url)) == sorted(
+    expected = sorted(
         [f"a{s}-{i}" for s in (1, 2, 3) for i in range(10)] + [f"b-{i}" for i in range(5)]
     )
+    assert sorted(our_ids(s3, url)) == expected
+    assert clickhouse_counts(s3, url) == (35, 35)
 
-    # Compaction: the covering file goes up, then the covered objects are deleted.
+    # Compaction: one commit adds the covering file and removes the three it covers.
     done = compaction.compact_node(
         data, "a", now=time.time(), compact_after=0, below_seq=10**15, grace=3600
     )
     assert done.outputs == 1
     second = shipper.ship_once(now=time.time() + 1)
-    assert (second.uploaded, second.deleted) == (1, 3)
-    assert _keys(s3, url, "a") == ["a_0000000000000001_0000000000000003.parquet"]
-    assert len(_remote_span_ids(s3, url)) == 35
-    assert _keys(s3, url, "b") == ["b_0000000000000001_0000000000000001.parquet"]
+    assert (second.uploaded, second.commits, second.deleted) == (1, 1, 3)
+    assert [f for f in our_files(s3, url) if f.startswith("a_")] == [
+        "a_0000000000000001_0000000000000003.parquet"
+    ]
+    assert sorted(our_ids(s3, url)) == expected
+    assert clickhouse_counts(s3, url) == (35, 35)
+    # VACUUM deletes the removed objects (grace 0 here); the snapshot is unchanged.
+    fs = s3.fs()
+    removed = url.path("spans/dt=" + hour.strftime("%Y-%m-%d") + f"/hr={hour:%H}/")
+    assert shipper.ship_once(vacuum=True).vacuumed == 3
+    left = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(removed)))
+    assert left == [
+        "a_0000000000000001_0000000000000003.parquet",
+        "b_0000000000000001_0000000000000001.parquet",
+    ]
+    assert clickhouse_counts(s3, url) == (35, 35)
 
-    # A restart (fresh listing, nothing in memory) re-ships nothing.
-    again = Shipper(data, "a", url, s3.fs(), grace=0).ship_once()
-    assert (again.uploaded, again.deleted) == (0, 0)
+    # A restart (the table read again, nothing in memory) commits nothing.
+    again = _shipper(data, "a", url, s3).ship_once()
+    assert (again.uploaded, again.commits) == (0, 0)
 
-    # Retention removes this node's expired partitions, locally and remotely; b's stay.
+    # Retention removes this node's expired partitions, locally and in the table; b's stay.
     retention.expire(data, now=time.time(), retention=3600)
-    expiring = Shipper(data, "a", url, s3.fs(), grace=0, retention=3600)
+    expiring = _shipper(data, "a", url, s3, retention=3600)
     assert expiring.ship_once().deleted == 1
-    assert _keys(s3, url, "a") == []
-    assert len(_remote_span_ids(s3, url)) == 5
+    assert [f for f in our_files(s3, url) if f.startswith("a_")] == []
+    assert clickhouse_counts(s3, url) == (5, 5)
 
     stats = shipper.stats()
-    assert (stats.uploaded_files, stats.deleted_files, stats.errors) == (4, 3, 0)
+    assert (stats.uploaded_files, stats.commits, stats.deleted_files, stats.errors) == (4, 2, 3, 0)
     assert stats.lag_seconds < 60
 
 
-def test_failed_uploads_are_counted_retried_and_exported(tmp_path: Path, s3: S3Server) -> None:
+def test_failed_rounds_are_counted_retried_and_exported(tmp_path: Path, s3: S3Server) -> None:
     url = StoreUrl("no-such-bucket-yet", "x")
     data = tmp_path / "d"
     for seq in range(1, 6):
         write_table(data, "spans", _spans(3, datetime.now(UTC), f"x{seq}"), "a", seq)
-    shipper = Shipper(data, "a", url, s3.fs())
+    shipper = _shipper(data, "a", url, s3)
     failed = shipper.ship_once()
-    # A round gives up after a few failures in a row (an unreachable store must not hold up
-    # shutdown); everything stays pending.
-    assert (failed.uploaded, failed.errors, failed.pending) == (0, MAX_FAILURES_PER_ROUND, 5)
+    assert (failed.uploaded, failed.commits) == (0, 0)
+    assert failed.errors >= 1
     stats = shipper.stats()
-    assert (stats.errors, stats.pending_files) == (MAX_FAILURES_PER_ROUND, 5)
+    assert stats.errors >= 1 and stats.commits == 0
 
-    created = s3.bucket("x")
-    shipper.url = created
-    shipper._remote = None  # a new bucket: list it again
+    shipper.url = s3.bucket("x")  # the bucket now exists: the next round commits everything
     ok = shipper.ship_once()
-    assert (ok.uploaded, ok.errors, ok.pending) == (5, 0, 0)
+    assert (ok.uploaded, ok.commits, ok.errors, ok.pending) == (5, 1, 0, 0)
     registry = CollectorRegistry()
     registry.register(shipper.metric_collector())
     text = generate_latest(registry).decode()
     assert "meshlens_objectstore_uploaded_files_total 5.0" in text
+    assert "meshlens_objectstore_commits_total 1.0" in text
     assert "meshlens_objectstore_pending_files 0.0" in text
     m = re.search(r"^meshlens_objectstore_lag_seconds (\S+)$", text, re.M)
     assert m is not None and 0 <= float(m.group(1)) < 5
@@ -277,7 +232,7 @@ def test_two_collectors_one_bucket_exactly_once(tmp_path: Path, s3: S3Server) ->
         )
 
     def shipped(expected: int) -> bool:
-        return len(_remote_span_ids(s3, url)) == expected
+        return len(our_ids(s3, url)) == expected
 
     running: list[ServeProcess] = []
     try:
@@ -295,7 +250,7 @@ def test_two_collectors_one_bucket_exactly_once(tmp_path: Path, s3: S3Server) ->
             seed += 1
         sent += _send(a, 3, seed=seed)
         assert a.stop(sig=signal.SIGKILL) == -signal.SIGKILL
-        assert len(_remote_span_ids(s3, url)) < sent  # the restart has something to ship
+        assert len(our_ids(s3, url)) < sent  # the restart has something to ship
         a = serve("a")  # same data dir and node: WAL recovery, then re-ship what is missing
         running.append(a)
         wait_for(lambda: shipped(sent), 30, f"{sent} spans in the bucket after kill -9")
@@ -315,11 +270,11 @@ def test_two_collectors_one_bucket_exactly_once(tmp_path: Path, s3: S3Server) ->
         running.append(a)
         wait_for(
             lambda: any(
-                f.seg.node == "a" and f.seg.lo < f.seg.hi
-                for f in list_remote(s3.fs(), url).values()
+                f.startswith("a_") and f.split("_")[1] != f.split("_")[2].split(".")[0]
+                for f in our_files(s3, url)
             ),
             30,
-            "the compacted file in the bucket",
+            "the compacted file in the table",
         )
         for sp in (a, b):
             assert sp.stop() == 0  # graceful: a final round ships everything
@@ -330,3 +285,4 @@ def test_two_collectors_one_bucket_exactly_once(tmp_path: Path, s3: S3Server) ->
 
     rows = _sql(url, s3, "SELECT count(*) AS n, count(DISTINCT span_id) AS d FROM spans")
     assert rows == [{"n": sent, "d": sent}]
+    assert clickhouse_counts(s3, url) == (sent, sent)
