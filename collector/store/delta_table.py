@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import pyarrow as pa
 
@@ -142,15 +142,10 @@ def node_state(dt: DeltaTable, table: str, node: str) -> NodeState:
     return NodeState(files, marks)
 
 
-def watermark(dt: DeltaTable, node: str, part: Partition) -> int:
-    v = dt.transaction_version(app_id(node, part))
-    return -1 if v is None else int(v)
-
-
-def _stats(f_rows: int) -> str:
+def _stats(rows: int) -> str:
     # Row counts only: min/max of the time column would let engines skip files, but a rounded
     # bound would make them skip rows; dt/hr partition pruning does most of that work.
-    return json.dumps({"numRecords": f_rows})
+    return json.dumps({"numRecords": rows})
 
 
 def commit(
@@ -221,7 +216,3 @@ def snapshot_keys(
         files = [] if dt is None else snapshot_files(dt)
         out[table] = [(f"{table}/{path}", part) for path, _size, part in files]
     return out
-
-
-def describe(dt: DeltaTable) -> dict[str, Any]:
-    return {"version": dt.version(), "files": len(snapshot_files(dt))}
