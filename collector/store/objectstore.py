@@ -350,6 +350,9 @@ class Shipper:
         return _ShipperMetrics(self.stats)
 
 
+_METRIC_PREFIX = "meshlens_objectstore_"
+
+
 class _ShipperMetrics:
     def __init__(self, stats: Any) -> None:
         self._stats = stats
@@ -361,34 +364,30 @@ class _ShipperMetrics:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         s: ShipperStats = self._stats()
-        p = "meshlens_objectstore_"
-        yield CounterMetricFamily(
-            p + "uploaded_files", "Parquet files uploaded to the object store", s.uploaded_files
-        )
-        yield CounterMetricFamily(
-            p + "uploaded_bytes", "bytes uploaded to the object store", s.uploaded_bytes
-        )
-        yield CounterMetricFamily(
-            p + "deleted_files",
-            "files removed from the Delta tables (compacted inputs, expired partitions)",
-            s.deleted_files,
-        )
-        yield CounterMetricFamily(
-            p + "commits", "Delta transactions committed by this collector", s.commits
-        )
-        yield CounterMetricFamily(
-            p + "vacuumed_files",
-            "objects deleted by VACUUM after the grace period",
-            s.vacuumed_files,
-        )
-        yield CounterMetricFamily(
-            p + "errors", "failed uploads, commits, table reads and VACUUMs", s.errors
+        for name, help_text, value in (
+            ("uploaded_files", "Parquet files uploaded to the object store", s.uploaded_files),
+            ("uploaded_bytes", "bytes uploaded to the object store", s.uploaded_bytes),
+            (
+                "deleted_files",
+                "files removed from the Delta tables (compacted inputs, expired partitions)",
+                s.deleted_files,
+            ),
+            ("commits", "Delta transactions committed by this collector", s.commits),
+            (
+                "vacuumed_files",
+                "objects deleted by VACUUM after the grace period",
+                s.vacuumed_files,
+            ),
+            ("errors", "failed uploads, commits, table reads and VACUUMs", s.errors),
+        ):
+            yield CounterMetricFamily(_METRIC_PREFIX + name, help_text, value)
+        yield GaugeMetricFamily(
+            _METRIC_PREFIX + "pending_files",
+            "finished local files not yet committed",
+            s.pending_files,
         )
         yield GaugeMetricFamily(
-            p + "pending_files", "finished local files not yet committed", s.pending_files
-        )
-        yield GaugeMetricFamily(
-            p + "lag_seconds",
+            _METRIC_PREFIX + "lag_seconds",
             "upper bound on the age of a finished Parquet file not yet committed",
             s.lag_seconds,
         )
