@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "bench" / "README.md"
 PACKAGES = (
+    "deltalake",
+    "chdb",
     "grpcio",
     "protobuf",
     "pyarrow",
@@ -144,6 +146,30 @@ BENCHES: tuple[Bench, ...] = (
         "failed within 5 / 10 minutes; sequential vs Kayenta vs fixed-sample tests",
         (),
         ("--quick",),
+    ),
+    Bench(
+        "delta_store",
+        "bench.delta_store",
+        "the shared store's Delta tables: serve ingest without and with --object-store (moto S3) "
+        "with an exactly-once check; a local Delta commit per segment vs the layout; graph, "
+        "signals and the floor group-by through Delta (local and moto) vs the plain files",
+        (),
+        (
+            "--rows",
+            "1M",
+            "--cpus",
+            "2",
+            "--ingest-cpus",
+            "2",
+            "--seconds",
+            "3",
+            "--commits",
+            "120",
+            "--s3-commits",
+            "20",
+            "--repeat",
+            "1",
+        ),
     ),
 )
 

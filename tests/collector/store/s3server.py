@@ -1,6 +1,7 @@
 """A real S3-compatible server for tests: moto in server mode on 127.0.0.1 and a free port, in
-a child process (delta-rs holds the GIL while it waits for a response, so a server thread in
-the test's own process could never answer it).
+a child process: some delta-rs calls hold the GIL while they wait for a response (seen with
+`DeltaTable.is_deltatable`: a server thread in the test's own process never answered it and the
+call timed out after 180 s).
 
 with s3_server() as s3:        # s3.endpoint_url, s3.env (AWS_* + MESHLENS_S3_*), s3.fs()
     url = s3.bucket("scale-out")   # creates the bucket, returns a StoreUrl
