@@ -115,6 +115,20 @@ def open_table(
         raise DeltaStoreError(uri, f"cannot open: {exc}") from exc
 
 
+def add_missing_columns(dt: DeltaTable, table: str) -> list[str]:
+    """Add the public table's columns the Delta table lacks (a metadata commit); returns their
+    names. A commit with a wider schema does not widen the table: after an upgrade that adds a
+    column, engines reading the log would not see it otherwise."""
+    from deltalake import Schema
+
+    have = {f.name for f in dt.schema().fields}
+    missing = [f for f in Schema.from_arrow(table_schema(table)).fields if f.name not in have]
+    if missing:
+        dt.alter.add_columns(missing)
+        log.info("delta table %s: added columns %s", table, [f.name for f in missing])
+    return [f.name for f in missing]
+
+
 def snapshot_files(dt: DeltaTable) -> list[tuple[str, int, Partition]]:
     """(path relative to the table root, size, (dt, hr)) of every file of the snapshot."""
     actions = pa.table(dt.get_add_actions(flatten=True))

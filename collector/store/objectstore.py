@@ -41,6 +41,7 @@ from meshlens.collector.store.delta_plan import (
     plan_commit,
 )
 from meshlens.collector.store.delta_table import (
+    add_missing_columns,
     commit,
     node_state,
     open_table,
@@ -237,6 +238,7 @@ class Shipper:
         if dt is None:
             dt = open_table(self.url, table, self.options, create=create)
             if dt is not None:
+                add_missing_columns(dt, table)  # a table made by an older meshlens
                 self._tables[table] = dt
         return dt
 

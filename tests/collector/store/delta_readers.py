@@ -34,13 +34,14 @@ def our_files(s3: S3Server, url: StoreUrl, table: str = "spans") -> list[str]:
     return [] if dt is None else sorted(p.rsplit("/", 1)[1] for p, _s, _p in snapshot_files(dt))
 
 
-def clickhouse(s3: S3Server, url: StoreUrl, table: str, select: str) -> list[Any]:
-    """`SELECT <select> FROM` the Delta table, run by ClickHouse (chdb) in this process."""
+def clickhouse(s3: S3Server, url: StoreUrl, table: str, select: str, tail: str = "") -> list[Any]:
+    """`SELECT <select> FROM <the Delta table> <tail>`, run by ClickHouse (chdb) in this
+    process."""
     import chdb
 
     where = f"{s3.endpoint_url}/{url.path(table)}/"
     key, secret = CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
-    sql = f"SELECT {select} FROM deltaLake('{where}', '{key}', '{secret}')"
+    sql = f"SELECT {select} FROM deltaLake('{where}', '{key}', '{secret}') {tail}"
     out = chdb.query(sql, "JSONCompact")
     rows: list[Any] = json.loads(out.bytes() or b'{"data": []}')["data"]
     return rows

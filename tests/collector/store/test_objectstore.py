@@ -286,3 +286,30 @@ def test_two_collectors_one_bucket_exactly_once(tmp_path: Path, s3: S3Server) ->
     rows = _sql(url, s3, "SELECT count(*) AS n, count(DISTINCT span_id) AS d FROM spans")
     assert rows == [{"n": sent, "d": sent}]
     assert clickhouse_counts(s3, url) == (sent, sent)
+
+
+def test_a_table_made_by_an_older_schema_gains_the_new_columns(
+    tmp_path: Path, s3: S3Server
+) -> None:
+    from deltalake import DeltaTable
+
+    from meshlens.collector.store.delta_table import table_schema, table_uri
+    from tests.collector.store.delta_readers import clickhouse
+
+    url = s3.bucket("old")
+    full = table_schema("spans")
+    older = pa.schema([f for f in full if f.name not in ("links", "scope_name")])
+    DeltaTable.create(
+        table_uri(url, "spans"),
+        schema=older,
+        partition_by=["dt", "hr"],
+        storage_options=storage_options(s3.options),
+    )
+    data = tmp_path / "a"
+    spans = _spans(4, datetime.now(UTC) - timedelta(hours=1), "s").append_column(
+        "scope_name", pa.array(["io.opentelemetry.http"] * 4)
+    )
+    write_table(data, "spans", spans, "a", 1)
+    assert _shipper(data, "a", url, s3).ship_once().commits == 1
+    rows = clickhouse(s3, url, "spans", "scope_name, count()", "GROUP BY scope_name")
+    assert [tuple(r) for r in rows] == [("io.opentelemetry.http", 4)]
