@@ -153,35 +153,16 @@ def traffic_view_sql(data_dir: Path, paired: PairedPlan, window: TimeWindow | No
     return " UNION ALL BY NAME ".join(parts)
 
 
-def apply_sandbox(
-    conn: duckdb.DuckDBPyConnection, data_dir: Path, *, memory_limit: str = "2GB"
-) -> None:
-    """DuckDB's own guards (its "Securing DuckDB" page): only the store directory is readable,
-    no extensions are installed or loaded, and the configuration is locked so a query cannot
-    undo any of this."""
-    # An object store location has no local directory to allow: pyarrow reads its objects.
-    allowed = "" if remote_location(data_dir) else sql_string(str(data_dir.resolve()) + "/")
-    for stmt in (
-        f"SET memory_limit = {sql_string(memory_limit)}",
-        "SET autoinstall_known_extensions = false",
-        "SET autoload_known_extensions = false",
-        f"SET allowed_directories = [{allowed}]",
-        "SET enable_external_access = false",
-        "SET lock_configuration = true",
-    ):
-        conn.execute(stmt)
-
-
 def connect(
     data_dir: Path | str,
     window: TimeWindow | None = None,
     *,
-    sandbox: bool = False,
-    memory_limit: str = "2GB",
     threads: int | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory connection with the views of the public schema over `data_dir`
-    (a local directory, or `s3://bucket/prefix`: see analytics.objectstore_source)."""
+    (a local directory, or `s3://bucket/prefix`: see analytics.objectstore_source). Trusted
+    callers only: SQL from users goes through `analytics.sql.run_query`, which adds the one
+    sandbox (`analytics.sql.sandbox`)."""
     remote = remote_location(data_dir)
     data_dir = Path(data_dir)
     conn = duckdb.connect(":memory:")
@@ -203,6 +184,4 @@ def connect(
         conn.execute(f"CREATE VIEW traffic AS {traffic_view_sql(data_dir, paired, window)}")
     conn.execute(f"CREATE VIEW edges AS {EDGES_SQL}")
     conn.execute(f"CREATE VIEW signals AS {SIGNALS_SQL}")
-    if sandbox:
-        apply_sandbox(conn, data_dir, memory_limit=memory_limit)
     return conn

@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import math
+import socket
 import ssl
 import sys
 import threading
@@ -354,6 +355,13 @@ class _Server(ThreadingHTTPServer):
             try:
                 request.setblocking(False)
                 request.send(_OVER_CAP)
+                request.shutdown(socket.SHUT_WR)
+                # Request bytes left unread at close() make the kernel answer with a reset,
+                # which can destroy the 503 before the client reads it: drop what has arrived
+                # (bounded, without waiting: this runs in the accept loop).
+                for _ in range(16):
+                    if not request.recv(65536):
+                        break
             except OSError:
                 pass
         self.shutdown_request(request)
