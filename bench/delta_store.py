@@ -759,6 +759,9 @@ def s3_env(s3: S3Server) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Line by line: the measuring children write to the same stdout, and a buffered parent
+    # would print its headers after their rows when the output is a file.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rows", nargs="*", default=["1M", "10M"], help="query datasets")
     ap.add_argument("--s3-rows", default="1M", help="dataset for the product over moto ('' off)")

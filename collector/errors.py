@@ -9,6 +9,7 @@ CollectorError
   StoreUnavailable(path, reason)     WAL cannot take writes, e.g. disk full (-> UNAVAILABLE / 503)
   WalCorruption(path, offset)        a WAL segment has a bad record (recovery truncates there)
   AuthError(reason)                  missing or wrong credentials (-> UNAUTHENTICATED / 401)
+  DeltaStoreError(where, reason)     a Delta table of the shared store cannot be opened or created
 """
 
 from __future__ import annotations
@@ -78,3 +79,12 @@ class JsonFieldError(DecodeError):
         super().__init__(kind, f"{path}: {problem}" if path else problem)
         self.path = path
         self.problem = problem
+
+
+class DeltaStoreError(CollectorError):
+    """A Delta table of the shared store (`--object-store`) could not be opened or created."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"delta table {where}: {reason}")
+        self.where = where
+        self.reason = reason

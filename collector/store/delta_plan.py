@@ -67,6 +67,7 @@ class TableCommit:
     adds: tuple[LocalFile, ...] = ()
     removes: tuple[CommittedFile, ...] = ()
     watermarks: Mapping[Partition, int] = field(default_factory=dict)
+    waiting: int = 0  # finished files held back by the converted frontier (counted as pending)
 
     @property
     def empty(self) -> bool:
@@ -98,16 +99,20 @@ def plan_commit(
     adds: list[LocalFile] = []
     removes: dict[str, CommittedFile] = {}
     marks: dict[Partition, int] = {}
+    waiting = 0
     active_by_part: dict[Partition, list[CommittedFile]] = {}
     for c in state.files.values():
         active_by_part.setdefault((c.seg.dt, c.seg.hr), []).append(c)
 
     for seg in sorted(visible(by_seg), key=lambda s: (s.dt, s.hr, s.hi, s.lo)):
         part = (seg.dt, seg.hr)
-        if expired(part, now, retention) or (frontier is not None and seg.hi >= frontier):
+        if expired(part, now, retention):
             continue
         path = table_path(seg)
         if path in state.files:
+            continue
+        if frontier is not None and seg.hi >= frontier:
+            waiting += 1
             continue
         active = active_by_part.get(part, [])
         if any(c.seg.covers(seg) for c in active):
@@ -126,7 +131,7 @@ def plan_commit(
         if expired(part, now, retention):
             for c in files:
                 removes[c.path] = c
-    return TableCommit(tuple(adds), tuple(removes.values()), marks)
+    return TableCommit(tuple(adds), tuple(removes.values()), marks, waiting)
 
 
 def after_commit(state: NodeState, commit: TableCommit) -> NodeState:

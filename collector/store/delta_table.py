@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import pyarrow as pa
 
-from meshlens.collector.errors import CollectorError
+from meshlens.collector.errors import DeltaStoreError
 from meshlens.collector.store.delta_plan import (
     CommittedFile,
     NodeState,
@@ -53,15 +53,6 @@ TABLE_CONFIGURATION: Final = {
     "delta.logRetentionDuration": "interval 2 days",
     "delta.setTransactionRetentionDuration": "interval 7 days",
 }
-
-
-class DeltaStoreError(CollectorError):
-    """A Delta table of the shared store could not be read or committed to."""
-
-    def __init__(self, where: str, reason: str) -> None:
-        super().__init__(f"delta table {where}: {reason}")
-        self.where = where
-        self.reason = reason
 
 
 def table_schema(table: str) -> pa.Schema:

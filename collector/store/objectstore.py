@@ -262,6 +262,7 @@ class Shipper:
             local = list_local(self.data_dir, self.node, table)
             state = self._state(table)
             change = plan_commit(local, state, frontier=frontier, now=now, retention=self.retention)
+            totals["pending"] += change.waiting
             if change.empty:
                 continue
             self._ship_table(table, state, change, totals)

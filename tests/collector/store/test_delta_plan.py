@@ -71,6 +71,7 @@ def test_only_files_below_the_converted_frontier_are_committed() -> None:
     plan = plan_commit(local, NodeState(), frontier=2, now=NOW, retention=0)
     assert _names(plan.adds) == [(1, 1)]
     assert dict(plan.watermarks) == {P10: 1}
+    assert plan.waiting == 1  # segment 3 waits (and counts as pending) until 2 is converted
 
 
 def test_compaction_adds_the_output_and_removes_its_inputs_in_one_commit() -> None:

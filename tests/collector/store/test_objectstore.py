@@ -313,3 +313,12 @@ def test_a_table_made_by_an_older_schema_gains_the_new_columns(
     assert _shipper(data, "a", url, s3).ship_once().commits == 1
     rows = clickhouse(s3, url, "spans", "scope_name, count()", "GROUP BY scope_name")
     assert [tuple(r) for r in rows] == [("io.opentelemetry.http", 4)]
+
+
+def test_an_unusable_table_location_is_a_clear_error(s3: S3Server) -> None:
+    from meshlens.collector.errors import DeltaStoreError
+    from meshlens.collector.store.delta_table import open_table
+
+    missing = StoreUrl("no-such-bucket-here", "mesh")
+    with pytest.raises(DeltaStoreError, match=r"delta table s3://no-such-bucket-here/mesh/spans"):
+        open_table(missing, "spans", storage_options(s3.options), create=True)
