@@ -30,8 +30,7 @@ from meshlens.analytics.errors import ObjectStoreError
 from meshlens.analytics.window import TimeWindow
 from meshlens.collector.store.delta_table import snapshot_keys, storage_options
 from meshlens.collector.store.layout import partition_key, partitions
-from meshlens.collector.store.location import store_location
-from meshlens.collector.store.objectstore import S3Options, StoreUrl, s3_filesystem
+from meshlens.collector.store.location import S3Options, StoreUrl, s3_filesystem, store_location
 from meshlens.collector.store.schema import TABLES, TIME_COLUMN
 
 if TYPE_CHECKING:

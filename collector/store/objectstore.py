@@ -39,6 +39,7 @@ from meshlens.collector.store.delta_plan import (
     TableCommit,
     after_commit,
     plan_commit,
+    table_path,
 )
 from meshlens.collector.store.delta_table import (
     add_missing_columns,
@@ -60,7 +61,8 @@ log = logging.getLogger(__name__)
 
 
 def segment_key(seg: ParquetSegment) -> str:
-    return f"{seg.table}/dt={seg.dt}/hr={seg.hr}/{seg.path.name}"
+    """A file's object key relative to the store: its table, then its path in the table."""
+    return f"{seg.table}/{table_path(seg)}"
 
 
 # ---- I/O ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from meshlens.collector.store.objectstore import S3Options, StoreUrl, s3_filesystem
+from meshlens.collector.store.location import S3Options, StoreUrl, s3_filesystem
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
