@@ -10,6 +10,10 @@ row per (scenario, decoder, processes): the best of --repeat runs, as wall throu
 CPU-second of the decoding processes (the latter is the steadier number on a shared machine).
 
     .venv/bin/python bench/decode_spans.py --decoders fast reference
+
+A second table times the receive path's check of the same requests, in this process: the
+Python reference (`collector.receivers.otlp.check_reference`: upb parse, then the item rules)
+and the C walk the receiver asks first (`collector.decode._otlp_check.count`).
 """
 
 from __future__ import annotations
@@ -222,7 +226,39 @@ def main() -> None:
                          f"{rows / wall:,.0f}", f"{rows / cpu:,.0f}",
                          f"{cpu / rows * 1e6:.2f}")  # fmt: skip
                 print(f"{name:<20} " + " ".join(f"{c:>11}" for c in cells))
+    print_checks(args.requests, args.spans, args.repeat)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def print_checks(requests: int, spans: int, repeat: int) -> None:
+    """CPU-µs per span of the receive-path check: reference vs C (one process)."""
+    from meshlens.collector.receivers import otlp
+
+    try:
+        from meshlens.collector.decode._otlp_check import count
+    except ImportError:
+        print("receive-path check: the C extension is not built")
+        return
+
+    checks: dict[str, Callable[[bytes], object]] = {
+        "reference": lambda p: otlp.check_reference(otlp.TRACES, p),
+        "C": lambda p: count(0, p),
+    }
+    print()
+    print(f"{'receive-path check':<20} {'check':>11} {'cpu-µs/span':>11} {'x reference':>11}")
+    for name, make in SCENARIOS.items():
+        payloads = [make(seed, spans) for seed in range(requests)]
+        cost: dict[str, float] = {}
+        for label, check in checks.items():
+            best = float("inf")
+            for _ in range(repeat):
+                c0 = time.process_time()
+                for p in payloads:
+                    check(p)
+                best = min(best, time.process_time() - c0)
+            cost[label] = best / (requests * spans) * 1e6
+            ratio = cost[label] / cost["reference"]
+            print(f"{name:<20} {label:>11} {cost[label]:>11.2f} {ratio:>10.2f}x")
 
 
 if __name__ == "__main__":

@@ -24,20 +24,15 @@
 #include <stdint.h>
 #include <string.h>
 
-#define OK 0
-#define DECLINE 1
-#define FAIL (-1)
-#define TRY(x)                     \
-    do {                           \
-        int rc_ = (x);             \
-        if (rc_) return rc_;       \
-    } while (0)
+#include "_wire_read.h"
 
 #define MAX_NEST 16   /* AnyValue arrays/kvlists inside an attribute value */
 #define MAX_ATTRS 512 /* attributes of one span or entries of one kvlist (sorted by insertion) */
 
 /* ---- growable byte buffers ---------------------------------------------------------------- */
 
+/* Copied into exact-size bytes at the end: building the columns in bytes objects and
+ * shrinking them (_PyBytes_Resize) measured slower, the allocator then maps fresh pages. */
 typedef struct {
     char *d;
     size_t len, cap;
@@ -56,14 +51,55 @@ static int buf_grow(buf_t *b, size_t extra) {
     return OK;
 }
 
+static inline int reserve(buf_t *b, size_t n) {
+    if (__builtin_expect(b->len + n > b->cap, 0)) return buf_grow(b, n);
+    return OK;
+}
+
+/* memcpy for the many short pieces (keys, names, ids): no call, overlapping word moves */
+static inline void copy(char *d, const void *src, size_t n) {
+    const uint8_t *s = src;
+    if (n <= 32) {
+        if (n > 16) {
+            uint64_t a[2], z[2];
+            memcpy(a, s, 16);
+            memcpy(z, s + n - 16, 16);
+            memcpy(d, a, 16);
+            memcpy(d + n - 16, z, 16);
+        } else if (n >= 8) {
+            uint64_t a, z;
+            memcpy(&a, s, 8);
+            memcpy(&z, s + n - 8, 8);
+            memcpy(d, &a, 8);
+            memcpy(d + n - 8, &z, 8);
+        } else if (n >= 4) {
+            uint32_t a, z;
+            memcpy(&a, s, 4);
+            memcpy(&z, s + n - 4, 4);
+            memcpy(d, &a, 4);
+            memcpy(d + n - 4, &z, 4);
+        } else if (n) {
+            d[0] = (char)s[0];
+            d[n >> 1] = (char)s[n >> 1];
+            d[n - 1] = (char)s[n - 1];
+        }
+    } else {
+        memcpy(d, s, n);
+    }
+}
+
 static inline int put(buf_t *b, const void *p, size_t n) {
-    if (__builtin_expect(b->len + n > b->cap, 0) && buf_grow(b, n) < 0) return FAIL;
-    if (n) memcpy(b->d + b->len, p, n);
+    TRY(reserve(b, n));
+    copy(b->d + b->len, p, n);
     b->len += n;
     return OK;
 }
 
-static inline int putc1(buf_t *b, char c) { return put(b, &c, 1); }
+static inline int putc1(buf_t *b, char c) {
+    TRY(reserve(b, 1));
+    b->d[b->len++] = c;
+    return OK;
+}
 
 static inline int puts0(buf_t *b, const char *s) { return put(b, s, strlen(s)); }
 
@@ -77,33 +113,34 @@ static PyObject *buf_bytes(const buf_t *b) {
     return PyBytes_FromStringAndSize(b->d ? b->d : "", (Py_ssize_t)b->len);
 }
 
-typedef struct {
-    const uint8_t *p;
-    size_t n;
-} slice_t;
-
-/* A column with a validity byte per row (packed into an Arrow bitmap at the end). */
+/* A column with a validity byte per row (packed into an Arrow bitmap at the end). Room for
+ * each row's offset and validity byte is reserved once per row (rows_reserve). */
 typedef struct {
     buf_t data, offsets, valid;
     Py_ssize_t nulls;
     int is_string;
 } col_t;
 
-static int col_str(col_t *c, const void *p, size_t n, int valid) {
-    uint8_t v = (uint8_t)(valid != 0);
-    if (!valid) c->nulls++;
-    if (valid) TRY(put(&c->data, p, n));
+static inline int col_str(col_t *c, const void *p, size_t n, int valid) {
+    if (valid) {
+        TRY(put(&c->data, p, n));
+    } else {
+        c->nulls++;
+    }
     if (c->data.len > INT32_MAX) return DECLINE; /* over Arrow's 32-bit string offsets */
     int32_t off = (int32_t)c->data.len;
-    TRY(put(&c->offsets, &off, 4));
-    return put(&c->valid, &v, 1);
+    memcpy(c->offsets.d + c->offsets.len, &off, 4);
+    c->offsets.len += 4;
+    c->valid.d[c->valid.len++] = (char)(valid != 0);
+    return OK;
 }
 
-static int col_i32(col_t *c, int32_t value, int valid) {
-    uint8_t v = (uint8_t)(valid != 0);
+static inline int col_i32(col_t *c, int32_t value, int valid) {
     if (!valid) c->nulls++;
-    TRY(put(&c->data, &value, 4));
-    return put(&c->valid, &v, 1);
+    memcpy(c->data.d + c->data.len, &value, 4);
+    c->data.len += 4;
+    c->valid.d[c->valid.len++] = (char)(valid != 0);
+    return OK;
 }
 
 /* (validity bitmap or None, offsets or None, data, null count) as a Python tuple. */
@@ -130,126 +167,6 @@ static PyObject *col_result(col_t *c, Py_ssize_t rows) {
         return NULL;
     }
     return Py_BuildValue("(NNNn)", bitmap, offsets, data, c->nulls);
-}
-
-/* ---- wire reading (every reader returns OK or DECLINE) ------------------------------------- */
-
-typedef struct {
-    const uint8_t *p, *end;
-} rd_t;
-
-static inline rd_t reader(slice_t s) {
-    rd_t r = {s.p, s.p + s.n};
-    return r;
-}
-
-static inline int rd_varint(rd_t *r, uint64_t *out) {
-    uint64_t v = 0;
-    for (int i = 0; i < 10; i++) {
-        if (r->p >= r->end) return DECLINE;
-        uint8_t b = *r->p++;
-        if (i == 9 && b > 1) return DECLINE; /* over 64 bits: upb's business */
-        v |= (uint64_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            *out = v;
-            return OK;
-        }
-    }
-    return DECLINE;
-}
-
-static inline int rd_tag(rd_t *r, uint32_t *field, uint32_t *wt) {
-    uint64_t t;
-    TRY(rd_varint(r, &t));
-    if (t > UINT32_MAX || (t >> 3) == 0) return DECLINE;
-    *field = (uint32_t)(t >> 3);
-    *wt = (uint32_t)(t & 7);
-    return OK;
-}
-
-static inline int rd_len(rd_t *r, slice_t *s) {
-    uint64_t n;
-    TRY(rd_varint(r, &n));
-    if (n > (uint64_t)(r->end - r->p)) return DECLINE;
-    s->p = r->p;
-    s->n = (size_t)n;
-    r->p += n;
-    return OK;
-}
-
-static inline int rd_fixed64(rd_t *r, uint64_t *out) {
-    if (r->end - r->p < 8) return DECLINE;
-    memcpy(out, r->p, 8); /* little-endian hosts only (x86-64, aarch64) */
-    r->p += 8;
-    return OK;
-}
-
-static int rd_skip(rd_t *r, uint32_t wt) {
-    uint64_t v;
-    slice_t s;
-    switch (wt) {
-    case 0:
-        return rd_varint(r, &v);
-    case 1:
-        return rd_fixed64(r, &v);
-    case 2:
-        return rd_len(r, &s);
-    case 5:
-        if (r->end - r->p < 4) return DECLINE;
-        r->p += 4;
-        return OK;
-    default: /* groups and invalid wire types: the reference decides */
-        return DECLINE;
-    }
-}
-
-#define WT_VARINT 0
-#define WT_I64 1
-#define WT_LEN 2
-#define EXPECT(wt_, want)                      \
-    do {                                       \
-        if ((wt_) != (want)) return DECLINE;   \
-    } while (0)
-
-static int utf8_ok(slice_t s) {
-    const uint8_t *p = s.p, *e = s.p + s.n;
-    while (p < e) {
-        uint8_t c = *p;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        int n;
-        uint32_t cp;
-        if ((c & 0xe0) == 0xc0) {
-            n = 1;
-            cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            n = 2;
-            cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (e - p <= n) return 0;
-        for (int i = 1; i <= n; i++) {
-            if ((p[i] & 0xc0) != 0x80) return 0;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        p += n + 1;
-    }
-    return 1;
-}
-
-static inline int rd_str(rd_t *r, uint32_t wt, slice_t *s) {
-    EXPECT(wt, WT_LEN);
-    TRY(rd_len(r, s));
-    return utf8_ok(*s) ? OK : DECLINE;
 }
 
 /* ---- JSON text, as json.JSONEncoder(ensure_ascii=False, separators=(",", ":")) writes it -- */
@@ -339,7 +256,9 @@ typedef struct {
     int type, truthy;
     int64_t i;
     double d;
-    size_t txt_off, txt_len; /* V_STR: the text itself, in walker.txt */
+    /* V_STR: the text itself, in the payload or a constant (txt_p), else in walker.txt */
+    const uint8_t *txt_p;
+    size_t txt_off, txt_len;
 } val_t;
 
 typedef struct {
@@ -354,7 +273,8 @@ typedef struct {
     buf_t attrs, links;   /* per span: raw attribute slices; links JSON */
 } walker_t;
 
-static int parse_kv(slice_t s, kv_t *kv) {
+/* check_key 0: the caller checks the key's UTF-8 itself */
+static inline __attribute__((always_inline)) int parse_kv(slice_t s, kv_t *kv, int check_key) {
     rd_t r = reader(s);
     int have_key = 0;
     kv->key.p = s.p;
@@ -365,7 +285,9 @@ static int parse_kv(slice_t s, kv_t *kv) {
         TRY(rd_tag(&r, &f, &wt));
         if (f == 1) {
             if (have_key++) return DECLINE;
-            TRY(rd_str(&r, wt, &kv->key));
+            EXPECT(wt, WT_LEN);
+            TRY(rd_len(&r, &kv->key));
+            if (check_key && !utf8_ok(kv->key)) return DECLINE;
         } else if (f == 2) {
             EXPECT(wt, WT_LEN);
             if (kv->has_value++) return DECLINE; /* a second value would merge */
@@ -389,17 +311,39 @@ static int key_cmp(const kv_t *a, const kv_t *b) {
 
 static int any_value(walker_t *w, slice_t s, int depth, int cut_on, buf_t *out, val_t *v);
 
-static int write_text_value(walker_t *w, const uint8_t *p, size_t n, int cut_on, buf_t *out,
-                            val_t *v) {
+/* `stable`: p stays valid for the whole call (payload bytes, constants), else it is copied. */
+static int write_text_value(walker_t *w, const uint8_t *p, size_t n, int cut_on, int stable,
+                            buf_t *out, val_t *v) {
     if (cut_on) n = cut_len(p, n, w->cut);
     if (v) {
         v->type = V_STR;
         v->truthy = n > 0;
-        v->txt_off = w->txt.len;
         v->txt_len = n;
-        TRY(put(&w->txt, p, n));
+        if (stable) {
+            v->txt_p = p;
+        } else {
+            v->txt_p = NULL;
+            v->txt_off = w->txt.len;
+            TRY(put(&w->txt, p, n));
+        }
     }
     return json_str(out, p, n);
+}
+
+/* 1 when every byte is ASCII and needs no JSON escape (no control, '"' or '\\'): then the
+ * text is valid UTF-8, its JSON is itself in quotes, and a cut is a byte count. */
+static inline int plain_ascii(const uint8_t *p, size_t n) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, p + i, 8);
+        uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\');
+        if (((x - ones * 0x20) | (q - ones) | (bs - ones) | x) & highs) return 0;
+    }
+    for (; i < n; i++)
+        if (p[i] < 0x20 || p[i] >= 0x80 || p[i] == '"' || p[i] == '\\') return 0;
+    return 1;
 }
 
 static int kvlist(walker_t *w, slice_t s, int depth, buf_t *out, size_t *distinct) {
@@ -430,7 +374,7 @@ static int kvlist(walker_t *w, slice_t s, int depth, buf_t *out, size_t *distinc
             }
             items = grown;
         }
-        if ((rc = parse_kv(x, &items[n]))) goto done;
+        if ((rc = parse_kv(x, &items[n], 1))) goto done;
         items[n].index = n;
         n++;
     }
@@ -470,6 +414,13 @@ static int any_value(walker_t *w, slice_t s, int depth, int cut_on, buf_t *out, 
     uint32_t which = 0;
     uint64_t num = 0;
     slice_t x = {NULL, 0};
+    if (s.n >= 2 && s.p[0] == 0x0a && s.p[1] < 0x80 && (size_t)s.p[1] + 2 == s.n) {
+        /* the usual value: string_value alone, a one-byte length (what the loop would read) */
+        which = 1;
+        x.p = s.p + 2;
+        x.n = s.p[1];
+        r.p = r.end;
+    }
     while (r.p < r.end) {
         uint32_t f, wt;
         TRY(rd_tag(&r, &f, &wt));
@@ -479,7 +430,8 @@ static int any_value(walker_t *w, slice_t s, int depth, int cut_on, buf_t *out, 
         }
         switch (f) {
         case 1:
-            TRY(rd_str(&r, wt, &x));
+            EXPECT(wt, WT_LEN);
+            TRY(rd_len(&r, &x)); /* UTF-8 checked below */
             break;
         case 2:
         case 3:
@@ -507,8 +459,26 @@ static int any_value(walker_t *w, slice_t s, int depth, int cut_on, buf_t *out, 
     switch (which) {
     case 0:
         return puts0(out, "null");
-    case 1:
-        return write_text_value(w, x.p, x.n, cut_on, out, v);
+    case 1: {
+        if (!plain_ascii(x.p, x.n)) {
+            if (!utf8_ok(x)) return DECLINE;
+            return write_text_value(w, x.p, x.n, cut_on, 1, out, v);
+        }
+        size_t n = cut_on && w->cut && x.n > w->cut ? w->cut : x.n;
+        if (v) {
+            v->type = V_STR;
+            v->truthy = n > 0;
+            v->txt_p = x.p;
+            v->txt_len = n;
+        }
+        TRY(reserve(out, n + 2));
+        char *q = out->d + out->len;
+        q[0] = '"';
+        copy(q + 1, x.p, n);
+        q[n + 1] = '"';
+        out->len += n + 2;
+        return OK;
+    }
     case 2:
         if (v) {
             v->type = V_BOOL;
@@ -535,10 +505,10 @@ static int any_value(walker_t *w, slice_t s, int depth, int cut_on, buf_t *out, 
     case 4: {
         double d;
         memcpy(&d, &num, 8);
-        if (isnan(d)) return write_text_value(w, (const uint8_t *)"NaN", 3, cut_on, out, v);
+        if (isnan(d)) return write_text_value(w, (const uint8_t *)"NaN", 3, cut_on, 1, out, v);
         if (isinf(d)) {
             const char *t = d > 0 ? "Infinity" : "-Infinity";
-            return write_text_value(w, (const uint8_t *)t, strlen(t), cut_on, out, v);
+            return write_text_value(w, (const uint8_t *)t, strlen(t), cut_on, 1, out, v);
         }
         if (v) {
             v->type = V_DBL;
@@ -555,7 +525,7 @@ static int any_value(walker_t *w, slice_t s, int depth, int cut_on, buf_t *out, 
         w->tmp.len = 0;
         TRY(base64(&w->tmp, x));
         /* tmp is not touched again before this copy: base64 values are leaves */
-        return write_text_value(w, (const uint8_t *)w->tmp.d, w->tmp.len, cut_on, out, v);
+        return write_text_value(w, (const uint8_t *)w->tmp.d, w->tmp.len, cut_on, 0, out, v);
     }
     case 5: {
         if (depth >= MAX_NEST) return DECLINE;
@@ -614,15 +584,18 @@ static const char *KEYS[N_KEYS] = {
 static size_t KEY_LEN[N_KEYS];
 
 typedef struct {
-    slice_t key;
+    slice_t key, value;
+    int has_value, promoted; /* promoted: K_* of the key, -1: none */
     val_t val;
-    size_t frag_off, frag_len, val_off; /* in walker.frag: '"key":value', value from val_off */
-    uint64_t prefix;                    /* bytes 1..8 of the fragment, big-endian, 0-padded */
+    size_t frag_off, frag_len; /* in walker.frag: '"key":value' (cache misses only) */
+    size_t val_off, val_len;   /* the value's JSON in span_attrs_t.vbase */
+    uint64_t prefix;           /* bytes 1..8 of the fragment, big-endian, 0-padded */
 } attr_t;
 
 typedef struct {
     walker_t *w;
     attr_t *ents;
+    const char *vbase; /* where the values' JSON is (walker.frag or the attributes column) */
     int found[N_KEYS]; /* index of the key's last entry, -1: absent */
 } span_attrs_t;
 
@@ -637,11 +610,11 @@ static const attr_t *get(const span_attrs_t *a, int k) {
 static slice_t text_of(const span_attrs_t *a, const attr_t *e) {
     slice_t s;
     if (e->val.type == V_STR) {
-        s.p = (const uint8_t *)a->w->txt.d + e->val.txt_off;
+        s.p = e->val.txt_p ? e->val.txt_p : (const uint8_t *)a->w->txt.d + e->val.txt_off;
         s.n = e->val.txt_len;
     } else {
-        s.p = (const uint8_t *)a->w->frag.d + e->val_off;
-        s.n = e->frag_off + e->frag_len - e->val_off;
+        s.p = (const uint8_t *)a->vbase + e->val_off;
+        s.n = e->val_len;
     }
     return s;
 }
@@ -750,11 +723,39 @@ static const char *COL_NAMES[N_COLS] = {
 
 static const char *KINDS[6] = {"internal", "internal", "server", "client", "producer", "consumer"};
 static const char *STATUSES[3] = {"unset", "ok", "error"};
+static size_t KIND_LEN[6], STATUS_LEN[3];
+
+/* Key shapes: spans of one source repeat the same attribute keys in the same order, so the
+ * per-key work (UTF-8 check, JSON escape, promoted-key lookup) and the sort are done once per
+ * shape. The output order depends on the keys alone (distinct keys are ordered by their
+ * '"key"' text; repeated keys by key and position), so a span whose keys equal a cached
+ * shape's byte for byte writes its values straight into the attributes column. */
+#define SHAPE_WAYS 4
+#define SHAPE_N 64      /* attributes of a cacheable shape, at most */
+#define SHAPE_KEYS 2048 /* raw key bytes */
+#define SHAPE_FRAGS 4096 /* '"key":' bytes */
+
+typedef struct {
+    size_t n, n_out; /* n 0: empty; n_out: entries written (a repeated key writes its last) */
+    uint64_t used;
+    uint16_t key_off[SHAPE_N + 1], frag_off[SHAPE_N + 1]; /* by position */
+    int8_t promoted[SHAPE_N];                             /* by position: K_* or -1 */
+    uint8_t written[SHAPE_N];                             /* by position */
+    uint16_t ord[SHAPE_N];                                /* positions in output order */
+    uint8_t keys[SHAPE_KEYS];
+    char frags[SHAPE_FRAGS];
+} shape_t;
 
 typedef struct {
     walker_t w;
     col_t cols[N_COLS];
     buf_t start_us, end_us, duration_ms, ents, order, hostbuf, rows_per_record, dropped_per;
+    shape_t *shapes; /* SHAPE_WAYS */
+    int shape_last;
+    uint64_t shape_clock;
+    Py_ssize_t row_cap; /* rows with room reserved in every column's fixed-size buffers */
+    size_t bytes_total, bytes_done; /* payload bytes of the call; of the requests before */
+    const uint8_t *request;          /* the request being decoded */
     Py_ssize_t rows;
     uint64_t count_limit, dropped, received_ns;
     Py_ssize_t resource, n_resources;
@@ -773,6 +774,7 @@ static void batch_free(batch_t *b) {
     buf_free(&b->rows_per_record);
     buf_free(&b->dropped_per);
     PyMem_Free(b->res_cols);
+    PyMem_Free(b->shapes);
     buf_free(&b->ents);
     buf_free(&b->order);
     buf_free(&b->hostbuf);
@@ -783,16 +785,134 @@ static void batch_free(batch_t *b) {
     buf_free(&b->w.links);
 }
 
+static int hold(buf_t *b, size_t total) {
+    return total > b->cap ? buf_grow(b, total - b->len) : OK;
+}
+
+/* Room for one more row's offsets, validity bytes, ints and timestamps, for all columns.
+ * Past the first rows, room for the rows the rest of the payload bytes should hold (the
+ * string columns too, at their bytes per row so far): growing by doubling would copy. */
+static int rows_reserve(batch_t *b, const uint8_t *at) {
+    if (__builtin_expect(b->rows < b->row_cap, 1)) return OK;
+    size_t rows = (size_t)b->rows, cap = rows ? rows * 2 : 32;
+    size_t done = b->bytes_done + (size_t)(at - b->request);
+    if (rows && done) {
+        double expect = (double)rows * ((double)b->bytes_total / (double)done) * 1.1 + 16;
+        if (expect > (double)rows * 64) expect = (double)rows * 64; /* a bounded guess */
+        if (expect > (double)cap) cap = (size_t)expect;
+        for (int i = 0; i < N_STR_COLS; i++) {
+            buf_t *d = &b->cols[i].data;
+            TRY(hold(d, (size_t)((double)d->len / (double)rows * (double)cap) + 64));
+        }
+    }
+    for (int i = 0; i < N_COLS; i++) {
+        col_t *c = &b->cols[i];
+        TRY(hold(&c->valid, cap));
+        TRY(hold(c->is_string ? &c->offsets : &c->data, (cap + 1) * 4));
+    }
+    TRY(hold(&b->start_us, cap * 8));
+    TRY(hold(&b->end_us, cap * 8));
+    TRY(hold(&b->duration_ms, cap * 8));
+    b->row_cap = (Py_ssize_t)cap;
+    return OK;
+}
+
+static uint16_t HEX2[256]; /* a byte's two hex digits, as stored */
+
 static int hex_col(col_t *c, slice_t s) {
     buf_t *d = &c->data;
-    if (d->len + 2 * s.n > d->cap) TRY(buf_grow(d, 2 * s.n));
+    TRY(reserve(d, 2 * s.n));
     char *q = d->d + d->len;
-    for (size_t i = 0; i < s.n; i++) {
-        q[2 * i] = HEX[s.p[i] >> 4];
-        q[2 * i + 1] = HEX[s.p[i] & 15];
+    size_t i = 0;
+    for (; i + 4 <= s.n; i += 4) { /* 4 bytes -> 8 digits in one word (little-endian) */
+        uint32_t v;
+        memcpy(&v, s.p + i, 4);
+        uint64_t t = v;
+        t = (t | t << 16) & 0x0000ffff0000ffffULL;
+        t = (t | t << 8) & 0x00ff00ff00ff00ffULL; /* byte k at byte 2k */
+        uint64_t nib = (t >> 4 & 0x000f000f000f000fULL) | (t & 0x000f000f000f000fULL) << 8;
+        uint64_t hex = nib + 0x3030303030303030ULL +
+                       ((nib + 0x0606060606060606ULL) >> 4 & 0x0101010101010101ULL) * 39;
+        memcpy(q + 2 * i, &hex, 8);
     }
+    for (; i < s.n; i++) memcpy(q + 2 * i, &HEX2[s.p[i]], 2);
     d->len += 2 * s.n;
     return col_str(c, "", 0, 1);
+}
+
+/* a == b for n bytes, without a call: keys are short */
+static inline int same_bytes(const uint8_t *a, const uint8_t *b, size_t n) {
+    if (n >= 8) {
+        uint64_t x, y;
+        for (size_t i = 0; i + 8 <= n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y) return 0;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i]) return 0;
+    return 1;
+}
+
+static const shape_t *shape_find(batch_t *b, const attr_t *ents, size_t n) {
+    if (!b->shapes || n > SHAPE_N) return NULL;
+    for (int t = 0; t < SHAPE_WAYS; t++) {
+        int k = (b->shape_last + t) % SHAPE_WAYS;
+        shape_t *sh = &b->shapes[k];
+        if (sh->n != n) continue;
+        size_t i = 0;
+        for (; i < n; i++) {
+            size_t off = sh->key_off[i], len = sh->key_off[i + 1] - off;
+            if (ents[i].key.n != len || !same_bytes(ents[i].key.p, sh->keys + off, len)) break;
+        }
+        if (i < n) continue;
+        b->shape_last = k;
+        sh->used = ++b->shape_clock;
+        return sh;
+    }
+    return NULL;
+}
+
+/* Remember the shape of entries ents[0..n) (their fragments in walker.frag), written in the
+ * order ord[0..n_out). */
+static void shape_store(batch_t *b, const attr_t *ents, size_t n, const size_t *ord,
+                        size_t n_out) {
+    if (!b->shapes || n == 0 || n > SHAPE_N) return;
+    size_t kb = 0, fb = 0;
+    for (size_t i = 0; i < n; i++) {
+        kb += ents[i].key.n;
+        fb += ents[i].val_off - ents[i].frag_off;
+    }
+    if (kb > SHAPE_KEYS || fb > SHAPE_FRAGS) return;
+    shape_t *sh = &b->shapes[0];
+    for (int k = 1; k < SHAPE_WAYS; k++)
+        if (b->shapes[k].used < sh->used) sh = &b->shapes[k];
+    kb = fb = 0;
+    for (size_t i = 0; i < n; i++) {
+        const attr_t *e = &ents[i];
+        size_t flen = e->val_off - e->frag_off;
+        sh->key_off[i] = (uint16_t)kb;
+        sh->frag_off[i] = (uint16_t)fb;
+        if (e->key.n) memcpy(sh->keys + kb, e->key.p, e->key.n);
+        memcpy(sh->frags + fb, b->w.frag.d + e->frag_off, flen);
+        kb += e->key.n;
+        fb += flen;
+        sh->promoted[i] = (int8_t)e->promoted;
+        sh->written[i] = 0;
+    }
+    sh->key_off[n] = (uint16_t)kb;
+    sh->frag_off[n] = (uint16_t)fb;
+    for (size_t j = 0; j < n_out; j++) {
+        sh->ord[j] = (uint16_t)ord[j];
+        sh->written[ord[j]] = 1;
+    }
+    sh->n = n;
+    sh->n_out = n_out;
+    sh->used = ++b->shape_clock;
 }
 
 static int frag_cmp(const batch_t *b, const attr_t *x, const attr_t *y) {
@@ -811,8 +931,9 @@ static int raw_key_cmp(const attr_t *x, const attr_t *y) {
     return x->key.n < y->key.n ? -1 : (x->key.n > y->key.n);
 }
 
-/* The attributes JSON (attributes.entries_json) of entries ents[0..n) into `out`. */
-static int attrs_json(batch_t *b, attr_t *ents, size_t n, buf_t *out) {
+/* The attributes JSON (attributes.entries_json) of entries ents[0..n) into `out`; the
+ * positions written, in order, are left in b->order[0..*n_out). */
+static int attrs_json(batch_t *b, attr_t *ents, size_t n, buf_t *out, size_t *n_out) {
     b->order.len = 0;
     for (size_t i = 0; i < n; i++) TRY(put(&b->order, &i, sizeof i));
     size_t *ord = (size_t *)b->order.d;
@@ -840,10 +961,12 @@ static int attrs_json(batch_t *b, attr_t *ents, size_t n, buf_t *out) {
     size_t written = 0;
     for (size_t i = 0; i < n; i++) {
         if (dup && i + 1 < n && raw_key_cmp(&ents[ord[i]], &ents[ord[i + 1]]) == 0) continue;
-        if (written++) TRY(putc1(out, ','));
+        if (written) TRY(putc1(out, ','));
         const attr_t *e = &ents[ord[i]];
         TRY(put(out, b->w.frag.d + e->frag_off, e->frag_len));
+        ord[written++] = ord[i]; /* compacted in place: written <= i */
     }
+    *n_out = written;
     return putc1(out, '}');
 }
 
@@ -881,7 +1004,8 @@ static int put_hex(buf_t *out, slice_t s) {
 static int parse_span(batch_t *b, slice_t s, span_t *sp) {
     walker_t *w = &b->w;
     rd_t r = reader(s);
-    memset(sp, 0, sizeof *sp);
+    static const span_t zero; /* a copy, not memset's rep stos */
+    *sp = zero;
     w->attrs.len = 0;
     w->links.len = 0;
     TRY(putc1(&w->links, '['));
@@ -975,49 +1099,95 @@ static int emit_span(batch_t *b, slice_t s, slice_t scope_name) {
         n = (size_t)b->count_limit;
     }
     if (n > MAX_ATTRS) return DECLINE;
+    TRY(rows_reserve(b, s.p));
     span_attrs_t a;
     a.w = w;
     for (int k = 0; k < N_KEYS; k++) a.found[k] = -1;
     w->frag.len = w->txt.len = 0;
     b->ents.len = 0;
-    if (n * sizeof(attr_t) > b->ents.cap) TRY(buf_grow(&b->ents, n * sizeof(attr_t)));
+    TRY(reserve(&b->ents, n * sizeof(attr_t)));
     attr_t *ents = (attr_t *)b->ents.d;
+    a.ents = ents;
     const slice_t *raws = (const slice_t *)w->attrs.d;
     for (size_t i = 0; i < n; i++) {
         kv_t kv;
-        TRY(parse_kv(raws[i], &kv));
-        attr_t *e = &ents[i];
-        e->key = kv.key;
-        e->frag_off = w->frag.len;
-        TRY(json_str(&w->frag, kv.key.p, kv.key.n));
-        TRY(putc1(&w->frag, ':'));
-        e->val_off = w->frag.len;
-        if (kv.has_value) {
-            TRY(any_value(w, kv.value, 0, 1, &w->frag, &e->val));
-        } else {
-            memset(&e->val, 0, sizeof e->val);
-            TRY(puts0(&w->frag, "null"));
-        }
-        e->frag_len = w->frag.len - e->frag_off;
-        e->prefix = 0;
-        for (size_t j = 1; j < 9; j++)
-            e->prefix = e->prefix << 8 | (j < e->frag_len ? (uint8_t)w->frag.d[e->frag_off + j] : 0);
-        /* promoted keys: 5..25 bytes, first letters among "hsnuerpdmg" (a cheap pre-filter) */
-        if (kv.key.n >= 5 && kv.key.n <= 25 && strchr("hsnuerpdmg", kv.key.p[0])) {
-            for (int k = 0; k < N_KEYS; k++)
-                if (KEY_LEN[k] == kv.key.n && memcmp(KEYS[k], kv.key.p, kv.key.n) == 0) {
-                    a.found[k] = (int)i; /* the last one wins, as in the reference's dict */
-                    break;
-                }
-        }
+        TRY(parse_kv(raws[i], &kv, 0)); /* keys: checked below or equal to checked ones */
+        ents[i].key = kv.key;
+        ents[i].value = kv.value;
+        ents[i].has_value = kv.has_value;
     }
-    a.ents = ents;
+    buf_t *out = &c[C_ATTRIBUTES].data;
+    const shape_t *sh = n ? shape_find(b, ents, n) : NULL;
+    if (sh) {
+        /* the keys' fragments and order are known: values go straight to the column */
+        TRY(putc1(out, '{'));
+        for (size_t j = 0; j < sh->n_out; j++) {
+            attr_t *e = &ents[sh->ord[j]];
+            size_t fo = sh->frag_off[sh->ord[j]], fl = sh->frag_off[sh->ord[j] + 1] - fo;
+            TRY(reserve(out, fl + 1));
+            if (j) out->d[out->len++] = ',';
+            copy(out->d + out->len, sh->frags + fo, fl);
+            out->len += fl;
+            e->val_off = out->len;
+            if (e->has_value) {
+                TRY(any_value(w, e->value, 0, 1, out, &e->val));
+            } else {
+                memset(&e->val, 0, sizeof e->val);
+                TRY(put(out, "null", 4));
+            }
+            e->val_len = out->len - e->val_off;
+        }
+        TRY(putc1(out, '}'));
+        for (size_t i = 0; i < n; i++) {
+            if (!sh->written[i] && ents[i].has_value) { /* a repeated key's earlier value */
+                w->frag.len = 0;
+                TRY(any_value(w, ents[i].value, 0, 1, &w->frag, NULL));
+            }
+            if (sh->promoted[i] >= 0) a.found[sh->promoted[i]] = (int)i;
+        }
+        a.vbase = out->d;
+    } else if (n) {
+        for (size_t i = 0; i < n; i++) {
+            attr_t *e = &ents[i];
+            if (!utf8_ok(e->key)) return DECLINE;
+            e->frag_off = w->frag.len;
+            TRY(json_str(&w->frag, e->key.p, e->key.n));
+            TRY(putc1(&w->frag, ':'));
+            e->val_off = w->frag.len;
+            if (e->has_value) {
+                TRY(any_value(w, e->value, 0, 1, &w->frag, &e->val));
+            } else {
+                memset(&e->val, 0, sizeof e->val);
+                TRY(puts0(&w->frag, "null"));
+            }
+            e->frag_len = w->frag.len - e->frag_off;
+            e->val_len = w->frag.len - e->val_off;
+            e->prefix = 0;
+            for (size_t j = 1; j < 9; j++)
+                e->prefix =
+                    e->prefix << 8 | (j < e->frag_len ? (uint8_t)w->frag.d[e->frag_off + j] : 0);
+            e->promoted = -1;
+            /* promoted keys: 5..25 bytes, first letters among "hsnuerpdmg" (a cheap pre-filter) */
+            if (e->key.n >= 5 && e->key.n <= 25 && strchr("hsnuerpdmg", e->key.p[0])) {
+                for (int k = 0; k < N_KEYS; k++)
+                    if (KEY_LEN[k] == e->key.n && memcmp(KEYS[k], e->key.p, e->key.n) == 0) {
+                        a.found[k] = (int)i; /* the last one wins, as in the reference's dict */
+                        e->promoted = k;
+                        break;
+                    }
+            }
+        }
+        size_t n_out;
+        TRY(attrs_json(b, ents, n, out, &n_out));
+        shape_store(b, ents, n, (const size_t *)b->order.d, n_out);
+        a.vbase = w->frag.d;
+    }
 
     TRY(hex_col(&c[C_TRACE_ID], sp.trace_id));
     TRY(hex_col(&c[C_SPAN_ID], sp.span_id));
     TRY(hex_col(&c[C_PARENT], sp.parent));
     TRY(col_str(&c[C_NAME], sp.name.p, sp.name.n, 1));
-    TRY(col_str(&c[C_KIND], KINDS[kind], strlen(KINDS[kind]), 1));
+    TRY(col_str(&c[C_KIND], KINDS[kind], KIND_LEN[kind], 1));
     TRY(col_str(&c[C_STATUS_MESSAGE], message.p, message.n, 1));
     TRY(col_str(&c[C_LINKS], w->links.d, w->links.len, 1));
     TRY(col_str(&c[C_SCOPE_NAME], scope_name.p, scope_name.n, 1));
@@ -1026,9 +1196,12 @@ static int emit_span(batch_t *b, slice_t s, slice_t scope_name) {
     uint64_t end = sp.end ? sp.end : start;
     double duration = end >= start ? (double)(end - start) / 1e6 : 0.0;
     int64_t start_us = (int64_t)(start / 1000), end_us = (int64_t)(end / 1000);
-    TRY(put(&b->start_us, &start_us, 8));
-    TRY(put(&b->end_us, &end_us, 8));
-    TRY(put(&b->duration_ms, &duration, 8));
+    memcpy(b->start_us.d + b->start_us.len, &start_us, 8); /* room: rows_reserve */
+    memcpy(b->end_us.d + b->end_us.len, &end_us, 8);
+    memcpy(b->duration_ms.d + b->duration_ms.len, &duration, 8);
+    b->start_us.len += 8;
+    b->end_us.len += 8;
+    b->duration_ms.len += 8;
     if (b->resource >= b->n_resources) return DECLINE;
     for (int i = 0; i < 4; i++) {
         slice_t r = b->res_cols[b->resource][i];
@@ -1037,7 +1210,7 @@ static int emit_span(batch_t *b, slice_t s, slice_t scope_name) {
 
     if (n == 0) {
         TRY(col_str(&c[C_ATTRIBUTES], "{}", 2, 1));
-        TRY(col_str(&c[C_STATUS_CODE], STATUSES[status], strlen(STATUSES[status]), 1));
+        TRY(col_str(&c[C_STATUS_CODE], STATUSES[status], STATUS_LEN[status], 1));
         static const int derived[] = {C_HTTP_METHOD, C_HTTP_ROUTE, C_RPC_SERVICE, C_RPC_METHOD,
                                       C_PEER_SERVICE, C_SERVER_ADDRESS, C_DB_SYSTEM, C_DB_NAME,
                                       C_MESSAGING};
@@ -1048,18 +1221,17 @@ static int emit_span(batch_t *b, slice_t s, slice_t scope_name) {
         b->rows++;
         return OK;
     }
-    TRY(attrs_json(b, ents, n, &c[C_ATTRIBUTES].data)); /* appended: the row's value */
-    TRY(col_str(&c[C_ATTRIBUTES], "", 0, 1));
+    TRY(col_str(&c[C_ATTRIBUTES], "", 0, 1)); /* the JSON is in the data already */
 
     const attr_t *v = get(&a, K_ERROR);
     if (status == 0 && v) {
         int err = (v->val.type == V_BOOL && v->val.truthy) || (v->val.type == V_INT && v->val.i == 1) ||
                   (v->val.type == V_DBL && v->val.d == 1.0) ||
                   (v->val.type == V_STR && v->val.txt_len == 4 &&
-                   memcmp(w->txt.d + v->val.txt_off, "true", 4) == 0);
+                   memcmp(text_of(&a, v).p, "true", 4) == 0);
         if (err) status = 2;
     }
-    TRY(col_str(&c[C_STATUS_CODE], STATUSES[status], strlen(STATUSES[status]), 1));
+    TRY(col_str(&c[C_STATUS_CODE], STATUSES[status], STATUS_LEN[status], 1));
 
     v = get(&a, K_HTTP_REQUEST_METHOD);
     if (!v || !v->val.truthy) v = get(&a, K_HTTP_METHOD);
@@ -1265,10 +1437,19 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         }
     }
     b.w.cut = (size_t)value_length;
-    for (int i = 0; i < N_STR_COLS; i++) b.cols[i].is_string = 1;
+    b.shapes = PyMem_Calloc(SHAPE_WAYS, sizeof *b.shapes);
+    if (!b.shapes) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (int i = 0; i < N_COLS; i++) b.cols[i].is_string = i < N_STR_COLS;
     for (int i = 0; i < N_STR_COLS; i++) {
         int32_t zero = 0;
         if (put(&b.cols[i].offsets, &zero, 4) < 0) goto done;
+    }
+    for (Py_ssize_t i = 0; i < n_payloads; i++) {
+        PyObject *p = PyList_GET_ITEM(payloads, i);
+        if (PyBytes_Check(p)) b.bytes_total += (size_t)PyBytes_GET_SIZE(p);
     }
     for (Py_ssize_t i = 0; i < n_payloads; i++) {
         PyObject *p = PyList_GET_ITEM(payloads, i);
@@ -1279,6 +1460,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         b.received_ns = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(received, i));
         if (PyErr_Occurred()) goto done;
         slice_t s = {(const uint8_t *)PyBytes_AS_STRING(p), (size_t)PyBytes_GET_SIZE(p)};
+        b.request = s.p;
         Py_ssize_t rows_before = b.rows;
         uint64_t dropped_before = b.dropped;
         int rc = decode_request(&b, s, NULL);
@@ -1287,6 +1469,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
             result = Py_NewRef(Py_None);
             goto done;
         }
+        b.bytes_done += s.n;
         int64_t rows = (int64_t)(b.rows - rows_before);
         uint64_t dropped = b.dropped - dropped_before;
         if (put(&b.rows_per_record, &rows, 8) < 0 || put(&b.dropped_per, &dropped, 8) < 0) goto done;
@@ -1346,5 +1529,11 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__otlp_wire(void) {
     for (int k = 0; k < N_KEYS; k++) KEY_LEN[k] = strlen(KEYS[k]);
+    for (int k = 0; k < 6; k++) KIND_LEN[k] = strlen(KINDS[k]);
+    for (int k = 0; k < 3; k++) STATUS_LEN[k] = strlen(STATUSES[k]);
+    for (int i = 0; i < 256; i++) {
+        char h[2] = {HEX[i >> 4], HEX[i & 15]};
+        memcpy(&HEX2[i], h, 2);
+    }
     return PyModule_Create(&module);
 }

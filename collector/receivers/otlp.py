@@ -6,10 +6,19 @@ counting them and looking only at what the decoders cannot repair later: span/tr
 wrong length (the OTLP spec calls them invalid), metrics without a name. Such items are rejected
 and reported in `partial_success`; only then is the request re-serialized without them.
 Everything else is stored exactly as received.
+
+That Python check is the reference. The receive path first asks `collector.decode._otlp_check`
+(C, built by `pip install -e .`), which walks the wire bytes once without building protobuf
+objects and answers only when the reference would accept the whole request as it is (the item
+count); anything else (malformed data, invalid items, fields it does not know) it declines, and
+the reference decides, with its precise error or partial success. It costs about a quarter of
+the reference (0.27 vs 1.03 CPU-µs per SDK span, `bench.decode_spans`);
+tests/collector/decode/test_otlp_check_fast.py holds the two to the same answers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,6 +30,14 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from meshlens.collector.errors import DecodeError
 from meshlens.collector.store.records import RecordKind
+
+_count: Callable[[int, bytes], int | None] | None
+try:
+    from meshlens.collector.decode import _otlp_check
+
+    _count = _otlp_check.count
+except ImportError:  # not built (no C compiler at install time): the reference checks everything
+    _count = None
 
 _ZERO_TRACE_ID: Final = bytes(16)
 _ZERO_SPAN_ID: Final = bytes(8)
@@ -102,6 +119,15 @@ def parse(signal: Signal, raw: bytes) -> Message:
 def check(signal: Signal, raw: bytes) -> Checked:
     """Parse and count a request, dropping invalid items. Raises DecodeError when the request
     cannot be parsed or every item in it is invalid."""
+    if _count is not None:
+        items = _count(SIGNALS.index(signal), raw)
+        if items is not None:
+            return Checked(raw, items)
+    return check_reference(signal, raw)
+
+
+def check_reference(signal: Signal, raw: bytes) -> Checked:
+    """`check` in Python (upb parse, then one pass over the items): the reference."""
     msg = parse(signal, raw)
     if signal is TRACES:
         items, rejected, reason = _check_traces(msg)  # type: ignore[arg-type]

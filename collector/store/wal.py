@@ -18,11 +18,12 @@ import logging
 import os
 import struct
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from isal.isal_zlib import crc32
 
 from meshlens.collector.store.records import Record
 
@@ -35,7 +36,9 @@ CORRUPT_DIR: Final = "corrupt"
 
 
 def checksum(length_bytes: bytes, body: bytes | memoryview) -> int:
-    return zlib.crc32(body, zlib.crc32(length_bytes))
+    # isal's CRC-32 is zlib's (same polynomial and values) at ~100 GB/s instead of ~5: it was
+    # 4-6% of both the receive path and the conversion, which each checksum every byte once.
+    return crc32(body, crc32(length_bytes))
 
 
 def frame(body: bytes) -> bytes:
