@@ -99,7 +99,11 @@ def write_table(
     fsync: bool = True,
 ) -> list[Path]:
     """Write `data` (rows of `table`) as `<node>_<lo>_<hi>.parquet` in each dt/hr partition it
-    spans. Returns the files written. Rows are sorted by time within each file."""
+    spans. Returns the files written. Rows keep their order (arrival order from the converter):
+    rows of one request or resource stay together, which compresses better than time order
+    (69.0 -> 67.1 B/span in bench.store_size), and a file's time range is a few seconds of
+    receipt either way, so row-group statistics prune the same. Sorting cost the converter
+    0.3-0.4 CPU-µs per span."""
     if data.num_rows == 0:
         return []
     data = conform(table, data)
@@ -109,7 +113,6 @@ def write_table(
         raise ValueError(
             f"{table}.{time_col} has {ts.null_count} null values; every row needs a time"
         )
-    data = data.sort_by(time_col)
     # Whole hours since the epoch (timestamps are UTC microseconds).
     hours = pc.divide(data.column(time_col).cast(pa.int64()), pa.scalar(3_600_000_000, pa.int64()))
     name = segment_file_name(node, lo, hi)

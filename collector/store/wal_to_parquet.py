@@ -29,7 +29,7 @@ from meshlens.collector.store import wal
 from meshlens.collector.store.layout import list_table_files, wal_segment_path
 from meshlens.collector.store.parquet_write import conform, parquet_options, write_table
 from meshlens.collector.store.records import Record, RecordKind
-from meshlens.collector.store.schema import TABLES, TIME_COLUMN
+from meshlens.collector.store.schema import TABLES
 from meshlens.durable_file import fsync_dir, make_dirs, write_atomic
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def warm_up(overrides: Mapping[int, str]) -> int:
             fn(Record(kind, 0, b""))
         except Exception:  # empty input may be invalid; only the warm-up matters
             pass
-    sample = conform("spans", pa.table({})).sort_by(TIME_COLUMN["spans"])
+    sample = conform("spans", pa.table({}))
     pq.write_table(sample, pa.BufferOutputStream(), **parquet_options("spans"))
     return loaded
 
