@@ -16,7 +16,9 @@ tests/collector/decode/test_otlp_traces_fast.py holds the two to identical table
 Small requests (an Envoy sidecar flushes a few spans at a time) cost more per request than per
 span, so the converter hands this module up to BATCH_RECORDS records at once
 (`record_part`/`records_tables`, registry.BATCH_DECODERS): one C call per GROUP_BYTES of
-payload (bigger groups are slower: their column buffers outgrow the CPU caches).
+payload, which spreads the Python around each call (about 28 Arrow arrays) over thousands of
+spans. 4 MiB measured best for 1000-span SDK requests (0.70 vs 0.82 CPU-µs/span at 1 MiB;
+much larger groups gain nothing, their column buffers outgrow the CPU caches).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ except ImportError:  # not built (no C compiler at install time): Python decodes
     _wire = None
 
 AVAILABLE: Final = _wire is not None
-GROUP_BYTES: Final = 1 << 20  # payload bytes per C call in `records_tables`
+GROUP_BYTES: Final = 4 << 20  # payload bytes per C call in `records_tables`
 
 
 def decode_traces(payload: bytes, received_ns: int = 0) -> pa.Table:
@@ -83,7 +85,7 @@ def records_tables(records: Sequence[Record]) -> dict[str, pa.Table]:
 
 def _groups(records: Sequence[Record]) -> Iterator[Sequence[Record]]:
     """Consecutive records of up to GROUP_BYTES of payload (at least one each): one C call
-    each. Larger groups are slower, their column buffers no longer fit the CPU caches."""
+    each."""
     start = size = 0
     for i, r in enumerate(records):
         if i > start and size + len(r.payload) > GROUP_BYTES:
