@@ -66,7 +66,8 @@ BENCHES: tuple[Bench, ...] = (
         "bench.ingest",
         "end-to-end durable ingest into `meshlens serve` (OTLP spans, ALS entries) from a "
         "separate load-generator process, vs a bare gRPC server that only parses (the "
-        "floor), on 2 and 1 cores; peak RSS; exactly-once check",
+        "floor) and, for traces, rotel with its blackhole exporter (the peer), on 2 and 1 "
+        "cores; CPU-µs per item; peak RSS; exactly-once check",
         (),
         ("--seconds", "4", "--warmup", "1", "--cpus", "2"),
     ),
