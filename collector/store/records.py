@@ -34,11 +34,12 @@ class Record:
     context: bytes = b""
 
     def encode(self) -> bytes:
-        return (
-            _HEADER.pack(self.kind, self.received_ns, len(self.context))
-            + self.context
-            + self.payload
-        )
+        return self.encode_head() + self.payload
+
+    def encode_head(self) -> bytes:
+        """The encoding up to the payload (header and context): `encode()` is this followed by
+        the payload, which the WAL writes from its own buffer instead of copying it."""
+        return _HEADER.pack(self.kind, self.received_ns, len(self.context)) + self.context
 
     @classmethod
     def decode(cls, data: bytes) -> Record:

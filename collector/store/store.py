@@ -240,7 +240,7 @@ class Store:
         size = len(payload) + len(context)
         if size > wal.MAX_FRAME_BYTES - 64:
             raise PayloadTooLarge(size, wal.MAX_FRAME_BYTES - 64)
-        frame = wal.frame(Record(kind, time.time_ns(), payload, context).encode())
+        frame = wal.frame_parts(Record(kind, time.time_ns(), b"", context).encode_head(), payload)
         state = self._state  # read without the lock: the writer re-checks under it
         return self._writer.enqueue(
             frame, items, None if state == "running" else f"store is {state}"

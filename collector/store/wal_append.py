@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +56,7 @@ class Batch:
     )
 
     def __init__(self) -> None:
-        self.frames: list[bytes] = []
+        self.frames: list[bytes] = []  # the buffers of its frames, in order (one writev)
         self.nbytes = 0
         self.records = 0
         self.items = 0
@@ -125,15 +125,16 @@ class WalWriter:
 
     # ---- appenders -----------------------------------------------------------------------
 
-    def append(self, frame: bytes, items: int, refuse: str | None) -> None:
+    def append(self, frame: Sequence[bytes], items: int, refuse: str | None) -> None:
         """Queue one framed record and wait until it is durable. `refuse`: why the store does
         not take writes (checked under the lock), or None."""
         self.enqueue(frame, items, refuse).wait()
 
-    def enqueue(self, frame: bytes, items: int, refuse: str | None) -> Batch:
-        """Queue one framed record without waiting; the returned batch says when it is
-        durable. Raises StoreUnavailable / Overloaded at once."""
-        n = len(frame)
+    def enqueue(self, frame: Sequence[bytes], items: int, refuse: str | None) -> Batch:
+        """Queue one framed record (its buffers: `wal.frame_parts`, or one `wal.frame`) without
+        waiting; the returned batch says when it is durable. Raises StoreUnavailable /
+        Overloaded at once."""
+        n = sum(len(b) for b in frame)
         ledger = self.ledger
         with ledger.lock:
             if refuse is None and self._state != "running":
@@ -155,7 +156,7 @@ class WalWriter:
                     f"disk budget ({disk} bytes of unconverted WAL)", self._disk_retry_after()
                 )
             batch = self._batch
-            batch.frames.append(frame)
+            batch.frames.extend(frame)
             batch.nbytes += n
             batch.records += 1
             batch.items += items
@@ -251,7 +252,6 @@ class WalWriter:
         self.ledger.add(seq, Segment(path, seg.size, first_ns), queued=False)
 
     def _write_batch(self, batch: Batch) -> None:
-        data = b"".join(batch.frames)
         t0 = time.monotonic()
         error: Exception | None = None
         where = str(self._wal_dir)
@@ -262,7 +262,7 @@ class WalWriter:
             assert seg is not None
             where = str(seg.path)
             before = seg.size
-            seg.write(data)
+            seg.write(batch.frames)
             if self.opts.fsync:
                 try:
                     seg.sync()

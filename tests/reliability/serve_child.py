@@ -42,10 +42,10 @@ def _patch() -> None:
     if flag:
         real_write = wal.WalFile._write
 
-        def write(self: wal.WalFile, data: memoryview) -> int:
+        def write(self: wal.WalFile, parts: list[memoryview]) -> int:
             if Path(flag).exists():
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return real_write(self, data)
+            return real_write(self, parts)
 
         wal.WalFile._write = write  # type: ignore[method-assign]
 

@@ -56,7 +56,7 @@ def test_disk_full_is_unavailable_and_the_collector_recovers(
     spans = traces_request(6).SerializeToString()
     target = f"127.0.0.1:{c.ports.grpc}"
 
-    def disk_full(self: wal.WalFile, data: memoryview) -> int:
+    def disk_full(self: wal.WalFile, parts: list[memoryview]) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with grpc.insecure_channel(target) as ch:

@@ -176,8 +176,8 @@ def test_write_failure_is_unavailable_and_the_store_recovers(
     store.append(KIND, b"before")
     real = wal.WalFile._write
 
-    def enospc(self: wal.WalFile, data: memoryview) -> int:
-        real(self, data[:7])  # part of the batch reaches the file, then the disk is full
+    def enospc(self: wal.WalFile, parts: list[memoryview]) -> int:
+        real(self, [parts[0][:7]])  # part of the batch reaches the file, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(wal.WalFile, "_write", enospc)
@@ -228,9 +228,9 @@ def test_memory_budget_overload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     release = threading.Event()
     real = wal.WalFile._write
 
-    def slow(self: wal.WalFile, data: memoryview) -> int:
+    def slow(self: wal.WalFile, parts: list[memoryview]) -> int:
         release.wait(10)
-        return real(self, data)
+        return real(self, parts)
 
     monkeypatch.setattr(wal.WalFile, "_write", slow)
     with Store(tmp_path, _opts(memory_budget=1000)) as s:

@@ -138,15 +138,15 @@ def test_segment_file_rolls_back_a_failed_write(
     calls = {"n": 0}
     real = wal.WalFile._write
 
-    def half_then_enospc(self: wal.WalFile, data: memoryview) -> int:
+    def half_then_enospc(self: wal.WalFile, parts: list[memoryview]) -> int:
         calls["n"] += 1
         if calls["n"] == 1:
-            return real(self, data[: len(data) // 2])
+            return real(self, [parts[0][: len(parts[0]) // 2]])
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(wal.WalFile, "_write", half_then_enospc)
     with pytest.raises(OSError, match="No space"):
-        seg.write(wal.frame(b"x" * 1000))
+        seg.write(wal.frame_parts(b"head", b"x" * 1000))
     monkeypatch.undo()
     assert seg.size == len(wal.MAGIC) + len(good)
     seg.write(wal.frame(b"later"))
@@ -154,3 +154,25 @@ def test_segment_file_rolls_back_a_failed_write(
     seg.close()
     records = [bytes(b) for _o, b in wal.iter_frames((tmp_path / "s.wal").read_bytes())]
     assert records == [b"acknowledged", b"later"]
+
+
+def test_frame_parts_are_the_frame_of_their_concatenation() -> None:
+    for head, payload in ((b"", b""), (b"h", b""), (b"", b"p" * 70_000), (b"head", b"payload")):
+        assert b"".join(wal.frame_parts(head, payload)) == wal.frame(head + payload)
+
+
+def test_short_writes_resume_mid_buffer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """writev may stop anywhere, also inside a buffer: the rest follows, in order."""
+    seg = wal.WalFile(tmp_path / "s.wal")
+    real = wal.WalFile._write
+
+    def three_bytes_at_a_time(self: wal.WalFile, parts: list[memoryview]) -> int:
+        return real(self, [parts[0][:3]])
+
+    monkeypatch.setattr(wal.WalFile, "_write", three_bytes_at_a_time)
+    frames = [wal.frame_parts(f"h{i}".encode(), b"p" * i) for i in range(5)]
+    seg.write([b for f in frames for b in f])
+    monkeypatch.undo()
+    seg.close()
+    got = [bytes(b) for _o, b in wal.iter_frames((tmp_path / "s.wal").read_bytes())]
+    assert got == [f"h{i}".encode() + b"p" * i for i in range(5)]
