@@ -28,9 +28,11 @@ the end of the load until every WAL segment is converted; WAL MiB = largest unco
 seen (the conversion backlog, bounded by --disk-budget); 429s = RESOURCE_EXHAUSTED answers;
 exact = the rows in Parquet equal the acknowledged count (after SIGTERM, exit code 0); peak RSS
 of the main process and with its decode workers; CPU microseconds per item in the main process
-(receive path, WAL) and in the workers (conversion), counted over the whole run -- unlike the
-rates, nearly independent of what else the machine runs. The load average is printed: the
-machine is shared, and other processes take cores from the run.
+(receive path, WAL) and in the workers (conversion), counted over the whole run -- steadier than
+the rates when other processes share the machine (not independent of them: busy cores share
+caches). The bare server's and rotel's CPU per item are measured the same way (all in "main":
+one process each) and the summary gives meshlens' CPU per item as a ratio to theirs. The load
+average is printed: the machine is shared, and other processes take cores from the run.
 """
 
 from __future__ import annotations
@@ -514,15 +516,16 @@ def measure(server: Server, kind: str, args: argparse.Namespace) -> dict[str, An
             peak = _max2(peak, server.rss_mib())
             time.sleep(0.2)
         row["drain"] = time.monotonic() - t1
-        # CPU per item, receive path (main process) and conversion (workers), over the whole
-        # run: independent of what else the machine runs, unlike the rates.
-        cpu1 = server.cpu_seconds()
-        n = max(1, res["items_all"])
-        row["cpu_us"] = ((cpu1[0] - cpu0[0]) / n * 1e6, (cpu1[1] - cpu0[1]) / n * 1e6)
         # Sustained: every item acknowledged, from the first request until the last is in
         # Parquet (queryable). Equals the acked rate only when conversion keeps up.
         row["sustained"] = res["items_all"] / (res["total_seconds"] + row["drain"])
         row["backlog"] = backlog / 2**20
+    # CPU per item of every server (meshlens: receive path in the main process, conversion in
+    # the workers, drain included), over the whole run: steadier than the rates on a shared
+    # machine, and the peer's and the floor's make the ratio.
+    cpu1 = server.cpu_seconds()
+    n = max(1, res["items_all"])
+    row["cpu_us"] = ((cpu1[0] - cpu0[0]) / n * 1e6, (cpu1[1] - cpu0[1]) / n * 1e6)
     row["rss"] = _max2(peak, server.rss_mib())
     return row
 
@@ -643,12 +646,19 @@ def main(argv: list[str] | None = None) -> int:
                 b = by.get((ref, cpus, kind))
                 if a and b:
                     print(f"meshlens sustained / {ref}, {kind}, {cpus} cpu(s): {a / b:.0%}")
-    for _name, cpus, kind, r, _ in rows:
-        if "cpu_us" in r:
+    cpu = {(n, c, k): sum(r["cpu_us"]) for n, c, k, r, _ in rows}
+    for name, cpus, kind, r, _ in rows:
+        if name == "meshlens serve":
             per = sum(r["cpu_us"])
+            ratios = ", ".join(
+                f"{per / cpu[(ref, cpus, kind)]:.2f}x {ref}'s"
+                for ref in ("bare parse", "rotel blackhole")
+                if cpu.get((ref, cpus, kind))
+            )
             print(
-                f"meshlens {kind} ({cpus} cpu run): {per:.2f} CPU-µs per item in all -> "
-                f"at most {1e6 / per:,.0f}/s per free core, {2e6 / per:,.0f}/s on 2 free cores"
+                f"meshlens {kind} ({cpus} cpu run): {per:.2f} CPU-µs per item in all "
+                f"({ratios or 'no peer'}) -> at most {1e6 / per:,.0f}/s per free core, "
+                f"{2e6 / per:,.0f}/s on 2 free cores"
             )
     for kind in kinds:
         one, two = by.get(("meshlens serve", 1, kind)), by.get(("meshlens serve", 2, kind))
