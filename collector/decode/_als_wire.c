@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_utf8_valid.h"
+
 /* ---- growable byte buffers ---------------------------------------------------------------- */
 
 typedef struct {
@@ -181,40 +183,7 @@ static int rd_skip(rd_t *r, uint32_t wt) {
         if ((wt_) != (want)) return -1; \
     } while (0)
 
-static int utf8_ok(slice_t s) {
-    const uint8_t *p = s.p, *e = s.p + s.n;
-    while (p < e) {
-        uint8_t c = *p;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        int n;
-        uint32_t cp;
-        if ((c & 0xe0) == 0xc0) {
-            n = 1;
-            cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            n = 2;
-            cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (e - p <= n) return 0;
-        for (int i = 1; i <= n; i++) {
-            if ((p[i] & 0xc0) != 0x80) return 0;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        p += n + 1;
-    }
-    return 1;
-}
+static int utf8_ok(slice_t s) { return utf8_valid(s.p, s.n); }
 
 static int ascii_only(slice_t s) {
     for (size_t i = 0; i < s.n; i++)

@@ -1180,6 +1180,26 @@ def test_bad_bytes_where_the_c_side_does_not_look(context: bytes) -> None:
 
 
 @needs_c
+@pytest.mark.parametrize(
+    "bad",
+    [b"\xff", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"\xe2\x82"],
+    ids=["invalid byte", "surrogate", "overlong", "above U+10FFFF", "cut short"],
+)
+def test_invalid_utf8_where_the_c_side_reads_is_never_decoded(bad: bytes) -> None:
+    # The request path is a string the C side reads (validated by the shared _utf8_valid.h);
+    # whatever it answers, text upb refuses never becomes rows: a second entry, and the same
+    # length so only the UTF-8 is wrong.
+    msg = _http_message(INBOUND)
+    entries = msg.http_logs.log_entry
+    entries.add().CopyFrom(entries[0])
+    entries[1].request.path = "/abcd"
+    payload = msg.SerializeToString().replace(b"/abcd", b"/" + bad + b"d" * (4 - len(bad)))
+    assert check_batch([_record(payload, b"")]) in ("declined", "both DecodeError")
+    ok = msg.SerializeToString().replace(b"/abcd", "/écd".encode())  # same length, valid
+    assert check_batch([_record(ok, b"")]) == "equal"
+
+
+@needs_c
 def test_cluster_ports_out_of_range_are_no_port_on_both_paths() -> None:
     # The C side reads the port of an Istio cluster name through Python (identity): a number
     # that is no TCP port (or not ASCII digits) is no port on both paths, not a failed record.

@@ -32,6 +32,7 @@ from tests.collector.decode.samples import (
     sdk_traces_request,
 )
 from tests.collector.decode.test_otlp_traces_fast import requests as trace_requests
+from tests.collector.protowire import field as _f
 from tests.collector.receivers.payloads import logs_request, metrics_request, traces_request
 
 _otlp_check = pytest.importorskip("meshlens.collector.decode._otlp_check")
@@ -135,21 +136,6 @@ def test_receive_path_uses_it() -> None:
 
 
 # ---- what the reference must decide --------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _f(number: int, wire_type: int, body: bytes) -> bytes:
-    tag = _varint(number << 3 | wire_type)
-    return tag + (_varint(len(body)) + body if wire_type == 2 else body)
 
 
 _IDS = _f(1, 2, b"\x01" * 16) + _f(2, 2, b"\x02" * 8)

@@ -35,6 +35,8 @@ from meshlens.collector.errors import DecodeError
 from meshlens.collector.store.records import Record, RecordKind
 from meshlens.collector.store.wal_to_parquet import decode_all
 from tests.collector.decode.samples import envoy_traces_request, kv, sdk_traces_request
+from tests.collector.protowire import field as _field
+from tests.collector.protowire import varint as _varint
 from tests.collector.receivers.payloads import traces_request
 
 BUILD_HINT = (
@@ -372,21 +374,6 @@ def test_bit_flips_equal_the_reference_or_both_fail() -> None:
 
 
 # ---- declines ------------------------------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, wire_type: int, body: bytes) -> bytes:
-    tag = _varint(number << 3 | wire_type)
-    return tag + (_varint(len(body)) + body if wire_type == 2 else body)
 
 
 def _request(span: bytes) -> bytes:

@@ -8,6 +8,7 @@ import pytest
 
 from meshlens.collector.receivers import otlp
 from tests.collector.conftest import ServeProcess
+from tests.collector.protowire import varint as _varint
 from tests.collector.receivers.grpc_client import export, stream_als
 from tests.collector.receivers.payloads import (
     als_message,
@@ -45,16 +46,6 @@ def _nested_any_value(depth: int) -> bytes:
     scope_spans = b"\x12" + _varint(len(span)) + span
     resource_spans = b"\x12" + _varint(len(scope_spans)) + scope_spans
     return b"\x0a" + _varint(len(resource_spans)) + resource_spans
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def test_malformed_requests_are_invalid_argument_and_nothing_else_is_lost(
