@@ -25,6 +25,7 @@ import hashlib
 import logging
 import multiprocessing as mp
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,6 +71,19 @@ _UPTO_KEY: Final = b"meshlens.paired_upto"
 # once that point moved on by STEP.
 STEP: Final = timedelta(minutes=1)
 _ROW_GROUP: Final = 256 * 1024
+# Rows of a stored hour: by minute, then grouped by source, destination and response code
+# (then time). Rows of one edge sit together, which the graph's group-by and the column
+# encodings both reward (an hour of 10M reports: the graph's query 0.53-0.57 -> 0.43-0.44 s,
+# the file 127 -> 110 MB, for 3-4 s more CPU when maintenance stores the hour), while minutes
+# stay in order, so row-group time statistics prune a window as well as strict time order did.
+# More columns here (namespaces, protocol, grpc status, flags) cost twice that CPU, gain nothing.
+STORED_ORDER: Final = (
+    "source_workload",
+    "destination_service",
+    "destination_workload",
+    "response_code",
+    "ts",
+)
 PAIRED_SCHEMA: Final = pa.schema(
     [
         *REQUESTS,
@@ -248,7 +262,7 @@ def pair_hour(
     memory_limit: str = "1GB",
     upto: datetime | None = None,
 ) -> pa.Table:
-    """The paired rows of [hour, upto) (default: the whole hour), in time order (pure apart
+    """The paired rows of [hour, upto) (default: the whole hour), in STORED_ORDER (pure apart
     from reading the hour's and its neighbours' files): DuckDB pairs the narrow key columns,
     polars gathers each column."""
     end = hour + HOUR if upto is None else upto
@@ -276,7 +290,8 @@ def pair_hour(
         .otherwise(ts_all.gather(pl.Series(si)))
     )
     del ts_all
-    idx = idx.filter((pl.col("ts") >= hour) & (pl.col("ts") < end)).sort("ts")
+    idx = idx.filter((pl.col("ts") >= hour) & (pl.col("ts") < end))
+    idx = _in_stored_order(idx, lambda name: _read_column(paths, name))
     merged = merge_pairs(
         lambda name: _read_column(paths, name), idx.get_column("di"), idx.get_column("si")
     )
@@ -289,6 +304,27 @@ def pair_hour(
         ],
         names=PAIRED_SCHEMA.names,
     )
+
+
+def _in_stored_order(idx: pl.DataFrame, column_of: Callable[[str], pl.Series]) -> pl.DataFrame:
+    """The pair index (di, si, ts) reordered to STORED_ORDER by minute: sorting the index,
+    with only the order's columns merged, costs far less memory than sorting the paired rows."""
+    import polars as pl
+
+    from meshlens.analytics.pairing_frame import merged_column
+
+    di, si = idx.get_column("di"), idx.get_column("si")
+    keys = [merged_column(n, column_of(n), di, si) for n in STORED_ORDER if n != "ts"]
+    # Categories by their codes: rows of an edge only need to be together, not in text order.
+    keys = [k.to_physical() if isinstance(k.dtype, pl.Categorical) else k for k in keys]
+    minute = idx.get_column("ts").dt.truncate("1m").alias("_minute")
+    order = (
+        pl.DataFrame([minute, *keys, idx.get_column("ts")])
+        .with_row_index("_row")
+        .sort([minute.name, *(k.name for k in keys), "ts"], maintain_order=True)
+        .get_column("_row")
+    )
+    return idx[order]
 
 
 def store_hour(

@@ -47,6 +47,16 @@ def merge_expr(column: str) -> pl.Expr:
     return pl.when(_DP).then(_D).otherwise(_S)
 
 
+def merged_column(name: str, col: pl.Series, di: pl.Series, si: pl.Series) -> pl.Series:
+    """The paired values of one input column `col` for the pair index (di, si)."""
+    if merge_rule(name) in (KEY, SERVER_SIDE):
+        # Equal on both sides, or the server's when there is one: one gather at the server's
+        # row, else the client's.
+        return col.gather(pl.select(pl.coalesce(di, si)).to_series()).alias(name)
+    frame = pl.DataFrame({"d": col.gather(di), "s": col.gather(si), "d_present": di.is_not_null()})
+    return frame.select(merge_expr(name).alias(name)).to_series()
+
+
 def merge_pairs(
     column_of: Callable[[str], pl.Series], di: pl.Series, si: pl.Series
 ) -> pl.DataFrame:
@@ -54,17 +64,10 @@ def merge_pairs(
     (each call returns one whole input column, rows numbered as in the index). Columns come
     out in the requests schema's order, then `paired` and `client_duration_ms`."""
     d_present = di.is_not_null()
-    # A key column is equal on both sides and a server-side column is the server's when there
-    # is one: one gather at the server's row, else the client's.
-    either = pl.select(pl.coalesce(di, si)).to_series()
     out: dict[str, pl.Series] = {}
     for name in COLUMNS:
         col = column_of(name)
-        if merge_rule(name) in (KEY, SERVER_SIDE):
-            out[name] = col.gather(either).alias(name)
-        else:
-            frame = pl.DataFrame({"d": col.gather(di), "s": col.gather(si), "d_present": d_present})
-            out[name] = frame.select(merge_expr(name).alias(name)).to_series()
+        out[name] = merged_column(name, col, di, si)
         if name == "duration_ms":
             out[CLIENT_DURATION_COLUMN] = col.gather(si).alias(CLIENT_DURATION_COLUMN)
     out[PAIRED_COLUMN] = (d_present & si.is_not_null()).alias(PAIRED_COLUMN)
