@@ -216,7 +216,9 @@ def test_time_range_absolute_goes_into_the_url_and_last_1h_opens_selected(
         assert _sidebar(page).get_by_text("From (UTC)").is_visible()
         after = _mesh_caption(page)
         # The graph now covers exactly the absolute range (whole minutes of the pickers).
-        covers = f"{start:%Y-%m-%d %H:%M:%S} → {end:%H:%M:%S} UTC"
+        # (The end shows its date when the range crosses midnight UTC.)
+        end_fmt = "%H:%M:%S" if start.date() == end.date() else "%Y-%m-%d %H:%M:%S"
+        covers = f"{start:%Y-%m-%d %H:%M:%S} → {end.strftime(end_fmt)} UTC"
         assert after.startswith(covers), (after, q)
         # The caption changed, unless the relative range already ended on a whole minute ("now"
         # is rounded to 10 s, so one time in six the two ranges are the same).
@@ -232,7 +234,8 @@ def test_time_range_absolute_goes_into_the_url_and_last_1h_opens_selected(
         cap = _mesh_caption(page)
         lo, _, rest = cap.partition(" → ")
         t0 = datetime.strptime(lo, "%Y-%m-%d %H:%M:%S")
-        t1 = datetime.strptime(f"{lo[:10]} {rest[:8]}", "%Y-%m-%d %H:%M:%S")
+        hi = rest.partition(" UTC")[0]  # with its date when the hour crosses midnight UTC
+        t1 = datetime.strptime(hi if len(hi) > 8 else f"{lo[:10]} {hi}", "%Y-%m-%d %H:%M:%S")
         assert (t1 - t0).total_seconds() % 86400 == 3600, cap
         assert _query(page).get("last") == ["1h"], page.url
         _clean(page)
