@@ -82,7 +82,6 @@ STORED_ORDER: Final = (
     "destination_service",
     "destination_workload",
     "response_code",
-    "ts",
 )
 PAIRED_SCHEMA: Final = pa.schema(
     [
@@ -262,9 +261,9 @@ def pair_hour(
     memory_limit: str = "1GB",
     upto: datetime | None = None,
 ) -> pa.Table:
-    """The paired rows of [hour, upto) (default: the whole hour), in STORED_ORDER (pure apart
-    from reading the hour's and its neighbours' files): DuckDB pairs the narrow key columns,
-    polars gathers each column."""
+    """The paired rows of [hour, upto) (default: the whole hour), by minute, STORED_ORDER, then
+    time (pure apart from reading the hour's and its neighbours' files): DuckDB pairs the
+    narrow key columns, polars gathers each column."""
     end = hour + HOUR if upto is None else upto
     import polars as pl
 
@@ -307,14 +306,15 @@ def pair_hour(
 
 
 def _in_stored_order(idx: pl.DataFrame, column_of: Callable[[str], pl.Series]) -> pl.DataFrame:
-    """The pair index (di, si, ts) reordered to STORED_ORDER by minute: sorting the index,
-    with only the order's columns merged, costs far less memory than sorting the paired rows."""
+    """The pair index (di, si, ts) reordered by minute, STORED_ORDER, then time: sorting the
+    index, with only the order's columns merged, costs far less memory than sorting the paired
+    rows."""
     import polars as pl
 
-    from meshlens.analytics.pairing_frame import merged_column
+    from meshlens.analytics.pairing_frame import PairIndex, merged_column
 
-    di, si = idx.get_column("di"), idx.get_column("si")
-    keys = [merged_column(n, column_of(n), di, si) for n in STORED_ORDER if n != "ts"]
+    ix = PairIndex.of(idx.get_column("di"), idx.get_column("si"))
+    keys = [merged_column(n, column_of(n), ix) for n in STORED_ORDER]
     # Categories by their codes: rows of an edge only need to be together, not in text order.
     keys = [k.to_physical() if isinstance(k.dtype, pl.Categorical) else k for k in keys]
     minute = idx.get_column("ts").dt.truncate("1m").alias("_minute")

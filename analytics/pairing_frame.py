@@ -10,6 +10,7 @@ and the output. Pure: no I/O. Held equal to the SQL view by tests/analytics/test
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -47,13 +48,29 @@ def merge_expr(column: str) -> pl.Expr:
     return pl.when(_DP).then(_D).otherwise(_S)
 
 
-def merged_column(name: str, col: pl.Series, di: pl.Series, si: pl.Series) -> pl.Series:
-    """The paired values of one input column `col` for the pair index (di, si)."""
+@dataclass(frozen=True, slots=True)
+class PairIndex:
+    """The pair index (di: the server's row, si: the client's; either may be null) and what
+    every column's merge derives from it, computed once."""
+
+    di: pl.Series
+    si: pl.Series
+    either: pl.Series  # the server's row when there is one, else the client's
+    d_present: pl.Series
+
+    @classmethod
+    def of(cls, di: pl.Series, si: pl.Series) -> PairIndex:
+        return cls(di, si, pl.select(pl.coalesce(di, si)).to_series(), di.is_not_null())
+
+
+def merged_column(name: str, col: pl.Series, ix: PairIndex) -> pl.Series:
+    """The paired values of one input column `col` for the pair index `ix`."""
     if merge_rule(name) in (KEY, SERVER_SIDE):
-        # Equal on both sides, or the server's when there is one: one gather at the server's
-        # row, else the client's.
-        return col.gather(pl.select(pl.coalesce(di, si)).to_series()).alias(name)
-    frame = pl.DataFrame({"d": col.gather(di), "s": col.gather(si), "d_present": di.is_not_null()})
+        # Equal on both sides, or the server's when there is one: one gather.
+        return col.gather(ix.either).alias(name)
+    frame = pl.DataFrame(
+        {"d": col.gather(ix.di), "s": col.gather(ix.si), "d_present": ix.d_present}
+    )
     return frame.select(merge_expr(name).alias(name)).to_series()
 
 
@@ -63,11 +80,12 @@ def merge_pairs(
     """The paired rows for the pair index (di, si) over rows whose columns `column_of` gives
     (each call returns one whole input column, rows numbered as in the index). Columns come
     out in the requests schema's order, then `paired` and `client_duration_ms`."""
-    d_present = di.is_not_null()
+    ix = PairIndex.of(di, si)
+    d_present = ix.d_present
     out: dict[str, pl.Series] = {}
     for name in COLUMNS:
         col = column_of(name)
-        out[name] = merged_column(name, col, di, si)
+        out[name] = merged_column(name, col, ix)
         if name == "duration_ms":
             out[CLIENT_DURATION_COLUMN] = col.gather(si).alias(CLIENT_DURATION_COLUMN)
     out[PAIRED_COLUMN] = (d_present & si.is_not_null()).alias(PAIRED_COLUMN)

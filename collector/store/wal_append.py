@@ -131,9 +131,9 @@ class WalWriter:
         self.enqueue(frame, items, refuse).wait()
 
     def enqueue(self, frame: Sequence[bytes], items: int, refuse: str | None) -> Batch:
-        """Queue one framed record (its buffers: `wal.frame_parts`, or one `wal.frame`) without
-        waiting; the returned batch says when it is durable. Raises StoreUnavailable /
-        Overloaded at once."""
+        """Queue one framed record, as its buffers (`wal.frame_parts(...)`, or
+        `[wal.frame(...)]`), without waiting; the returned batch says when it is durable.
+        Raises StoreUnavailable / Overloaded at once."""
         n = sum(len(b) for b in frame)
         ledger = self.ledger
         with ledger.lock:

@@ -297,7 +297,7 @@ def test_pair_hour_rows_match_the_sql_view_hour_by_hour(store: Path) -> None:
         # rows in one run, in time order
         minutes = [t.replace(second=0, microsecond=0) for t in ts]
         assert minutes == sorted(minutes)
-        names = [n for n in paired_store.STORED_ORDER if n != "ts"]
+        names = list(paired_store.STORED_ORDER)
         rows = table.select(names).to_pylist()
         groups = [(m, tuple(r.values())) for m, r in zip(minutes, rows, strict=True)]
         runs = [g for i, g in enumerate(groups) if i == 0 or g != groups[i - 1]]
